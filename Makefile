@@ -1,0 +1,50 @@
+# keap-pipeline: `make install`, `make demo`, `make test`, `make ui`. Needs only python3 and the package registries.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export KEAP_PIPELINE_HOME ?= $(CURDIR)/.keap_pipeline
+export DAGSTER_HOME ?= $(KEAP_PIPELINE_HOME)/dagster_home
+
+.PHONY: install demo test test-db ui lint bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(BIN)/keap-pipeline: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --python $(PYTHON)
+	@touch $@
+
+## install: build .venv from uv.lock (exact versions, nothing unlocked)
+install: $(BIN)/keap-pipeline
+
+## demo: the main job on embedded defaults (embedded PostgreSQL + the local Keap sandbox)
+demo: install
+	$(BIN)/python -m keap_pipeline.demo
+
+## test: the whole suite on a real PostgreSQL (embedded unless KEAP_PIPELINE_TEST_DATABASE_URL is set)
+test: install
+	$(BIN)/pytest
+
+## test-db: only the tests that touch PostgreSQL (CI runs these again on PostgreSQL 15)
+test-db: install
+	$(BIN)/pytest -m db
+
+## ui: the Dagster UI on the same data as `make demo`
+ui: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -m keap_pipeline.ui
+
+lint: install
+	$(BIN)/ruff check keap_pipeline tests bench
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	-$(BIN)/keap-pipeline db down
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

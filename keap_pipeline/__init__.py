@@ -1,0 +1,1 @@
+"""keap-pipeline: Keap CRM -> PostgreSQL/Supabase sync schema, orchestrated by Dagster."""

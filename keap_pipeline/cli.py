@@ -1,0 +1,151 @@
+"""The keap-pipeline command: migrations, the embedded database, the local Keap sandbox, syncs and dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from keap_pipeline.errors import KeapPipelineError
+
+log = logging.getLogger("keap_pipeline.cli")
+
+
+def _add_database_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL URL; default KEAP_PIPELINE_DATABASE_URL, else the embedded server",
+    )
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from keap_pipeline.db.connect import redact, resolve_database_url
+    from keap_pipeline.db.migrate import migrate
+
+    url = resolve_database_url(args.database_url)
+    applied = migrate(url, target=args.to)
+    for m in applied:
+        print(f"applied  {m.name}  {m.checksum[:12]}")
+    print(f"{len(applied)} migration(s) applied to {redact(url)}" if applied else "nothing to apply")
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from keap_pipeline.db.connect import redact, resolve_database_url
+    from keap_pipeline.db.migrate import rollback
+
+    url = resolve_database_url(args.database_url)
+    undone = rollback(url, args.to)
+    for m in undone:
+        print(f"rolled back  {m.name}")
+    print(f"{len(undone)} migration(s) rolled back on {redact(url)}" if undone else "nothing to roll back")
+    return 0
+
+
+def _cmd_migrations(args: argparse.Namespace) -> int:
+    from keap_pipeline.db.connect import resolve_database_url
+    from keap_pipeline.db.migrate import status
+
+    states = status(resolve_database_url(args.database_url))
+    print(f"{'version':>7}  {'status':8}  {'checksum':12}  {'applied at':32}  name")
+    for s in states:
+        at = s.applied_at.isoformat() if s.applied_at else "-"
+        print(f"{s.version:>7}  {s.status:8}  {s.checksum[:12]}  {at:32}  {s.name}")
+    return 1 if any(s.status == "changed" for s in states) else 0
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from keap_pipeline.db import embedded
+
+    if args.action == "up":
+        server = embedded.start()
+        print(server.url)
+        return 0
+    if args.action == "down":
+        stopped = embedded.stop()
+        print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+        return 0
+    server = embedded.server_for()
+    print(f"{'running' if server.is_running() else 'stopped'}  {server.url}  ({server.pgdata})")
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from keap_pipeline.sandbox import config_from_args, serve
+
+    serve(config_from_args(args))
+    return 0
+
+
+def _add_sandbox(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("sandbox", help="serve a local Keap REST v2 sandbox on loopback until stopped")
+    try:
+        from keap_pipeline.sandbox import add_arguments
+    except ImportError:  # the sandbox package is optional in a trimmed install
+        return
+    add_arguments(parser)
+    parser.set_defaults(func=_cmd_sandbox)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the keap-pipeline command."""
+    parser = argparse.ArgumentParser(prog="keap-pipeline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="apply pending migrations")
+    _add_database_url(p)
+    p.add_argument("--to", type=int, default=None, metavar="VERSION", help="stop at this version")
+    p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser("rollback", help="run down scripts back to a version (0 = everything)")
+    _add_database_url(p)
+    p.add_argument("--to", type=int, required=True, metavar="VERSION")
+    p.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser("migrations", help="list applied and pending migrations with checksums")
+    _add_database_url(p)
+    p.set_defaults(func=_cmd_migrations)
+
+    p = sub.add_parser("db", help="the embedded PostgreSQL under KEAP_PIPELINE_HOME")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=_cmd_db)
+
+    _add_sandbox(sub)
+    for register in _late_commands():
+        register(sub)
+    return parser
+
+
+def _late_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
+    """Sub-commands that live beside the code they drive (sync, dead-letters)."""
+    registrars: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+    try:
+        from keap_pipeline.sync_cli import register
+    except ImportError:
+        return registrars
+    registrars.append(register)
+    return registrars
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except KeapPipelineError as err:
+        print(f"keap-pipeline {args.command}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

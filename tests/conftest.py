@@ -1,0 +1,126 @@
+"""Test harness: a real PostgreSQL (embedded by default, KEAP_PIPELINE_TEST_DATABASE_URL otherwise) built by the real migrations."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from keap_pipeline.db.migrate import migrate
+
+TEST_URL_ENV = "KEAP_PIPELINE_TEST_DATABASE_URL"
+
+
+def database_url(server_url: str, dbname: str) -> str:
+    """The conninfo of another database on the same server."""
+    return make_conninfo(server_url, dbname=dbname)
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    """Create a database (optionally from a template) and return its conninfo."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        query = sql.SQL("create database {}").format(sql.Identifier(name))
+        if template:
+            query = sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        conn.execute(query)
+    return database_url(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop a database, closing whatever is still connected to it."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a maintenance database on the server the suite runs on."""
+    external = os.environ.get(TEST_URL_ENV)
+    if external:
+        yield external
+        return
+    from keap_pipeline.db import embedded
+
+    home: Path = tmp_path_factory.mktemp("keap_pipeline_home")
+    server = embedded.start(home)
+    try:
+        yield server.url
+    finally:
+        embedded.destroy(home)
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_server_url: str) -> Iterator[str]:
+    """Name of a database built once per session by every migration, cloned by the fixtures below."""
+    name = _unique("kp_tpl")
+    url = create_database(pg_server_url, name)
+    try:
+        migrate(url)
+        yield name
+    finally:
+        drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def fresh_database(pg_server_url: str) -> Iterator[str]:
+    """Conninfo of an empty throwaway database, dropped after the test."""
+    name = _unique("kp_fresh")
+    url = create_database(pg_server_url, name)
+    try:
+        yield url
+    finally:
+        drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def migrated_database(pg_server_url: str, template_database: str) -> Iterator[str]:
+    """Conninfo of a throwaway database built by all migrations, for tests that commit."""
+    name = _unique("kp_t")
+    url = create_database(pg_server_url, name, template=template_database)
+    try:
+        yield url
+    finally:
+        drop_database(pg_server_url, name)
+
+
+@pytest.fixture(scope="session")
+def shared_database(pg_server_url: str, template_database: str) -> Iterator[str]:
+    """Conninfo of one migrated database that tests use only inside rolled-back transactions."""
+    name = _unique("kp_shared")
+    url = create_database(pg_server_url, name, template=template_database)
+    try:
+        yield url
+    finally:
+        drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def db(shared_database: str) -> Iterator[psycopg.Connection]:
+    """A superuser connection to a migrated database inside a transaction rolled back after the test."""
+    with psycopg.connect(shared_database, autocommit=False) as conn:
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+_DB_FIXTURES = {"pg_server_url", "template_database", "fresh_database", "migrated_database", "shared_database", "db"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that touches PostgreSQL `db`, so CI can rerun exactly those on PostgreSQL 15."""
+    for item in items:
+        if _DB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
