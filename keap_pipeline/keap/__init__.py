@@ -1,0 +1,91 @@
+"""Keap REST v2 client (httpx only): auth, pacing, retries and one page iterator for every list endpoint.
+
+Public API (kept stable for the sandbox's end-to-end tests and the pipeline)::
+
+    from keap_pipeline.keap import KeapClient, ApiKeyAuth, OAuthAuth, EncryptedTokenStore, Pacer, RateLimits, ENDPOINTS
+
+    with KeapClient(
+        base_url="http://127.0.0.1:8765/crm/rest/v2",      # the API root, KEAP_BASE_URL
+        auth=ApiKeyAuth("..."),                             # header X-Keap-API-Key
+        pacer=Pacer(RateLimits.personal_key()),             # default: shared per credential hash
+        timeout=30.0,                                       # every request; or pacing=False to benchmark
+    ) as client:
+        for page in client.iter_pages(ENDPOINTS["contacts"], fields=["id", "update_time"],
+                                      since=dt, until=dt, order_by="update_time asc", page_size=1000):
+            page.records            # list[dict]; one page at a time, never the whole listing
+        client.stats                # requests, retries, throttled, pages, records, quota_available, quota_resets_at
+        client.get("/contacts/model")
+        client.create_contact({...}); client.update_contact("1001", {...}, update_mask=["given_name"])
+        client.delete_contact("1001")
+
+OAuth: ``OAuthAuth(client_id, client_secret, EncryptedTokenStore(path), token_url=...)``; the
+store is Fernet-encrypted with the key in KEAP_TOKEN_ENCRYPTION_KEY, the token request is a
+POST of ``grant_type=refresh_token&refresh_token=...`` with the client id/secret as HTTP Basic
+auth. Filters: every time window goes inside ``filter`` (``start_update_time==...;end_update_time==...``
+for contacts); see ``endpoints.py`` for each entity's names. Errors: ``errors.py``, all KeapError.
+"""
+
+from keap_pipeline.keap.auth import KEAP_TOKEN_URL, ApiKeyAuth, OAuthAuth
+from keap_pipeline.keap.client import KeapClient
+from keap_pipeline.keap.endpoints import (
+    CONTACT_MODEL_PATH,
+    ENDPOINTS,
+    EndpointSpec,
+    build_list_params,
+    format_time,
+)
+from keap_pipeline.keap.errors import (
+    KeapArgumentError,
+    KeapAuthError,
+    KeapError,
+    KeapNotFound,
+    KeapPagingError,
+    KeapQuotaExhausted,
+    KeapRateLimited,
+    KeapRequestError,
+    KeapResponseError,
+    KeapServerError,
+    KeapTransportError,
+    TokenStoreError,
+)
+from keap_pipeline.keap.pacing import Pacer, RateLimits
+from keap_pipeline.keap.paging import Page
+from keap_pipeline.keap.quota import QuotaState
+from keap_pipeline.keap.retrying import RetryPolicy
+from keap_pipeline.keap.secret import Secret
+from keap_pipeline.keap.stats import ClientStats
+from keap_pipeline.keap.token_store import KEY_ENV, EncryptedTokenStore, TokenSet
+
+__all__ = [
+    "CONTACT_MODEL_PATH",
+    "ENDPOINTS",
+    "KEAP_TOKEN_URL",
+    "KEY_ENV",
+    "ApiKeyAuth",
+    "ClientStats",
+    "EncryptedTokenStore",
+    "EndpointSpec",
+    "KeapArgumentError",
+    "KeapAuthError",
+    "KeapClient",
+    "KeapError",
+    "KeapNotFound",
+    "KeapPagingError",
+    "KeapQuotaExhausted",
+    "KeapRateLimited",
+    "KeapRequestError",
+    "KeapResponseError",
+    "KeapServerError",
+    "KeapTransportError",
+    "OAuthAuth",
+    "Pacer",
+    "Page",
+    "QuotaState",
+    "RateLimits",
+    "RetryPolicy",
+    "Secret",
+    "TokenSet",
+    "TokenStoreError",
+    "build_list_params",
+    "format_time",
+]
