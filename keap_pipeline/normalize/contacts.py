@@ -1,0 +1,415 @@
+"""Keap contact records -> the stage_contacts frame, plus the records that cannot be loaded and why.
+
+The rules, one place:
+
+- keap_id: Keap ids are JSON strings of ASCII digits; a JSON integer (not a boolean) >= 0 is
+  accepted and rendered as its digits.  Anything else rejects the record.
+- email: the PRIMARY email, the entry whose ``field`` is EMAIL1, else the first entry.  No
+  ``email_addresses`` (absent, null or []) means no email: a normal contact, email is null.
+- phone: the primary phone, the entry whose ``field`` is PHONE1, else the first.  Rendered as
+  ``number`` alone, or ``number + ";ext=" + extension`` when the extension is a non-empty
+  string (RFC 3966's extension syntax), e.g. ``"+44 20 7946 0958;ext=12"``.  The number is
+  kept as Keap holds it (not reformatted, not E.164'd).
+- first_name / last_name / company: given_name, family_name, company.company_name as-is.
+- tags: a JSON array of the tag ids as digit strings, in Keap's order (not sorted: the order
+  Keap returns for an unchanged contact is stable, and sorting would invent an order Keap did
+  not give).  Absent or null ``tag_ids`` means no tags: ``[]``.  Compact separators, so an
+  unchanged contact gives byte-identical text.
+- custom_fields: a JSON object ``{custom_field_id: content}``, content kept as the JSON value it
+  is (string, number, boolean, null, array, object); a missing ``content`` is JSON null.  Keys
+  sorted at every depth, compact separators, ``ensure_ascii=False``: canonical text.  Absent
+  or null ``custom_fields`` means ``{}``.  NaN/Infinity are rejected, never coerced.
+- keap_created_at / keap_updated_at: create_time / update_time parsed strictly (see
+  ``timestamps.parse_instant_us``); update_time is required (the cursor needs it),
+  create_time may be absent.
+
+Rejected (never truncated, stripped or coerced): a missing or invalid id or update_time; an
+invalid create_time; a value of the wrong JSON type; a stored value longer than its column
+limit; a NUL character (PostgreSQL text and jsonb cannot hold it) or a lone surrogate (not
+UTF-8) in anything stored; duplicate custom field ids (one JSON object cannot hold both).
+What is not stored (other emails, other phones, addresses, ...) is not validated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from keap_pipeline.entities import CONTACTS
+from keap_pipeline.normalize.errors import (
+    BatchTooLargeError,
+    NaiveFetchedAtError,
+    TimestampError,
+)
+from keap_pipeline.normalize.result import NormalizeResult, Rejected
+from keap_pipeline.normalize.timestamps import parse_instant_us
+
+_UTC_US = pl.Datetime("us", "UTC")
+
+# The staging schema, in COPY order; tests check the names against entities.CONTACTS.
+CONTACT_SCHEMA = pl.Schema(
+    {
+        "ordinal": pl.Int32,
+        "keap_id": pl.Utf8,
+        "email": pl.Utf8,
+        "first_name": pl.Utf8,
+        "last_name": pl.Utf8,
+        "phone": pl.Utf8,
+        "company": pl.Utf8,
+        "tags": pl.Utf8,
+        "custom_fields": pl.Utf8,
+        "keap_created_at": _UTC_US,
+        "keap_updated_at": _UTC_US,
+    }
+)
+# Row tuple positions whose strings go to PostgreSQL (checked for lone surrogates on fallback),
+# with the Keap field each comes from.
+_TEXT_SOURCES = (
+    (1, "id"),
+    (2, "email_addresses"),
+    (3, "given_name"),
+    (4, "family_name"),
+    (5, "phone_numbers"),
+    (6, "company.company_name"),
+    (7, "tag_ids"),
+    (8, "custom_fields"),
+)
+
+_LIMITS = CONTACTS.column_limits
+_ID_LIMIT = _LIMITS["keap_id"]
+_EMAIL_LIMIT = _LIMITS["email"]
+_FIRST_LIMIT = _LIMITS["first_name"]
+_LAST_LIMIT = _LIMITS["last_name"]
+_PHONE_LIMIT = _LIMITS["phone"]
+_COMPANY_LIMIT = _LIMITS["company"]
+_INT32_MAX = 2**31 - 1
+
+# One encoder reused: json.dumps with keyword arguments builds a new encoder on every call.
+_CANONICAL = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+)
+
+
+class _Reject(Exception):  # noqa: N818 - control flow inside this module, never escapes it
+    """Internal: this record cannot be loaded; carries the field and the reason."""
+
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _id_digits(value: Any, field: str) -> str:
+    """An id as its digits: a string of ASCII digits, or a non-negative JSON integer."""
+    if type(value) is str:
+        if value and value.isascii() and value.isdigit():
+            return value
+        raise _Reject(field, f"{field} {value!r} is not a string of digits")
+    if type(value) is int:  # not isinstance: True/False are ints to Python, not ids
+        if value >= 0:
+            return str(value)
+        raise _Reject(field, f"{field} {value} is negative")
+    if value is None:
+        raise _Reject(field, f"{field} is missing")
+    raise _Reject(field, f"{field} must be a string of digits, got a JSON {_type_name(value)}")
+
+
+def _text(value: Any, field: str, column: str, limit: int) -> str | None:
+    """A stored string: null passes; non-strings, NULs and over-long values reject."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise _Reject(field, f"{field} must be a string, got a JSON {_type_name(value)}")
+    if "\x00" in value:
+        raise _Reject(
+            field, f"{field} contains a NUL character (\\u0000), which PostgreSQL cannot store"
+        )
+    if len(value) > limit:
+        raise _Reject(
+            field,
+            f"{field} is {len(value)} characters, longer than the column limit "
+            f"{column} varchar({limit})",
+        )
+    return value
+
+
+def _entries(value: Any, field: str) -> list[dict[str, Any]]:
+    """A list of objects (email_addresses, phone_numbers, custom_fields); absent/null is []."""
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise _Reject(field, f"{field} must be an array, got a JSON {_type_name(value)}")
+    for i, entry in enumerate(value):
+        if type(entry) is not dict:
+            raise _Reject(
+                f"{field}[{i}]", f"{field}[{i}] must be an object, got a JSON {_type_name(entry)}"
+            )
+    return value
+
+
+def _primary(entries: list[dict[str, Any]], slot: str) -> int:
+    """Index of the entry in the given slot (EMAIL1/PHONE1), else 0 (the first)."""
+    for i, entry in enumerate(entries):
+        if entry.get("field") == slot:
+            return i
+    return 0
+
+
+def _email(record: dict[str, Any]) -> str | None:
+    entries = _entries(record.get("email_addresses"), "email_addresses")
+    if not entries:
+        return None
+    i = _primary(entries, "EMAIL1")
+    field = f"email_addresses[{i}].email"
+    email = entries[i].get("email")
+    if email is None:
+        raise _Reject(field, f"{field} is missing in the primary email entry")
+    return _text(email, field, "email", _EMAIL_LIMIT)
+
+
+def _phone(record: dict[str, Any]) -> str | None:
+    entries = _entries(record.get("phone_numbers"), "phone_numbers")
+    if not entries:
+        return None
+    i = _primary(entries, "PHONE1")
+    entry = entries[i]
+    number = entry.get("number")
+    extension = entry.get("extension")
+    field = f"phone_numbers[{i}].number"
+    if number is None:
+        raise _Reject(field, f"{field} is missing in the primary phone entry")
+    if extension is not None and type(extension) is not str:
+        raise _Reject(
+            f"phone_numbers[{i}].extension",
+            f"phone_numbers[{i}].extension must be a string, got a JSON {_type_name(extension)}",
+        )
+    if type(number) is not str:
+        raise _Reject(field, f"{field} must be a string, got a JSON {_type_name(number)}")
+    if extension:
+        if "\x00" in extension:
+            raise _Reject(
+                f"phone_numbers[{i}].extension",
+                f"phone_numbers[{i}].extension contains a NUL character (\\u0000), "
+                "which PostgreSQL cannot store",
+            )
+        # Lossless: the extension rides along in RFC 3966 syntax instead of being dropped.
+        return _text(
+            f"{number};ext={extension}",
+            f"phone_numbers[{i}] (number;ext=extension)",
+            "phone",
+            _PHONE_LIMIT,
+        )
+    return _text(number, field, "phone", _PHONE_LIMIT)
+
+
+def _company(record: dict[str, Any]) -> str | None:
+    company = record.get("company")
+    if company is None:
+        return None
+    if type(company) is not dict:
+        raise _Reject("company", f"company must be an object, got a JSON {_type_name(company)}")
+    return _text(company.get("company_name"), "company.company_name", "company", _COMPANY_LIMIT)
+
+
+def _tags(record: dict[str, Any]) -> str:
+    tag_ids = record.get("tag_ids")
+    if tag_ids is None:
+        return "[]"
+    if type(tag_ids) is not list:
+        raise _Reject("tag_ids", f"tag_ids must be an array, got a JSON {_type_name(tag_ids)}")
+    # Digit strings need no JSON escaping, so the array is joined directly (same bytes as json).
+    return (
+        '["' + '","'.join([_id_digits(t, f"tag_ids[{i}]") for i, t in enumerate(tag_ids)]) + '"]'
+        if tag_ids
+        else "[]"
+    )
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a decoded JSON value holds a NUL in any string or key, at any depth."""
+    if type(value) is str:
+        return "\x00" in value
+    if type(value) is list:
+        return any(_has_nul(v) for v in value)
+    if type(value) is dict:
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    return False
+
+
+def _custom_fields(record: dict[str, Any]) -> str:
+    entries = _entries(record.get("custom_fields"), "custom_fields")
+    if not entries:
+        return "{}"
+    values: dict[str, Any] = {}
+    for i, entry in enumerate(entries):
+        key = _id_digits(entry.get("id"), f"custom_fields[{i}].id")
+        if key in values:
+            raise _Reject(
+                f"custom_fields[{i}].id",
+                f"custom_fields[{i}].id {key} appears twice; one JSON object cannot keep both values",
+            )
+        values[key] = entry.get("content")
+    try:
+        text = _CANONICAL.encode(values)
+    except ValueError:
+        raise _Reject(
+            "custom_fields", "custom_fields holds NaN or Infinity, which JSON and jsonb cannot hold"
+        ) from None
+    except TypeError as exc:
+        raise _Reject("custom_fields", f"custom_fields holds a non-JSON value ({exc})") from None
+    # Fast path: NUL can only be present if the escape appears in the text; confirm on the values
+    # (a literal backslash followed by "u0000" is not a NUL).
+    if "\\u0000" in text and _has_nul(values):
+        raise _Reject(
+            "custom_fields",
+            "custom_fields contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store",
+        )
+    return text
+
+
+def _instant(value: Any, field: str, *, required: bool) -> int | None:
+    if value is None:
+        if required:
+            raise _Reject(field, f"{field} is missing; the sync cursor needs it")
+        return None
+    if type(value) is not str:
+        raise _Reject(field, f"{field} must be an ISO-8601 string, got a JSON {_type_name(value)}")
+    try:
+        return parse_instant_us(value)
+    except TimestampError as exc:
+        raise _Reject(field, f"{field}: {exc}") from None
+
+
+def _row(ordinal: int, record: Any) -> tuple[Any, ...]:
+    """One staging row, in CONTACT_SCHEMA order; raises _Reject."""
+    if type(record) is not dict:
+        raise _Reject(None, f"the record must be a JSON object, got a JSON {_type_name(record)}")
+    keap_id = _id_digits(record.get("id"), "id")
+    if len(keap_id) > _ID_LIMIT:
+        raise _Reject(
+            "id",
+            f"id is {len(keap_id)} characters, longer than the column limit keap_id varchar({_ID_LIMIT})",
+        )
+    return (
+        ordinal,
+        keap_id,
+        _email(record),
+        _text(record.get("given_name"), "given_name", "first_name", _FIRST_LIMIT),
+        _text(record.get("family_name"), "family_name", "last_name", _LAST_LIMIT),
+        _phone(record),
+        _company(record),
+        _tags(record),
+        _custom_fields(record),
+        _instant(record.get("create_time"), "create_time", required=False),
+        _instant(record.get("update_time"), "update_time", required=True),
+    )
+
+
+def _valid_id(record: Any) -> str | None:
+    """The record's id as digits when it has a valid one, for the rejection's keap_id."""
+    if type(record) is not dict:
+        return None
+    try:
+        keap_id = _id_digits(record.get("id"), "id")
+    except _Reject:
+        return None
+    return keap_id if len(keap_id) <= _ID_LIMIT else None
+
+
+def _surrogate_field(row: tuple[Any, ...]) -> str | None:
+    """The Keap field of a row holding text that is not valid UTF-8 (a lone surrogate), if any."""
+    for pos, field in _TEXT_SOURCES:
+        value = row[pos]
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return field
+    return None
+
+
+def _frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(CONTACT_SCHEMA)
+    series = []
+    for (name, dtype), values in zip(CONTACT_SCHEMA.items(), columns, strict=True):
+        if dtype == _UTC_US:
+            # Epoch microseconds -> Datetime: exact, and far faster than converting datetimes.
+            series.append(pl.Series(name, values, dtype=pl.Int64).cast(_UTC_US))
+        else:
+            series.append(pl.Series(name, values, dtype=dtype))
+    return pl.DataFrame(series)
+
+
+def normalize_contacts(records: Sequence[Any], *, fetched_at: datetime) -> NormalizeResult:
+    """Turn one batch of Keap contact records into stage_contacts rows and rejections.
+
+    Every input record ends up either as one row of ``frame`` (its ``ordinal`` is its position
+    in ``records``) or as one ``Rejected``: ``frame.height + len(rejected) == len(records)``.
+    The rules for each column are in this module's docstring.
+
+    Args:
+        records: the contacts as decoded from Keap's JSON, in the order Keap returned them.
+        fetched_at: when the batch was fetched; must carry a time zone.
+
+    Returns:
+        The frame (exactly ``CONTACT_SCHEMA``) and the rejected records in input order.
+
+    Raises:
+        NaiveFetchedAtError: fetched_at has no time zone.
+        BatchTooLargeError: more records than an Int32 ordinal can number.
+    """
+    if fetched_at.tzinfo is None or fetched_at.utcoffset() is None:
+        raise NaiveFetchedAtError(
+            "fetched_at must be time-zone aware (e.g. datetime.now(timezone.utc))"
+        )
+    if len(records) > _INT32_MAX:
+        raise BatchTooLargeError(f"{len(records)} records in one batch; at most {_INT32_MAX}")
+    rows: list[tuple[Any, ...]] = []
+    rejected: list[tuple[int, Rejected]] = []
+    append = rows.append
+    for ordinal, record in enumerate(records):
+        try:
+            append(_row(ordinal, record))
+        except _Reject as exc:
+            rejected.append((ordinal, Rejected(record, _valid_id(record), exc.reason, exc.field)))
+    try:
+        frame = _frame(rows)
+    except UnicodeEncodeError:
+        # Rare slow path: some stored text holds a lone surrogate (JSON "\ud800" decodes to one),
+        # which neither polars nor PostgreSQL can hold; find those rows and reject them.
+        kept = []
+        for row in rows:
+            field = _surrogate_field(row)
+            if field is None:
+                kept.append(row)
+            else:
+                ordinal = row[0]
+                record = records[ordinal]
+                reason = (
+                    f"{field} holds a lone surrogate (not valid Unicode), "
+                    "which PostgreSQL cannot store"
+                )
+                rejected.append((ordinal, Rejected(record, _valid_id(record), reason, field)))
+        rejected.sort(key=lambda pair: pair[0])
+        frame = _frame(kept)
+    return NormalizeResult(frame=frame, rejected=[r for _, r in rejected], fetched_at=fetched_at)
