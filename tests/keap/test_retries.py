@@ -1,0 +1,196 @@
+"""429, 5xx, timeouts, dropped connections and 4xx: waits within the budget, clear errors past it."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from keap_pipeline.keap import (
+    KeapAuthError,
+    KeapNotFound,
+    KeapQuotaExhausted,
+    KeapRateLimited,
+    KeapRequestError,
+    KeapServerError,
+    KeapTransportError,
+    RetryPolicy,
+)
+from tests.keap.fakes import FakeClock, Scripted, error_body, keap_json, make_client
+
+OK = {"contacts": [{"id": "1"}], "next_page_token": ""}
+THROTTLED = error_body(429, "Quota Exceeded")
+
+
+def run(answers: list[object], clock: FakeClock, retry: RetryPolicy | None = None) -> tuple[Scripted, object]:
+    handler = Scripted(answers)  # type: ignore[arg-type]
+    with make_client(handler, clock, retry=retry) as client:
+        list(client.iter_pages("contacts"))
+        return handler, client.stats
+
+
+def test_429_waits_retry_after_seconds() -> None:
+    clock = FakeClock()
+    handler, stats = run([keap_json(429, THROTTLED, {"Retry-After": "7"}), keap_json(200, OK)], clock)
+    assert len(handler.requests) == 2
+    assert 7.0 in clock.sleeps
+    assert (stats.throttled, stats.retries, stats.requests) == (1, 1, 2)
+
+
+def test_429_waits_until_retry_after_http_date() -> None:
+    clock = FakeClock()
+    when = format_datetime(clock.now() + timedelta(seconds=42), usegmt=True)
+    handler, _ = run([keap_json(429, THROTTLED, {"Retry-After": when}), keap_json(200, OK)], clock)
+    assert len(handler.requests) == 2
+    assert 42.0 in clock.sleeps
+
+
+def test_429_without_retry_after_uses_the_throttle_expiry_header() -> None:
+    clock = FakeClock()
+    expiry = str(int((clock.time() + 13) * 1000))  # epoch milliseconds, as Keap sends expiry times
+    headers = {"x-keap-product-throttle-available": "0", "x-keap-product-throttle-limit": "240",
+               "x-keap-product-throttle-expiry-time": expiry}
+    handler, _ = run([keap_json(429, THROTTLED, headers), keap_json(200, OK)], clock)
+    assert len(handler.requests) == 2
+    assert sum(clock.sleeps) >= 13.0
+
+
+def test_429_without_any_hint_backs_off_at_least_a_second() -> None:
+    clock = FakeClock()
+    handler, _ = run([keap_json(429, THROTTLED), keap_json(429, THROTTLED), keap_json(200, OK)], clock)
+    assert len(handler.requests) == 3
+    assert len(clock.sleeps) == 2 and all(s >= 1.0 for s in clock.sleeps)
+
+
+def test_429_past_the_budget_is_keap_rate_limited() -> None:
+    clock = FakeClock()
+    retry = RetryPolicy(max_retries=5, max_wait=60.0, rng=random.Random(1))
+    handler = Scripted([keap_json(429, THROTTLED, {"Retry-After": "3600"})])
+    with make_client(handler, clock, retry=retry) as client, pytest.raises(KeapRateLimited) as info:
+        list(client.iter_pages("contacts"))
+    assert info.value.status == 429 and "Quota Exceeded" in str(info.value)
+    assert clock.sleeps == []  # never slept an hour it could not afford
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (lambda: keap_json(503, error_body(503, "Service Unavailable")), KeapServerError),
+        (lambda: keap_json(500, error_body(500, "boom")), KeapServerError),
+        (lambda: httpx.ReadTimeout("timed out"), KeapTransportError),
+        (lambda: httpx.ConnectTimeout("timed out"), KeapTransportError),
+        (lambda: httpx.RemoteProtocolError("peer closed connection"), KeapTransportError),
+        (lambda: httpx.ConnectError("connection refused"), KeapTransportError),
+    ],
+)
+@pytest.mark.parametrize("budget_spent", [False, True])
+def test_5xx_timeouts_and_dropped_connections(failure, error, budget_spent: bool) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    retry = RetryPolicy(max_retries=3, max_wait=100.0, base_delay=0.5, max_delay=8.0, rng=random.Random(3))
+    failures = 4 if budget_spent else 3
+    answers = [failure() for _ in range(failures)] + ([] if budget_spent else [keap_json(200, OK)])
+    handler = Scripted(answers)
+    with make_client(handler, clock, retry=retry) as client:
+        if budget_spent:
+            with pytest.raises(error) as info:
+                list(client.iter_pages("contacts"))
+            assert "budget" in str(info.value) or "attempt" in str(info.value)
+        else:
+            assert [p.records for p in client.iter_pages("contacts")] == [[{"id": "1"}]]
+        assert client.stats.retries == 3
+    assert len(handler.requests) == 4
+    # full jitter: each wait within [0, min(cap, base * 2**n)]
+    assert len(clock.sleeps) == 3
+    for n, slept in enumerate(clock.sleeps):
+        assert 0.0 <= slept <= min(8.0, 0.5 * 2**n)
+
+
+def test_the_time_budget_stops_retries_before_the_count_does() -> None:
+    clock = FakeClock()
+    retry = RetryPolicy(max_retries=100, max_wait=1.0, base_delay=10.0, max_delay=10.0, rng=random.Random(5))
+    handler = Scripted([keap_json(502, error_body(502, "Bad Gateway"))] * 100)
+    with make_client(handler, clock, retry=retry) as client, pytest.raises(KeapServerError):
+        list(client.iter_pages("contacts"))
+    assert sum(clock.sleeps) <= 1.0
+    assert len(handler.requests) < 100
+
+
+def test_a_create_is_not_retried_after_a_5xx_or_timeout() -> None:
+    for failure, error in [(keap_json(503, error_body(503, "x")), KeapServerError),
+                           (httpx.ReadTimeout("timed out"), KeapTransportError)]:
+        handler = Scripted([failure])
+        with make_client(handler, FakeClock()) as client, pytest.raises(error) as info:
+            client.create_contact({"given_name": "A"})
+        assert len(handler.requests) == 1
+        if error is KeapServerError:
+            assert "may have happened" in str(info.value)
+
+
+def test_a_create_is_retried_after_a_429() -> None:
+    handler = Scripted([keap_json(429, THROTTLED, {"Retry-After": "1"}), keap_json(201, {"id": "9"})])
+    with make_client(handler, FakeClock()) as client:
+        assert client.create_contact({"given_name": "A"}) == {"id": "9"}
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "says"),
+    [
+        (400, KeapRequestError, "fix its parameters"),
+        (401, KeapAuthError, "check the API key"),
+        (403, KeapAuthError, "permission or scope"),
+        (404, KeapNotFound, "base URL ends in /crm/rest/v2"),
+        (405, KeapRequestError, "Keap rejected"),
+        (409, KeapRequestError, "Keap rejected"),
+    ],
+)
+def test_other_4xx_are_clear_errors_without_retries(status: int, error: type, says: str) -> None:
+    clock = FakeClock()
+    handler = Scripted([keap_json(status, error_body(status, f"Invalid filter value ({status})"))])
+    with make_client(handler, clock) as client, pytest.raises(error) as info:
+        list(client.iter_pages("contacts"))
+    text = str(info.value)
+    assert f"HTTP {status}" in text and says in text
+    assert f"Invalid filter value ({status})" in text and info.value.keap_message
+    assert info.value.code == str(status) and info.value.status == status
+    assert "GET /contacts" in text
+    assert len(handler.requests) == 1 and clock.sleeps == []
+
+
+def test_a_4xx_without_a_json_body_still_says_what_happened() -> None:
+    handler = Scripted([httpx.Response(404, text="<html>nope</html>")])
+    with make_client(handler, FakeClock()) as client, pytest.raises(KeapNotFound, match="HTTP 404"):
+        client.get("/contacts/1")
+
+
+def test_429_with_the_daily_quota_spent_raises_quota_exhausted_at_once() -> None:
+    clock = FakeClock()
+    reset = clock.now().replace(hour=0, minute=0, second=0) + timedelta(days=1)
+    headers = {"x-keap-product-quota-available": "0", "x-keap-product-quota-limit": "30000",
+               "x-keap-product-quota-expiry-time": str(int(reset.timestamp() * 1000)),
+               "Retry-After": "30"}
+    handler = Scripted([keap_json(429, THROTTLED, headers)])
+    with make_client(handler, clock) as client, pytest.raises(KeapQuotaExhausted) as info:
+        list(client.iter_pages("contacts"))
+    assert info.value.resets_at == reset
+    assert reset.isoformat() in str(info.value)
+    assert clock.sleeps == [] and len(handler.requests) == 1  # no retries burnt on a spent day
+
+
+def test_a_spent_quota_in_the_headers_stops_before_the_next_request() -> None:
+    clock = FakeClock()
+    reset = clock.now() + timedelta(hours=14)
+    last = {"x-keap-product-quota-available": "0", "x-keap-product-quota-limit": "30000",
+            "x-keap-product-quota-expiry-time": str(int(reset.timestamp() * 1000))}
+    handler = Scripted([keap_json(200, {"contacts": [{"id": "1"}], "next_page_token": "t"}, last)])
+    with make_client(handler, clock) as client:
+        pages = client.iter_pages("contacts")
+        first = next(pages)
+        assert first.quota is not None and first.quota.quota_available == 0
+        with pytest.raises(KeapQuotaExhausted) as info:
+            next(pages)
+        assert client.stats.quota_available == 0 and client.stats.quota_resets_at == info.value.resets_at
+    assert len(handler.requests) == 1
+    assert abs((info.value.resets_at - reset).total_seconds()) < 0.001
