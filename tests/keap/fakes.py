@@ -89,3 +89,63 @@ def make_client(
         now=clock.now,
         timeout=5.0,
     )
+
+
+TOKEN_URL = "http://127.0.0.1:8765/token"
+CLIENT_ID = "client-id-7c1f-SECRET"
+CLIENT_SECRET = "client-secret-91ab-SECRET"
+
+
+class OAuthKeap:
+    """A MockTransport handler playing Keap's API and token endpoint with rotating refresh tokens.
+
+    Only the newest refresh token works; after a refresh the previous access token is revoked.
+    """
+
+    def __init__(self, access: str = "access-0-SECRET", refresh: str = "refresh-0-SECRET", token_delay: float = 0.0) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.valid_access = {access}
+        self.valid_refresh = refresh
+        self.issued = 0
+        self.token_calls: list[httpx.Request] = []
+        self.api_calls: list[httpx.Request] = []
+        self.token_delay = token_delay
+        self.on_api: Callable[[httpx.Request], None] | None = None
+
+    def revoke_all_access(self) -> None:
+        with self.lock:
+            self.valid_access.clear()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if str(request.url) == TOKEN_URL:
+            return self.token(request)
+        with self.lock:
+            self.api_calls.append(request)
+        if self.on_api is not None:
+            self.on_api(request)
+        with self.lock:
+            ok = request.headers.get("authorization", "").removeprefix("Bearer ") in self.valid_access
+        if not ok:
+            return keap_json(401, error_body(401, "Invalid Access Token"))
+        return keap_json(200, {"contacts": [{"id": "1"}], "next_page_token": ""})
+
+    def token(self, request: httpx.Request) -> httpx.Response:
+        import time
+        from urllib.parse import parse_qs
+
+        form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        with self.lock:
+            self.token_calls.append(request)
+        if self.token_delay:
+            time.sleep(self.token_delay)  # widen the race window for the concurrency tests
+        with self.lock:
+            if form.get("grant_type") != "refresh_token" or form.get("refresh_token") != self.valid_refresh:
+                return keap_json(400, {"error": "invalid_grant", "error_description": "Invalid refresh token"})
+            self.issued += 1
+            access, refresh = f"access-{self.issued}-SECRET", f"refresh-{self.issued}-SECRET"
+            self.valid_access = {access}
+            self.valid_refresh = refresh
+        return keap_json(200, {"access_token": access, "refresh_token": refresh, "expires_in": 86400,
+                               "token_type": "bearer", "scope": "full"})
