@@ -1,0 +1,438 @@
+-- 11: sync functions: conflict detection, the set-based contact upsert, audit partition maintenance.
+-- All security invoker with search_path = '' (every name schema-qualified); EXECUTE is granted in
+-- 16-security.sql. The request's functions had no search_path (splinter lint 0011) and the batch upsert
+-- looped record by record with a subtransaction each.
+
+-- Compares two versions of a record; when they differ, records a conflict and returns its id,
+-- otherwise returns NULL. Fields = the top-level keys whose values differ (a key present on one side
+-- only counts as differing).
+create function public.detect_sync_conflict(
+    p_entity_type varchar,
+    p_entity_id uuid,
+    p_keap_data jsonb,
+    p_supabase_data jsonb
+)
+returns uuid
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+    v_conflict_id uuid;
+    v_conflict_fields text[];
+begin
+    if p_entity_id is null then
+        raise exception 'detect_sync_conflict: p_entity_id is NULL'
+            using errcode = '22004', hint = 'Pass the uuid (id column) of the record in the sync table.';
+    end if;
+    if jsonb_typeof(p_keap_data) is distinct from 'object'
+        or jsonb_typeof(p_supabase_data) is distinct from 'object' then
+        raise exception 'detect_sync_conflict: p_keap_data and p_supabase_data must both be JSON objects (got % and %)',
+            coalesce(jsonb_typeof(p_keap_data), 'NULL'), coalesce(jsonb_typeof(p_supabase_data), 'NULL')
+            using errcode = '22023', hint = 'Pass each version of the record as to_jsonb(row) or a JSON object.';
+    end if;
+
+    select array_agg(d.key order by d.key)
+    into v_conflict_fields
+    from (
+        select key
+        from pg_catalog.jsonb_each(p_keap_data) as k
+        full outer join pg_catalog.jsonb_each(p_supabase_data) as s
+            using (key)
+        where k.value is distinct from s.value
+    ) as d;
+
+    if v_conflict_fields is null then
+        return null;
+    end if;
+
+    insert into public.sync_conflicts (entity_type, entity_id, keap_data, supabase_data, conflict_fields)
+    values (p_entity_type, p_entity_id, p_keap_data, p_supabase_data, v_conflict_fields)
+    returning id
+    into v_conflict_id;
+
+    return v_conflict_id;
+end
+$$;
+
+comment on function public.detect_sync_conflict(varchar, uuid, jsonb, jsonb) is
+    'Records a conflict when the Keap and Supabase versions of a record differ; returns its id or NULL.';
+
+-- True when the text is an ISO-8601 date-time WITH an explicit zone (Z or +hh[:mm]); NULL counts as valid.
+-- Without a zone PostgreSQL would read it in the session's time zone: a silent coercion, so refused.
+-- PostgreSQL 15 has no pg_input_is_valid, hence the exception block; it runs only for values present.
+create function keap_pipeline.is_timestamptz(p_value text)
+returns boolean
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+    if p_value is null then
+        return true;
+    end if;
+    if p_value !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$' then
+        return false;
+    end if;
+    perform p_value::timestamptz;
+    return true;
+exception
+    when others then
+        return false;
+end
+$$;
+
+-- Upserts Keap contacts, set-based: one validation pass, one INSERT ... ON CONFLICT for every valid
+-- record, one INSERT for conflicts and one for rejects, all in a single statement.
+-- * A record is the full Keap state of the contact: a field missing from it is stored as NULL
+--   (tags/custom_fields as empty). Unknown fields are rejected, not ignored (never drop data silently).
+-- * Invalid records (not an object, no keap_id, a value too long for its column, a wrong JSON type,
+--   a bad timestamp) are counted as failed and kept in sync_queue with status 'error' and the reason.
+-- * A record whose keap_id repeats in the batch: the last one wins (later state of the same contact).
+-- * Conflict: the existing row has a pending outbound change (an app edit not yet sent to Keap) and the
+--   Keap version differs: the row is kept, a sync_conflicts row records both versions, and the row's
+--   sync_status becomes 'conflict'.
+-- * Rows whose content equals the stored one, or whose keap_updated_at is older than the stored one,
+--   are not written (no audit row, no realtime event); they count as succeeded.
+-- The function marks its writes as coming from Keap (keap_pipeline.sync_source = 'keap') so the
+-- triggers audit them as such and do not queue them back to Keap; the previous value is restored.
+create function public.batch_upsert_contacts(p_contacts jsonb[])
+returns table (succeeded integer, failed integer, conflicts integer)
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+    v_previous_source text := pg_catalog.current_setting('keap_pipeline.sync_source', true);
+begin
+    perform pg_catalog.set_config('keap_pipeline.sync_source', 'keap', true);
+
+    return query
+    with input as (
+        select c.rec, c.ord
+        from unnest(coalesce(p_contacts, '{}'::jsonb[])) with ordinality as c(rec, ord)
+    ),
+    checked as (
+        select
+            i.rec,
+            i.ord,
+            case
+                when i.rec is null or jsonb_typeof(i.rec) <> 'object' then
+                    'record is not a JSON object'
+                when exists (
+                    select 1
+                    from pg_catalog.jsonb_object_keys(i.rec) as k(name)
+                    where k.name not in (
+                        'keap_id', 'email', 'first_name', 'last_name', 'phone', 'company',
+                        'tags', 'custom_fields', 'keap_updated_at'
+                    )
+                ) then
+                    'unknown field(s): ' || (
+                        select string_agg(k.name, ', ' order by k.name)
+                        from pg_catalog.jsonb_object_keys(i.rec) as k(name)
+                        where k.name not in (
+                            'keap_id', 'email', 'first_name', 'last_name', 'phone', 'company',
+                            'tags', 'custom_fields', 'keap_updated_at'
+                        )
+                    ) || '; known: keap_id, email, first_name, last_name, phone, company, tags, custom_fields, keap_updated_at'
+                when coalesce(jsonb_typeof(i.rec -> 'keap_id'), 'missing') not in ('string', 'number')
+                    or pg_catalog.btrim(i.rec ->> 'keap_id') = '' then
+                    'keap_id is missing or empty'
+                when exists (
+                    select 1
+                    from (values ('keap_id', 255), ('email', 255), ('first_name', 255), ('last_name', 255),
+                                 ('phone', 50), ('company', 255)) as f(name, max_length)
+                    where jsonb_typeof(i.rec -> f.name) not in ('string', 'number', 'null')
+                       or pg_catalog.length(i.rec ->> f.name) > f.max_length
+                ) then
+                    'a text field is not a string or is too long (keap_id, email, first_name, last_name, company: 255; phone: 50)'
+                when jsonb_typeof(i.rec -> 'tags') not in ('array', 'null') then
+                    'tags must be a JSON array'
+                when jsonb_typeof(i.rec -> 'custom_fields') not in ('object', 'null') then
+                    'custom_fields must be a JSON object'
+                when jsonb_typeof(i.rec -> 'keap_updated_at') not in ('string', 'null')
+                    or not keap_pipeline.is_timestamptz(i.rec ->> 'keap_updated_at') then
+                    'keap_updated_at must be an ISO-8601 timestamp with a time zone'
+            end as problem
+        from input as i
+    ),
+    latest as (
+        -- the last record of each keap_id in the batch wins
+        select distinct on (ch.rec ->> 'keap_id')
+            ch.rec ->> 'keap_id' as keap_id,
+            ch.rec ->> 'email' as email,
+            ch.rec ->> 'first_name' as first_name,
+            ch.rec ->> 'last_name' as last_name,
+            ch.rec ->> 'phone' as phone,
+            ch.rec ->> 'company' as company,
+            coalesce(nullif(ch.rec -> 'tags', 'null'::jsonb), '[]'::jsonb) as tags,
+            coalesce(nullif(ch.rec -> 'custom_fields', 'null'::jsonb), '{}'::jsonb) as custom_fields,
+            (ch.rec ->> 'keap_updated_at')::timestamptz as keap_updated_at,
+            ch.rec
+        from checked as ch
+        where ch.problem is null
+        order by ch.rec ->> 'keap_id', ch.ord desc
+    ),
+    in_conflict as (
+        select
+            l.keap_id,
+            c.id as contact_id,
+            -- Keap's version as it would be stored (missing fields as NULL), so the differing fields
+            -- are named by comparing like with like
+            jsonb_build_object(
+                'keap_id', l.keap_id, 'email', l.email, 'first_name', l.first_name, 'last_name', l.last_name,
+                'phone', l.phone, 'company', l.company, 'tags', l.tags, 'custom_fields', l.custom_fields,
+                'keap_updated_at', l.keap_updated_at
+            ) as keap_data,
+            pg_catalog.to_jsonb(c.*) as current_row
+        from latest as l
+        join public.sync_contacts as c
+            on c.keap_id = l.keap_id
+        where exists (
+            select 1
+            from public.sync_queue as q
+            where q.entity_type = 'sync_contacts'
+              and q.entity_id = c.id
+              and q.status = 'pending'
+        )
+          and (c.email, c.first_name, c.last_name, c.phone, c.company, c.tags, c.custom_fields)
+              is distinct from
+              (l.email, l.first_name, l.last_name, l.phone, l.company, l.tags, l.custom_fields)
+    ),
+    conflict_rows as (
+        insert into public.sync_conflicts (entity_type, entity_id, keap_data, supabase_data, conflict_fields)
+        select
+            'sync_contacts',
+            ic.contact_id,
+            ic.keap_data,
+            ic.current_row,
+            array(
+                select k.key
+                from pg_catalog.jsonb_each(ic.keap_data) as k
+                where k.key not in ('keap_id', 'keap_updated_at')
+                  and k.value is distinct from ic.current_row -> k.key
+                order by k.key
+            )
+        from in_conflict as ic
+        returning 1
+    ),
+    marked as (
+        update public.sync_contacts as c
+        set sync_status = 'conflict',
+            sync_error = 'Keap and Supabase both changed this contact; resolve the row in sync_conflicts'
+        from in_conflict as ic
+        where c.id = ic.contact_id
+        returning 1
+    ),
+    upserted as (
+        insert into public.sync_contacts as t (
+            keap_id, email, first_name, last_name, phone, company, tags, custom_fields,
+            source_system, keap_updated_at, last_synced_at, sync_status, sync_error, created_by
+        )
+        select
+            l.keap_id, l.email, l.first_name, l.last_name, l.phone, l.company, l.tags, l.custom_fields,
+            'keap', l.keap_updated_at, pg_catalog.now(), 'completed', null, null
+        from latest as l
+        where not exists (select 1 from in_conflict as ic where ic.keap_id = l.keap_id)
+        on conflict (keap_id) do update
+        set email = excluded.email,
+            first_name = excluded.first_name,
+            last_name = excluded.last_name,
+            phone = excluded.phone,
+            company = excluded.company,
+            tags = excluded.tags,
+            custom_fields = excluded.custom_fields,
+            keap_updated_at = excluded.keap_updated_at,
+            last_synced_at = excluded.last_synced_at,
+            sync_status = 'completed',
+            sync_error = null
+        where (t.email, t.first_name, t.last_name, t.phone, t.company, t.tags, t.custom_fields, t.keap_updated_at)
+              is distinct from
+              (excluded.email, excluded.first_name, excluded.last_name, excluded.phone, excluded.company,
+               excluded.tags, excluded.custom_fields, excluded.keap_updated_at)
+          -- an older Keap version never overwrites a newer one
+          and (t.keap_updated_at is null
+               or excluded.keap_updated_at is null
+               or excluded.keap_updated_at >= t.keap_updated_at)
+        returning 1
+    ),
+    rejected as (
+        insert into public.sync_queue (operation, entity_type, entity_id, payload, status, error_message)
+        select
+            'sync',
+            'sync_contacts',
+            null,
+            coalesce(ch.rec, 'null'::jsonb),
+            'error',
+            'batch_upsert_contacts: record ' || ch.ord || ' rejected: ' || ch.problem
+        from checked as ch
+        where ch.problem is not null
+        returning 1
+    )
+    select
+        (select count(*) from checked as ch
+         where ch.problem is null
+           and not exists (select 1 from in_conflict as ic where ic.keap_id = ch.rec ->> 'keap_id'))::integer,
+        (select count(*) from rejected)::integer,
+        (select count(*) from checked as ch
+         where ch.problem is null
+           and exists (select 1 from in_conflict as ic where ic.keap_id = ch.rec ->> 'keap_id'))::integer
+    -- (conflict_rows, marked and upserted need no reference: PostgreSQL runs every data-modifying
+    -- CTE to completion whether or not the main query reads it)
+    ;
+
+    perform pg_catalog.set_config('keap_pipeline.sync_source', coalesce(v_previous_source, ''), true);
+end
+$$;
+
+comment on function public.batch_upsert_contacts(jsonb[]) is
+    'Set-based upsert of Keap contacts (full state per record); returns (succeeded, failed, conflicts). '
+    'Rejected records are kept in sync_queue (status error) with the reason.';
+
+-- Creates the audit partitions of the month of p_month and the three months after it, idempotently,
+-- and returns the names it created. Without blocking writers of the audit log: each partition is
+-- created standalone (with a CHECK matching its bounds, so ATTACH skips the validation scan) and then
+-- attached, which takes only SHARE UPDATE EXCLUSIVE on the parent (CREATE TABLE ... PARTITION OF
+-- would take ACCESS EXCLUSIVE). Rows already caught by the DEFAULT partition for that month are moved
+-- into the new partition first (ATTACH would otherwise fail on them). The function-level lock_timeout
+-- makes it give up rather than queue behind a long transaction holding the DEFAULT partition.
+create function public.create_monthly_partition(p_month date default current_date)
+returns setof text
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+set lock_timeout = '5s'
+as $$
+declare
+    v_offset integer;
+    v_start date;
+    v_end date;
+    v_name text;
+    v_relid oid;
+    v_moved bigint;
+begin
+    if p_month is null then
+        raise exception 'create_monthly_partition: p_month is NULL'
+            using errcode = '22004', hint = 'Pass any date of the first month to create, e.g. current_date.';
+    end if;
+
+    for v_offset in 0..3 loop
+        v_start := (pg_catalog.date_trunc('month', p_month::timestamp) + pg_catalog.make_interval(months => v_offset))::date;
+        v_end := (v_start + interval '1 month')::date;
+        v_name := 'sync_audit_log_' || pg_catalog.to_char(v_start, 'YYYY_MM');
+        v_relid := pg_catalog.to_regclass('keap_pipeline.' || pg_catalog.quote_ident(v_name));
+
+        if v_relid is not null then
+            if not exists (
+                select 1
+                from pg_catalog.pg_inherits
+                where inhrelid = v_relid
+                  and inhparent = 'public.sync_audit_log'::regclass
+            ) then
+                raise exception 'create_monthly_partition: keap_pipeline.% exists but is not a partition of public.sync_audit_log', v_name
+                    using errcode = '42P07', hint = 'Rename or drop that table, then run create_monthly_partition again.';
+            end if;
+            continue;
+        end if;
+
+        execute pg_catalog.format(
+            'create table keap_pipeline.%I (like public.sync_audit_log including defaults including constraints)',
+            v_name
+        );
+        -- RLS on, no policy: only the owner reads a partition directly (the API roles go through the parent)
+        execute pg_catalog.format('alter table keap_pipeline.%I enable row level security', v_name);
+        execute pg_catalog.format('revoke all on table keap_pipeline.%I from public', v_name);
+        execute pg_catalog.format(
+            'alter table keap_pipeline.%I add constraint %I check (created_at >= %L::timestamptz and created_at < %L::timestamptz)',
+            v_name, v_name || '_bounds', v_start, v_end
+        );
+
+        -- Rows of this month that landed in DEFAULT move into the new partition. ATTACH would take this
+        -- ACCESS EXCLUSIVE lock on DEFAULT anyway (to scan it); taking it first keeps new rows out meanwhile.
+        lock table keap_pipeline.sync_audit_log_default in access exclusive mode;
+        execute pg_catalog.format(
+            'with moved as (
+                 delete from keap_pipeline.sync_audit_log_default
+                 where created_at >= %1$L::timestamptz
+                   and created_at < %2$L::timestamptz
+                 returning *
+             )
+             insert into keap_pipeline.%3$I
+             select * from moved',
+            v_start, v_end, v_name
+        );
+        get diagnostics v_moved = row_count;
+        if v_moved > 0 then
+            raise notice 'create_monthly_partition: moved % audit row(s) of % from the DEFAULT partition into keap_pipeline.%',
+                v_moved, pg_catalog.to_char(v_start, 'YYYY-MM'), v_name;
+        end if;
+
+        execute pg_catalog.format(
+            'alter table public.sync_audit_log attach partition keap_pipeline.%I for values from (%L) to (%L)',
+            v_name, v_start::timestamptz, v_end::timestamptz
+        );
+        -- the bounds constraint only served the attach; the partition constraint now does its job
+        execute pg_catalog.format('alter table keap_pipeline.%I drop constraint %I', v_name, v_name || '_bounds');
+        return next v_name;
+    end loop;
+end
+$$;
+
+comment on function public.create_monthly_partition(date) is
+    'Creates (idempotently) the audit-log partitions of p_month and the next three months; returns the new names.';
+
+-- Detaches and drops the monthly audit partitions whose month ended more than
+-- keap_pipeline.settings.audit_retention_months ago; returns the names dropped. The DEFAULT partition
+-- is never dropped. DETACH takes ACCESS EXCLUSIVE on the parent for a moment (CONCURRENTLY cannot run
+-- inside a function), hence the lock_timeout: it fails rather than stall audit writers.
+create function public.drop_old_audit_partitions()
+returns setof text
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+set lock_timeout = '5s'
+as $$
+declare
+    v_months integer;
+    v_cutoff date;
+    v_partition record;
+begin
+    select s.value::integer
+    into v_months
+    from keap_pipeline.settings as s
+    where s.name = 'audit_retention_months';
+    if v_months is null then
+        raise exception 'drop_old_audit_partitions: setting audit_retention_months is missing'
+            using errcode = '22023',
+                  hint = 'insert into keap_pipeline.settings (name, value) values (''audit_retention_months'', ''24'')';
+    end if;
+    v_cutoff := (pg_catalog.date_trunc('month', pg_catalog.now()) - pg_catalog.make_interval(months => v_months))::date;
+
+    for v_partition in
+        select c.relname
+        from pg_catalog.pg_inherits as i
+        join pg_catalog.pg_class as c
+            on c.oid = i.inhrelid
+        join pg_catalog.pg_namespace as n
+            on n.oid = c.relnamespace
+        where i.inhparent = 'public.sync_audit_log'::regclass
+          and n.nspname = 'keap_pipeline'
+          and c.relname ~ '^sync_audit_log_[0-9]{4}_[0-9]{2}$'
+          -- the partition's END (start of the next month) is at or before the cutoff
+          and (pg_catalog.to_date(pg_catalog.right(c.relname, 7), 'YYYY_MM') + interval '1 month')::date <= v_cutoff
+        order by c.relname
+    loop
+        execute pg_catalog.format('alter table public.sync_audit_log detach partition keap_pipeline.%I', v_partition.relname);
+        execute pg_catalog.format('drop table keap_pipeline.%I', v_partition.relname);
+        return next v_partition.relname;
+    end loop;
+end
+$$;
+
+comment on function public.drop_old_audit_partitions() is
+    'Detaches and drops audit partitions older than keap_pipeline.settings audit_retention_months; returns their names.';
