@@ -40,6 +40,7 @@ from typing import Any
 import polars as pl
 
 from keap_pipeline.entities import CONTACTS
+from keap_pipeline.normalize import timestamps
 from keap_pipeline.normalize.errors import (
     BatchTooLargeError,
     NaiveFetchedAtError,
@@ -49,6 +50,11 @@ from keap_pipeline.normalize.result import NormalizeResult, Rejected
 from keap_pipeline.normalize.timestamps import parse_instant_us
 
 _UTC_US = pl.Datetime("us", "UTC")
+# parse_instant_us's fast path, bound here so _row can inline it.
+_exact_instant = timestamps.EXACT
+_fromisoformat = timestamps.fromisoformat
+_EPOCH = timestamps.EPOCH
+_MICROSECOND = timestamps.MICROSECOND
 
 # The staging schema, in COPY order; tests check the names against entities.CONTACTS.
 CONTACT_SCHEMA = pl.Schema(
@@ -88,10 +94,28 @@ _PHONE_LIMIT = _LIMITS["phone"]
 _COMPANY_LIMIT = _LIMITS["company"]
 _INT32_MAX = 2**31 - 1
 
-# One encoder reused: json.dumps with keyword arguments builds a new encoder on every call.
 _CANONICAL = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
 )
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"a {type(value).__name__} is not a JSON value")
+
+
+# JSONEncoder.encode builds a fresh C encoder on every call, which is half the cost of encoding a
+# small object; build it once with the same settings as _CANONICAL (tests hold them equal).
+# markers=None skips the cycle check: values decoded from JSON cannot be cyclic (a cyclic
+# Python object ends in RecursionError, which is rejected).
+if json.encoder.c_make_encoder is not None:
+    _c_encode = json.encoder.c_make_encoder(
+        None, _not_json, json.encoder.c_encode_basestring, None, ":", ",", True, False, False
+    )
+
+    def _canonical_json(value: Any) -> str:
+        return "".join(_c_encode(value, 0))
+else:  # pragma: no cover - CPython always has the C accelerator
+    _canonical_json = _CANONICAL.encode
 
 
 class _Reject(Exception):  # noqa: N818 - control flow inside this module, never escapes it
@@ -153,46 +177,47 @@ def _text(value: Any, field: str, column: str, limit: int) -> str | None:
     return value
 
 
-def _entries(value: Any, field: str) -> list[dict[str, Any]]:
-    """A list of objects (email_addresses, phone_numbers, custom_fields); absent/null is []."""
+def _primary_entry(value: Any, field: str, slot: str) -> tuple[int, dict[str, Any]] | None:
+    """The primary entry of email_addresses/phone_numbers: the one in ``slot``, else the first.
+
+    Returns None for no entries (absent, null or []); rejects a non-array or a non-object entry.
+    """
     if value is None:
-        return []
+        return None
     if type(value) is not list:
         raise _Reject(field, f"{field} must be an array, got a JSON {_type_name(value)}")
+    found = None
     for i, entry in enumerate(value):
         if type(entry) is not dict:
             raise _Reject(
                 f"{field}[{i}]", f"{field}[{i}] must be an object, got a JSON {_type_name(entry)}"
             )
-    return value
-
-
-def _primary(entries: list[dict[str, Any]], slot: str) -> int:
-    """Index of the entry in the given slot (EMAIL1/PHONE1), else 0 (the first)."""
-    for i, entry in enumerate(entries):
-        if entry.get("field") == slot:
-            return i
-    return 0
+        if found is None and entry.get("field") == slot:
+            found = i
+    if found is None:
+        return (0, value[0]) if value else None
+    return found, value[found]
 
 
 def _email(record: dict[str, Any]) -> str | None:
-    entries = _entries(record.get("email_addresses"), "email_addresses")
-    if not entries:
+    primary = _primary_entry(record.get("email_addresses"), "email_addresses", "EMAIL1")
+    if primary is None:
         return None
-    i = _primary(entries, "EMAIL1")
+    i, entry = primary
+    email = entry.get("email")
+    if type(email) is str and len(email) <= _EMAIL_LIMIT and "\x00" not in email:
+        return email
     field = f"email_addresses[{i}].email"
-    email = entries[i].get("email")
     if email is None:
         raise _Reject(field, f"{field} is missing in the primary email entry")
     return _text(email, field, "email", _EMAIL_LIMIT)
 
 
 def _phone(record: dict[str, Any]) -> str | None:
-    entries = _entries(record.get("phone_numbers"), "phone_numbers")
-    if not entries:
+    primary = _primary_entry(record.get("phone_numbers"), "phone_numbers", "PHONE1")
+    if primary is None:
         return None
-    i = _primary(entries, "PHONE1")
-    entry = entries[i]
+    i, entry = primary
     number = entry.get("number")
     extension = entry.get("extension")
     field = f"phone_numbers[{i}].number"
@@ -237,12 +262,15 @@ def _tags(record: dict[str, Any]) -> str:
         return "[]"
     if type(tag_ids) is not list:
         raise _Reject("tag_ids", f"tag_ids must be an array, got a JSON {_type_name(tag_ids)}")
-    # Digit strings need no JSON escaping, so the array is joined directly (same bytes as json).
-    return (
-        '["' + '","'.join([_id_digits(t, f"tag_ids[{i}]") for i, t in enumerate(tag_ids)]) + '"]'
-        if tag_ids
-        else "[]"
-    )
+    if not tag_ids:
+        return "[]"
+    for t in tag_ids:
+        if type(t) is not str or not t.isdigit() or not t.isascii():
+            # Slow path: ints become their digits; anything else rejects with its index.
+            tag_ids = [_id_digits(t, f"tag_ids[{i}]") for i, t in enumerate(tag_ids)]
+            break
+    # Digit strings need no JSON escaping: joined directly, the bytes equal the canonical JSON.
+    return '["' + '","'.join(tag_ids) + '"]'
 
 
 def _has_nul(value: Any) -> bool:
@@ -257,25 +285,32 @@ def _has_nul(value: Any) -> bool:
 
 
 def _custom_fields(record: dict[str, Any]) -> str:
-    entries = _entries(record.get("custom_fields"), "custom_fields")
-    if not entries:
+    entries = record.get("custom_fields")
+    if entries is None:
         return "{}"
-    values: dict[str, Any] = {}
-    for i, entry in enumerate(entries):
-        key = _id_digits(entry.get("id"), f"custom_fields[{i}].id")
-        if key in values:
-            raise _Reject(
-                f"custom_fields[{i}].id",
-                f"custom_fields[{i}].id {key} appears twice; one JSON object cannot keep both values",
-            )
-        values[key] = entry.get("content")
+    if type(entries) is not list:
+        raise _Reject(
+            "custom_fields", f"custom_fields must be an array, got a JSON {_type_name(entries)}"
+        )
     try:
-        text = _CANONICAL.encode(values)
+        # Fast path for well-formed entries; anything unusual is re-walked below to name it.
+        values = {entry["id"]: entry.get("content") for entry in entries}
+        fast = len(values) == len(entries) and all(
+            type(k) is str and k.isdigit() and k.isascii() for k in values
+        )
+    except (TypeError, KeyError, AttributeError):
+        fast = False
+    if not fast:
+        values = _custom_field_values(entries)
+    if not values:
+        return "{}"
+    try:
+        text = _canonical_json(values)
     except ValueError:
         raise _Reject(
             "custom_fields", "custom_fields holds NaN or Infinity, which JSON and jsonb cannot hold"
         ) from None
-    except TypeError as exc:
+    except (TypeError, RecursionError) as exc:
         raise _Reject("custom_fields", f"custom_fields holds a non-JSON value ({exc})") from None
     # Fast path: NUL can only be present if the escape appears in the text; confirm on the values
     # (a literal backslash followed by "u0000" is not a NUL).
@@ -285,6 +320,27 @@ def _custom_fields(record: dict[str, Any]) -> str:
             "custom_fields contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store",
         )
     return text
+
+
+def _custom_field_values(entries: list[Any]) -> dict[str, Any]:
+    """The custom_fields entries as {id: content}, rejecting the first entry that is wrong."""
+    values: dict[str, Any] = {}
+    for i, entry in enumerate(entries):
+        if type(entry) is not dict:
+            raise _Reject(
+                f"custom_fields[{i}]",
+                f"custom_fields[{i}] must be an object, got a JSON {_type_name(entry)}",
+            )
+        key = entry.get("id")
+        if type(key) is not str or not key.isdigit() or not key.isascii():
+            key = _id_digits(key, f"custom_fields[{i}].id")
+        if key in values:
+            raise _Reject(
+                f"custom_fields[{i}].id",
+                f"custom_fields[{i}].id {key} appears twice; one JSON object cannot keep both values",
+            )
+        values[key] = entry.get("content")
+    return values
 
 
 def _instant(value: Any, field: str, *, required: bool) -> int | None:
@@ -301,27 +357,60 @@ def _instant(value: Any, field: str, *, required: bool) -> int | None:
 
 
 def _row(ordinal: int, record: Any) -> tuple[Any, ...]:
-    """One staging row, in CONTACT_SCHEMA order; raises _Reject."""
+    """One staging row, in CONTACT_SCHEMA order; raises _Reject.
+
+    Each value is checked inline for the common case and handed to the helper that names the
+    problem only when the inline check fails: function calls are most of the cost here.
+    """
     if type(record) is not dict:
         raise _Reject(None, f"the record must be a JSON object, got a JSON {_type_name(record)}")
-    keap_id = _id_digits(record.get("id"), "id")
+    get = record.get
+    keap_id = get("id")
+    if type(keap_id) is not str or not keap_id.isdigit() or not keap_id.isascii():
+        keap_id = _id_digits(keap_id, "id")
     if len(keap_id) > _ID_LIMIT:
         raise _Reject(
             "id",
             f"id is {len(keap_id)} characters, longer than the column limit keap_id varchar({_ID_LIMIT})",
         )
+    first = get("given_name")
+    if first is not None and (
+        type(first) is not str or len(first) > _FIRST_LIMIT or "\x00" in first
+    ):
+        _text(first, "given_name", "first_name", _FIRST_LIMIT)
+    last = get("family_name")
+    if last is not None and (type(last) is not str or len(last) > _LAST_LIMIT or "\x00" in last):
+        _text(last, "family_name", "last_name", _LAST_LIMIT)
+    # Timestamps inline: the exact-shape match and fromisoformat are parse_instant_us's fast path.
+    created = get("create_time")
+    if created is not None:
+        if type(created) is str and _exact_instant(created) is not None:
+            try:
+                created = (_fromisoformat(created) - _EPOCH) // _MICROSECOND
+            except ValueError:
+                created = _instant(created, "create_time", required=False)
+        else:
+            created = _instant(created, "create_time", required=False)
+    updated = get("update_time")
+    if type(updated) is str and _exact_instant(updated) is not None:
+        try:
+            updated = (_fromisoformat(updated) - _EPOCH) // _MICROSECOND
+        except ValueError:
+            updated = _instant(updated, "update_time", required=True)
+    else:
+        updated = _instant(updated, "update_time", required=True)
     return (
         ordinal,
         keap_id,
         _email(record),
-        _text(record.get("given_name"), "given_name", "first_name", _FIRST_LIMIT),
-        _text(record.get("family_name"), "family_name", "last_name", _LAST_LIMIT),
-        _phone(record),
-        _company(record),
+        first,
+        last,
+        _phone(record) if get("phone_numbers") is not None else None,
+        _company(record) if get("company") is not None else None,
         _tags(record),
         _custom_fields(record),
-        _instant(record.get("create_time"), "create_time", required=False),
-        _instant(record.get("update_time"), "update_time", required=True),
+        created,
+        updated,
     )
 
 

@@ -14,8 +14,14 @@ _ISO = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.(\d{1,9}))?(?:Z|[+-]\d{2}:\d{2})",
     re.ASCII,
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+# The same shape, but only fractions that are exact in microseconds: the common case, one match.
+EXACT = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6}0*)?(?:Z|[+-]\d{2}:\d{2})",
+    re.ASCII,
+).fullmatch
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+fromisoformat = datetime.fromisoformat
 
 
 def parse_instant_us(text: str) -> int:
@@ -23,7 +29,8 @@ def parse_instant_us(text: str) -> int:
 
     Accepted: ``YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+HH:MM|-HH:MM)``.  A fraction finer than a
     microsecond is accepted only when the extra digits are zeros: PostgreSQL's timestamptz
-    holds microseconds and Python would silently truncate the rest.
+    holds microseconds and Python would silently truncate the rest.  Leap seconds (":60")
+    and impossible dates are rejected, not rolled over.
 
     Args:
         text: the date-time as Keap sent it.
@@ -34,14 +41,13 @@ def parse_instant_us(text: str) -> int:
     Raises:
         TimestampError: not that format, an impossible date or time, or sub-microsecond digits.
     """
+    if EXACT(text) is not None:
+        try:
+            return (fromisoformat(text) - EPOCH) // MICROSECOND
+        except ValueError as exc:
+            raise TimestampError(f"{text!r} is not a valid date-time ({exc})") from None
+    # Slow path, only to say precisely what is wrong.
     m = _ISO.fullmatch(text)
     if m is None:
         raise TimestampError(f"{text!r} is not an ISO-8601 date-time with a zone (Z or +HH:MM)")
-    fraction = m.group(1)
-    if fraction is not None and len(fraction) > 6 and fraction[6:].strip("0"):
-        raise TimestampError(f"{text!r} is finer than a microsecond; storing it would truncate it")
-    try:
-        instant = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise TimestampError(f"{text!r} is not a valid date-time ({exc})") from None
-    return (instant - _EPOCH) // _MICROSECOND
+    raise TimestampError(f"{text!r} is finer than a microsecond; storing it would truncate it")
