@@ -194,3 +194,27 @@ def test_a_spent_quota_in_the_headers_stops_before_the_next_request() -> None:
         assert client.stats.quota_available == 0 and client.stats.quota_resets_at == info.value.resets_at
     assert len(handler.requests) == 1
     assert abs((info.value.resets_at - reset).total_seconds()) < 0.001
+
+
+def test_every_request_carries_the_configured_timeout() -> None:
+    handler = Scripted([keap_json(200, OK)])
+    with make_client(handler, FakeClock()) as client:
+        list(client.iter_pages("contacts"))
+    assert handler.requests[0].extensions["timeout"] == httpx.Timeout(5.0).as_dict()
+
+
+def test_a_refused_connection_on_a_real_socket_is_retried_then_reported() -> None:
+    import socket
+
+    from keap_pipeline.keap import ApiKeyAuth, KeapClient
+
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clock = FakeClock()
+    retry = RetryPolicy(max_retries=2, rng=random.Random(4))
+    with KeapClient(f"http://127.0.0.1:{port}/crm/rest/v2", ApiKeyAuth("k"), pacing=False,
+                    retry=retry, sleep=clock.sleep, timeout=2.0) as client:
+        with pytest.raises(KeapTransportError, match="ConnectError on 3 attempt"):
+            client.get("/contacts/1")
+        assert client.stats.transport_errors == 3 and client.stats.retries == 2
