@@ -387,6 +387,10 @@ class KeapClient:
             if status >= 500:
                 self.stats.server_errors += 1
                 delay = self._retry.backoff(retries)
+                # a 503 may say when to come back; never retry sooner than that
+                hinted = parse_retry_after(response.headers.get("retry-after"), self._now())
+                if hinted is not None:
+                    delay = max(delay, hinted)
                 if idempotent and self._may_retry(retries, waited, delay):
                     log.warning(
                         "%s %s: HTTP %d; retry %d/%d in %.2fs", method, path, status,

@@ -218,3 +218,10 @@ def test_a_refused_connection_on_a_real_socket_is_retried_then_reported() -> Non
         with pytest.raises(KeapTransportError, match="ConnectError on 3 attempt"):
             client.get("/contacts/1")
         assert client.stats.transport_errors == 3 and client.stats.retries == 2
+
+
+def test_a_503_with_retry_after_waits_at_least_that_long() -> None:
+    clock = FakeClock()
+    handler, stats = run([keap_json(503, error_body(503, "Service Unavailable"), {"Retry-After": "4"}),
+                          keap_json(200, OK)], clock)
+    assert clock.sleeps == [4.0] and stats.server_errors == 1 and len(handler.requests) == 2
