@@ -1,0 +1,247 @@
+"""List endpoints: filter, order_by, page_size and page_token paging over generated + changed records."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from keap_pipeline.sandbox import filters
+from keap_pipeline.sandbox.contacts import CONTACT_FIELDS, DEFAULT_LIST_FIELDS, js
+from keap_pipeline.sandbox.entities import EntitySpec
+from keap_pipeline.sandbox.errors import ApiError
+from keap_pipeline.sandbox.state import SandboxState
+
+MAX_PAGE_SIZE = 1000
+# The spec gives page_size no default (minimum 0, example 0); as in Google's AIP-158, which Keap v2
+# follows, 0 or absent means "the server's default", here the maximum.
+DEFAULT_PAGE_SIZE = 1000
+
+Key = tuple[Any, ...]
+
+
+def _page_size(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_PAGE_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        raise ApiError(400, f"page_size {raw!r} is not an integer") from None
+    if not 0 <= size <= MAX_PAGE_SIZE:
+        raise ApiError(400, f"page_size must be between 0 and {MAX_PAGE_SIZE}, got {size}")
+    return size or DEFAULT_PAGE_SIZE
+
+
+def _order(spec: EntitySpec, raw: str | None) -> tuple[str, bool]:
+    if not raw:
+        return "", False  # the default: id ascending
+    parts = raw.split()
+    if len(parts) not in (1, 2) or parts[0] not in spec.order or (len(parts) == 2 and parts[1] not in ("asc", "desc")):
+        raise ApiError(
+            400,
+            f"order_by {raw!r} is not '<field> [asc|desc]' with field one of {', '.join(spec.order)}",
+        )
+    return parts[0], len(parts) == 2 and parts[1] == "desc"
+
+
+def _digest(spec: EntitySpec, filter_text: str, order: str, desc: bool) -> str:
+    text = f"{spec.name}|{filter_text}|{order}|{desc}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def encode_token(digest: str, key: Key) -> str:
+    """An opaque page token: the query it belongs to and the last sort key returned."""
+    raw = json.dumps({"q": digest, "k": list(key)}, separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, digest: str) -> Key:
+    """The sort key inside a page token.
+
+    Raises:
+        ApiError: 400 if the token is malformed or belongs to another query.
+    """
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        key, query = tuple(data["k"]), data["q"]
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(400, "page_token is not a token this API issued") from None
+    if query != digest:
+        raise ApiError(400, "page_token belongs to a different filter or order_by; repeat the query it came from")
+    return key
+
+
+class Lister:
+    """One list request against one entity."""
+
+    def __init__(self, state: SandboxState, spec: EntitySpec, params: dict[str, str]) -> None:
+        self.state = state
+        self.spec = spec
+        self.data = state.data
+        self.size = _page_size(params.get("page_size"))
+        self.order, self.desc = _order(spec, params.get("order_by"))
+        filter_text = params.get("filter", "")
+        self.filter = filters.parse(filter_text, spec.filters)
+        self.digest = _digest(spec, filter_text, self.order, self.desc)
+        token = params.get("page_token")
+        self.after: Key | None = decode_token(token, self.digest) if token else None
+        self.fields = self._fields(params.get("fields"))
+        self.is_contacts = spec.name == "contacts"
+
+    def _fields(self, raw: str | None) -> tuple[str, ...] | None:
+        if raw is None or not self.spec.fields_param:
+            return None
+        names = tuple(n for n in raw.split(",") if n)
+        allowed = self._schema_properties()
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise ApiError(400, f"fields: unknown properties {', '.join(unknown)}")
+        return names
+
+    def _schema_properties(self) -> frozenset[str]:
+        from keap_pipeline.sandbox.contract import load_contract
+
+        schema = "Contact" if self.is_contacts else "Company"
+        return frozenset(load_contract()["components"]["schemas"][schema]["properties"])
+
+    # --- candidates --------------------------------------------------------------------------------
+    def _max_id(self) -> int:
+        return self.state.max_contact_id() if self.is_contacts else self.data.count(self.spec.name)
+
+    def _time(self, ident: int) -> int | None:
+        if self.is_contacts:
+            return self.state.contact_time(ident)
+        if 1 <= ident <= self.data.count(self.spec.name):
+            return self.data.timelines[self.spec.name].time_ms(ident)
+        return None
+
+    def _in_window(self, t: int) -> bool:
+        f = self.filter
+        return (f.lo_ms is None or t >= f.lo_ms) and (f.hi_ms is None or t <= f.hi_ms)
+
+    def _by_id(self) -> Iterator[tuple[Key, int]]:
+        after = self.after[0] if self.after else None
+        if self.filter.ids is not None:
+            seq: Any = sorted(self.filter.ids, reverse=self.desc)
+        elif self.desc:
+            seq = range(self._max_id() if after is None else min(after - 1, self._max_id()), 0, -1)
+        else:
+            seq = range(1 if after is None else after + 1, self._max_id() + 1)
+        for ident in seq:
+            if after is not None and (ident <= after if not self.desc else ident >= after):
+                continue
+            if not self.filter.id_ok(ident):
+                continue
+            t = self._time(ident)
+            if t is None or not self._in_window(t):
+                continue
+            yield (ident,), ident
+
+    def _by_time(self) -> Iterator[tuple[Key, int]]:
+        f = self.filter
+        after = (int(self.after[0]), int(self.after[1])) if self.after else None
+        timeline = self.data.timelines[self.spec.name]
+        overlay = self.state.overlay if self.is_contacts else {}
+        base = (
+            (key, key[1])
+            for key in timeline.iter_window(f.lo_ms, f.hi_ms, after, self.desc)
+            if key[1] not in overlay
+        )
+        changed = sorted(
+            ((e.time_ms, i), i)
+            for i, e in list(overlay.items())
+            if e.record is not None and self._in_window(e.time_ms)
+            and (after is None or ((e.time_ms, i) > after if not self.desc else (e.time_ms, i) < after))
+        )
+        if self.desc:
+            changed.reverse()
+        for key, ident in heapq.merge(base, changed, reverse=self.desc):
+            if f.id_ok(ident):
+                yield key, ident
+
+    def _by_value(self) -> Iterator[tuple[Key, int]]:
+        extract = self.spec.order[self.order]
+        assert callable(extract)
+        keyed = []
+        for _, ident in self._by_id_all():
+            value = extract(self._record(ident))
+            if isinstance(value, list):
+                value = value[0] if value else None
+            keyed.append(((0 if value is None else 1, value if value is not None else "", ident), ident))
+        keyed.sort(reverse=self.desc)
+        for key, ident in keyed:
+            if self.after is not None and (key <= self.after if not self.desc else key >= self.after):
+                continue
+            yield key, ident
+
+    def _by_id_all(self) -> Iterator[tuple[Key, int]]:
+        saved, self.after, desc = self.after, None, self.desc
+        self.desc = False
+        try:
+            yield from self._by_id()
+        finally:
+            self.after, self.desc = saved, desc
+
+    def _record(self, ident: int) -> dict[str, Any]:
+        if self.is_contacts:
+            record = self.state.contact(ident)
+            assert record is not None
+            return record
+        return self.data.record(self.spec.name, ident)
+
+    # --- the page ----------------------------------------------------------------------------------
+    def page(self) -> bytes:
+        """The JSON body of this page: {"<list key>": [...], "next_page_token": "..."}."""
+        kind = self.spec.order.get(self.order, "id") if self.order else "id"
+        candidates = self._by_id() if kind == "id" else self._by_time() if kind == "time" else self._by_value()
+        checks = self.filter.record_checks
+        picked: list[tuple[Key, int]] = []
+        for key, ident in candidates:
+            if checks:
+                record = self._record(ident)
+                if not all(check(record) for check in checks):
+                    continue
+            picked.append((key, ident))
+            if len(picked) > self.size:
+                break
+        more = len(picked) > self.size
+        picked = picked[: self.size]
+        items = self._render([ident for _, ident in picked])
+        token = encode_token(self.digest, picked[-1][0]) if more else ""
+        return (
+            f'{{"{self.spec.list_key}":[{",".join(items)}],"next_page_token":{js(token)}}}'
+        ).encode()
+
+    def _render(self, idents: list[int]) -> list[str]:
+        if not self.is_contacts:
+            return [js(select(self.spec, self.data.record(self.spec.name, i), self.fields)) for i in idents]
+        factory = self.data.contacts
+        fragments = factory.compile(self.fields)
+        overlay = self.state.overlay
+        if not any(i in overlay for i in idents):
+            return factory.render_many(idents, fragments)
+        out = []
+        for ident in idents:
+            entry = overlay.get(ident)
+            if entry is None:
+                out.append(factory.render(ident, fragments))
+            else:
+                assert entry.record is not None
+                out.append(js(select(self.spec, entry.record, self.fields)))
+        return out
+
+
+def select(spec: EntitySpec, record: dict[str, Any], fields: tuple[str, ...] | None) -> dict[str, Any]:
+    """The properties of a record a list answer shows: `fields` if given, else the list default."""
+    if spec.name == "contacts":
+        wanted = set(fields) if fields is not None else set(DEFAULT_LIST_FIELDS)
+        wanted.add("id")
+        extra = [k for k in record if k not in CONTACT_FIELDS and (fields is not None and k in wanted)]
+        return {k: record[k] for k in (*CONTACT_FIELDS, *extra) if k in wanted and k in record}
+    if spec.not_default:
+        hidden = spec.not_default - set(fields or ())
+        return {k: v for k, v in record.items() if k not in hidden}
+    return record

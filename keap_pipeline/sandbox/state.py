@@ -1,0 +1,182 @@
+"""SandboxState: the base dataset plus a small overlay of changed contacts, OAuth tokens and recorded violations."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from keap_pipeline.sandbox.config import SandboxConfig
+from keap_pipeline.sandbox.contacts import CONTACT_FIELDS
+from keap_pipeline.sandbox.dataset import Dataset
+from keap_pipeline.sandbox.quota import Quota
+from keap_pipeline.sandbox.timefmt import iso_ms
+
+MAX_VIOLATIONS = 1000
+
+
+@dataclass
+class OverlayEntry:
+    """A changed contact: its record (None once deleted) and its update time."""
+
+    record: dict[str, Any] | None
+    time_ms: int
+
+
+class SandboxState:
+    """Everything a running sandbox knows, shared by its request threads (one lock guards changes).
+
+    Tests and benchmarks reach it through SandboxHandle.state to change Keap between syncs.
+    """
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.data = Dataset(config)
+        self.lock = threading.RLock()
+        self.overlay: dict[int, OverlayEntry] = {}
+        self.next_contact_id = self.data.count("contacts") + 1
+        self._last_ms = 0
+        self.quota = Quota(config.limits)
+        self.violations: list[str] = []
+        self.violation_count = 0
+        self.requests = 0
+        self.refresh_token = config.oauth_refresh_token
+        self.access_tokens: dict[str, float] = {}
+
+    # --- time --------------------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        """Wall-clock milliseconds, strictly increasing across calls (two updates never share a time)."""
+        with self.lock:
+            self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
+            return self._last_ms
+
+    # --- contacts ----------------------------------------------------------------------------------
+    def max_contact_id(self) -> int:
+        """The highest contact id handed out so far."""
+        return self.next_contact_id - 1
+
+    def contact(self, ident: int) -> dict[str, Any] | None:
+        """A contact's current record with all properties, or None if it does not exist."""
+        entry = self.overlay.get(ident)
+        if entry is not None:
+            return dict(entry.record) if entry.record is not None else None
+        if 1 <= ident <= self.data.count("contacts"):
+            return self.data.contacts.as_dict(ident)
+        return None
+
+    def contact_time(self, ident: int) -> int | None:
+        """A contact's current update time in ms, or None if it does not exist."""
+        entry = self.overlay.get(ident)
+        if entry is not None:
+            return entry.time_ms if entry.record is not None else None
+        if 1 <= ident <= self.data.count("contacts"):
+            return self.data.timelines["contacts"].time_ms(ident)
+        return None
+
+    def create_contact(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Add a contact (the body of POST /contacts, already checked).
+
+        Args:
+            fields: contact properties (CreateUpdateContactRequest).
+
+        Returns:
+            The new contact record with id, create_time and update_time.
+        """
+        with self.lock:
+            ident = self.next_contact_id
+            self.next_contact_id += 1
+            now = self.now_ms()
+            record = {"id": str(ident), **_contact_props(fields), "create_time": iso_ms(now), "update_time": iso_ms(now)}
+            self.overlay[ident] = OverlayEntry(_ordered(record), now)
+            return dict(record)
+
+    def update_contact(self, ident: int, changes: dict[str, Any], mask: list[str] | None = None) -> dict[str, Any] | None:
+        """Change a contact; it gets a fresh update_time, so it shows up in later time windows.
+
+        Args:
+            ident: contact id.
+            changes: new property values.
+            mask: update_mask: only these properties are changed (None = every property given).
+
+        Returns:
+            The updated record, or None if the contact does not exist.
+        """
+        with self.lock:
+            current = self.contact(ident)
+            if current is None:
+                return None
+            props = _contact_props(changes)
+            keys = mask if mask is not None else list(props)
+            for key in keys:
+                if key in ("id", "create_time", "update_time"):
+                    continue
+                if key in props:
+                    current[key] = props[key]
+                else:
+                    current.pop(key, None)  # masked but absent: cleared, as an update mask means
+            now = self.now_ms()
+            current["update_time"] = iso_ms(now)
+            self.overlay[ident] = OverlayEntry(_ordered(current), now)
+            return dict(current)
+
+    def delete_contact(self, ident: int) -> bool:
+        """Delete a contact; returns False if it did not exist."""
+        with self.lock:
+            if self.contact(ident) is None:
+                return False
+            self.overlay[ident] = OverlayEntry(None, self.now_ms())
+            return True
+
+    # --- OAuth -------------------------------------------------------------------------------------
+    def refresh(self, refresh_token: str) -> dict[str, Any] | None:
+        """Trade the current refresh token for a new pair; the old refresh token stops working.
+
+        Returns:
+            The token response, or None if the refresh token is not the current one.
+        """
+        with self.lock:
+            if not secrets.compare_digest(refresh_token.encode(), self.refresh_token.encode()):
+                return None
+            access = "sbx-at-" + secrets.token_urlsafe(24)
+            self.refresh_token = "sbx-rt-" + secrets.token_urlsafe(24)
+            ttl = self.config.access_token_ttl_s
+            self.access_tokens[access] = time.monotonic() + ttl
+            return {"access_token": access, "token_type": "bearer", "expires_in": ttl,
+                    "refresh_token": self.refresh_token, "scope": "full"}
+
+    def access_token_valid(self, token: str) -> bool:
+        """Whether a bearer token is a live access token."""
+        expiry = self.access_tokens.get(token)
+        return expiry is not None and expiry > time.monotonic()
+
+    def expire_access_tokens(self) -> None:
+        """Make every issued access token expired (for the client's refresh-on-401 test)."""
+        with self.lock:
+            self.access_tokens = dict.fromkeys(self.access_tokens, 0.0)
+
+    # --- strict mode -------------------------------------------------------------------------------
+    def record_violations(self, problems: list[str]) -> None:
+        """Keep contract violations found in strict mode (the first MAX_VIOLATIONS; all are counted)."""
+        if not problems:
+            return
+        with self.lock:
+            self.violation_count += len(problems)
+            room = MAX_VIOLATIONS - len(self.violations)
+            self.violations.extend(problems[: max(0, room)])
+
+
+def _contact_props(fields: dict[str, Any]) -> dict[str, Any]:
+    """A request body's properties as a stored contact has them (requests use EmailAddressRequest etc.)."""
+    out = {k: v for k, v in fields.items() if k in CONTACT_FIELDS and k not in ("id", "create_time", "update_time")}
+    for key in fields:
+        if key not in out and key not in ("id", "create_time", "update_time"):
+            out[key] = fields[key]  # spec properties the generator never fills are kept as given
+    return out
+
+
+def _ordered(record: dict[str, Any]) -> dict[str, Any]:
+    """Properties in the order base contacts are written, unknown ones after."""
+    rank = {f: i for i, f in enumerate(CONTACT_FIELDS)}
+    return dict(sorted(record.items(), key=lambda kv: rank.get(kv[0], len(rank))))

@@ -1,0 +1,41 @@
+"""Fast ISO-8601 formatting and parsing of epoch milliseconds, the way Keap writes times."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+_EPOCH_DAY = date(1970, 1, 1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_CACHE: dict[int, str] = {}
+
+
+def iso_ms(ms: int) -> str:
+    """2021-03-04T05:06:07.123Z for epoch milliseconds (days are cached: this runs per record)."""
+    days, rest = divmod(ms, 86_400_000)
+    day = _DAY_CACHE.get(days)
+    if day is None:
+        day = (_EPOCH_DAY + timedelta(days=days)).isoformat()
+        if len(_DAY_CACHE) < 100_000:  # bounded: memory must not grow with requests
+            _DAY_CACHE[days] = day
+    secs, milli = divmod(rest, 1000)
+    hours, secs = divmod(secs, 3600)
+    minutes, secs = divmod(secs, 60)
+    return f"{day}T{hours:02d}:{minutes:02d}:{secs:02d}.{milli:03d}Z"
+
+
+def iso_date(ms: int) -> str:
+    """The UTC calendar date of epoch milliseconds, 2021-03-04."""
+    day = _DAY_CACHE.get(ms // 86_400_000)
+    return day if day is not None else (_EPOCH_DAY + timedelta(days=ms // 86_400_000)).isoformat()
+
+
+def parse_iso_ms(text: str) -> int:
+    """Epoch milliseconds of an ISO-8601 date-time with an offset (Z or +hh:mm).
+
+    Raises:
+        ValueError: not a date-time with a zone (Keap rejects date-only or zone-less values).
+    """
+    value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    if value.tzinfo is None or "T" not in text:
+        raise ValueError(f"{text!r} is not a full ISO-8601 date-time with an offset")
+    return (value - _EPOCH) // timedelta(milliseconds=1)  # exact integer arithmetic, no float rounding
