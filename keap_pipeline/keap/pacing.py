@@ -53,7 +53,7 @@ class Pacer:
     ``Pacer.shared``). Sliding one-second and one-minute windows plus a UTC-day counter are
     kept locally; the x-keap-* headers of each response (fed in through ``observe``) tighten
     this when other processes share the credential: below ``low_water`` of the throttle the
-    pacer spreads what is left over the window, at 0 it waits for the window to pass, and a
+    pacer spaces requests out more the less is left, at 0 it waits for the window to pass, and a
     daily quota of 0 raises KeapQuotaExhausted.
     """
 
@@ -201,8 +201,10 @@ class Pacer:
             return quota.observed_at + window - now
         limit = quota.throttle_limit or self.limits.per_minute
         if available < self.low_water * limit and self._last_sent is not None:
-            # spread what is left over the window, so other users of the key still fit
-            return self._last_sent + window / available - now
+            # below the low-water mark space requests out, more the less is left: at the mark
+            # this is the limit's average rate (window / limit), at 1 left it is low_water of a
+            # window, so the last few never burst into a 429 and the key stays usable for others
+            return self._last_sent + window * self.low_water / available - now
         return 0.0
 
     def _record(self, now: float) -> None:

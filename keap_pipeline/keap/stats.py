@@ -9,7 +9,15 @@ from typing import Any
 
 @dataclass
 class ClientStats:
-    """Running totals of one client, plus the latest quota figures Keap reported."""
+    """Running totals of one client, plus the latest quota figures Keap reported.
+
+    requests: HTTP requests sent (retries included); retries: of those, repeats after a 429,
+    5xx or transport error; throttled: 429 answers; refreshes: 401s answered by refreshing the
+    OAuth token (or adopting one another process refreshed); pages/records: list pages and
+    records yielded; paced_seconds: time spent waiting in the pacer; quota_*: the daily quota
+    from the last x-keap-* headers (None until a response carried them); throttle_available:
+    what is left of the short-window throttle.
+    """
 
     requests: int = 0
     retries: int = 0

@@ -85,13 +85,20 @@ def test_headers_with_plenty_available_do_not_slow_down() -> None:
     assert clock.sleeps == []
 
 
-def test_headers_running_low_spread_the_rest_over_the_window() -> None:
+def test_headers_running_low_space_requests_out_more_and_more() -> None:
     clock = FakeClock()
     pacer = Pacer(RateLimits(per_second=1000, per_minute=100_000), clock=clock.time, sleep=clock.sleep)
     pacer.acquire()
-    pacer.observe(headers(12))  # 12 of 240 left: below 10 %
+    pacer.observe(headers(24))  # 24 of 240 left: at the 10 % mark, not below it
     pacer.acquire()
-    assert clock.sleeps and clock.sleeps[0] == pytest.approx(60.0 / 12)
+    assert clock.sleeps == []
+    pacer.observe(headers(20))  # below it: 60 s * 0.1 / 20 between requests
+    pacer.acquire()
+    assert clock.sleeps == [pytest.approx(0.3)]
+    pacer.observe(headers(1))  # the last one: a tenth of the window
+    pacer.acquire()
+    assert clock.sleeps[1] == pytest.approx(6.0)
+    assert len(clock.sleeps) == 2
 
 
 def test_headers_at_zero_wait_for_the_window_to_pass() -> None:
