@@ -152,12 +152,15 @@ def build_list_params(
             raise KeapArgumentError(
                 f"{spec.name} has no time-window filter in Keap v2; page it fully (or filter by id)"
             )
+        # format first: it refuses naive datetimes before they could be compared
+        start = format_time(since) if since is not None else None
+        end = format_time(until, round_up=True) if until is not None else None
         if since is not None and until is not None and since > until:
             raise KeapArgumentError("since must not be later than until")
-        if since is not None:
-            terms.append(f"{spec.since_filter}=={format_time(since)}")
-        if until is not None:
-            terms.append(f"{spec.until_filter}=={format_time(until, round_up=True)}")
+        if start is not None:
+            terms.append(f"{spec.since_filter}=={start}")
+        if end is not None:
+            terms.append(f"{spec.until_filter}=={end}")
     for term in filters:
         if not term or ";" in term:
             raise KeapArgumentError(f"a filter term must be non-empty and contain no ';': {term!r}")

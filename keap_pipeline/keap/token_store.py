@@ -32,7 +32,15 @@ class TokenSet:
     expires_at: datetime | None = None
 
     def expires_within(self, seconds: float, now: datetime) -> bool:
-        """Whether the access token expires within ``seconds`` of ``now`` (False if unknown)."""
+        """Whether the access token expires within ``seconds`` of ``now``.
+
+        Args:
+            seconds: the safety margin.
+            now: the current time (aware).
+
+        Returns:
+            True if it does; False if it does not or the expiry is unknown.
+        """
         if self.expires_at is None:
             return False
         return (self.expires_at - now).total_seconds() <= seconds

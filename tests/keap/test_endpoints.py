@@ -115,6 +115,8 @@ def test_format_time(moment: datetime, round_up: bool, expected: str) -> None:
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(KeapArgumentError, match="aware"):
         format_time(datetime(2026, 1, 1))
+    with pytest.raises(KeapArgumentError, match="aware"):
+        build_list_params(ENDPOINTS["contacts"], since=datetime(2026, 1, 1), until=UNTIL)
 
 
 def test_wire_encoding_of_filter_fields_and_order_by() -> None:
