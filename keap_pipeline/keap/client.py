@@ -453,7 +453,8 @@ class KeapClient:
             return response.json()
         except ValueError:
             raise KeapResponseError(
-                f"GET {path}: HTTP {response.status_code} with a body that is not JSON; "
+                f"{response.request.method} {path}: HTTP {response.status_code} with a body that "
+                "is not JSON; "
                 "check that the base URL points at the Keap REST v2 API",
                 status=response.status_code,
             ) from None

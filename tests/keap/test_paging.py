@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from keap_pipeline.keap import KeapPagingError
@@ -110,3 +111,11 @@ def test_page_repr_never_shows_records() -> None:
         (page,) = list(client.iter_pages("contacts"))
     assert "private@example.com" not in repr(page)
     assert "records=1" in repr(page)
+
+
+def test_a_2xx_body_that_is_not_json_is_a_response_error() -> None:
+    from keap_pipeline.keap import KeapResponseError
+
+    handler = Scripted([httpx.Response(200, text="<html>login</html>")])
+    with make_client(handler, FakeClock()) as client, pytest.raises(KeapResponseError, match="not JSON"):
+        list(client.iter_pages("tags"))
