@@ -181,7 +181,7 @@ class ContactFactory:
         key = tuple(fields) if fields is not None else DEFAULT_LIST_FIELDS
         compiled = self._compiled.get(key)
         if compiled is None:
-            wanted = set(key)
+            wanted = set(key) | {"id"}  # the id comes with every record, asked for or not
             compiled = tuple(self._fragments[f] for f in CONTACT_FIELDS if f in wanted)
             if len(self._compiled) < 256:  # bounded cache of selections
                 self._compiled[key] = compiled

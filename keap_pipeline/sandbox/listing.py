@@ -88,8 +88,8 @@ class Lister:
         self.digest = _digest(spec, filter_text, self.order, self.desc)
         token = params.get("page_token")
         self.after: Key | None = decode_token(token, self.digest) if token else None
-        self.fields = self._fields(params.get("fields"))
         self.is_contacts = spec.name == "contacts"
+        self.fields = self._fields(params.get("fields"))
 
     def _fields(self, raw: str | None) -> tuple[str, ...] | None:
         if raw is None or not self.spec.fields_param:

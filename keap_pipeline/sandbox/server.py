@@ -169,6 +169,9 @@ class Handler(BaseHTTPRequestHandler):
             status, payload = api.handle(state, op, entity, ident, params, body)
         except ApiError as err:
             status, payload = err.status, api.error_body(err.status, err.message)
+        except Exception:  # a sandbox bug must still answer like Keap, and be visible in the log
+            log.exception("sandbox error on %s %s", self.command, url.path)
+            status, payload = 500, api.error_body(500, "internal error in the sandbox")
         if state.config.strict:
             self._check(op, "/rest/v2/" + rest, url.query, body, status, payload)
         self._send(status, payload, quota_headers)
