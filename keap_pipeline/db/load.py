@@ -1,0 +1,117 @@
+"""Loading one batch: COPY a normalized frame into its staging table, then one set-based upsert call."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from keap_pipeline.entities import Entity
+
+CONFLICT_STRATEGIES = ("keap_wins", "supabase_wins", "manual", "merge")
+MERGE_RULES = ("keap_wins", "supabase_wins", "manual")
+
+
+@dataclass
+class UpsertCounts:
+    """What the upsert function did with one batch (the columns of upsert_*_from_stage)."""
+
+    seen: int = 0
+    duplicates: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    local_pending: int = 0
+    conflicts: int = 0
+    conflicts_keap_wins: int = 0
+    conflicts_supabase_wins: int = 0
+    conflicts_merged: int = 0
+    conflicts_parked: int = 0
+
+    def add(self, other: UpsertCounts) -> None:
+        """Add another batch's counts to these."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def _split(qualified: str) -> sql.Identifier:
+    schema, _, name = qualified.partition(".")
+    return sql.Identifier(schema, name)
+
+
+def copy_frame(conn: psycopg.Connection, entity: Entity, frame: pl.DataFrame, batch_id: uuid.UUID) -> int:
+    """COPY a normalized frame into the entity's staging table under `batch_id`.
+
+    The frame is rendered to CSV by polars (in Rust) and streamed; empty strings are quoted,
+    NULLs are not, so PostgreSQL's CSV reader keeps the two apart.
+
+    Args:
+        conn: a connection inside the batch's transaction.
+        entity: the entity (staging table and columns).
+        frame: exactly the entity's staging columns, in order.
+        batch_id: the batch key the upsert function will consume.
+
+    Returns:
+        The number of rows copied.
+
+    Raises:
+        ValueError: the frame's columns are not the staging columns.
+    """
+    names = entity.staging_column_names
+    if tuple(frame.columns) != names:
+        raise ValueError(f"{entity.name}: frame columns {frame.columns} are not the staging columns {names}")
+    if entity.staging_table is None:
+        raise ValueError(f"{entity.name} has no staging table yet")
+    if frame.height == 0:
+        return 0
+    data = frame.with_columns(pl.lit(str(batch_id)).alias("batch_id")).select(["batch_id", *names])
+    statement = sql.SQL("copy {} ({}) from stdin (format csv)").format(
+        _split(entity.staging_table),
+        sql.SQL(", ").join(sql.Identifier(n) for n in ("batch_id", *names)),
+    )
+    payload = data.write_csv(include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%:z")
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.write(payload.encode("utf-8"))
+    return frame.height
+
+
+def upsert_staged(
+    conn: psycopg.Connection,
+    entity: Entity,
+    batch_id: uuid.UUID,
+    *,
+    strategy: str = "keap_wins",
+    merge_rule: str = "manual",
+) -> UpsertCounts:
+    """Run the entity's set-based upsert function over one staged batch.
+
+    Args:
+        conn: a connection inside the batch's transaction (the one that staged it).
+        entity: the entity (its upsert function).
+        batch_id: the staged batch.
+        strategy: conflict strategy: keap_wins, supabase_wins, manual or merge.
+        merge_rule: for merge, fields changed on both sides: keap_wins, supabase_wins or manual (park).
+
+    Returns:
+        The function's counts.
+
+    Raises:
+        ValueError: an unknown strategy or rule.
+    """
+    if strategy not in CONFLICT_STRATEGIES:
+        raise ValueError(f"unknown conflict strategy {strategy!r}; use one of {', '.join(CONFLICT_STRATEGIES)}")
+    if merge_rule not in MERGE_RULES:
+        raise ValueError(f"unknown merge rule {merge_rule!r}; use one of {', '.join(MERGE_RULES)}")
+    if entity.upsert_function is None:
+        raise ValueError(f"{entity.name} has no upsert function yet")
+    query = sql.SQL("select * from {}(%s, %s, %s)").format(_split(entity.upsert_function))
+    with conn.cursor() as cur:
+        cur.execute(query, (batch_id, strategy, merge_rule))
+        row = cur.fetchone()
+        assert row is not None and cur.description is not None
+        names = [d.name for d in cur.description]
+    return UpsertCounts(**dict(zip(names, row, strict=True)))

@@ -1,0 +1,114 @@
+"""One batch in one transaction: normalize, COPY, upsert, dead letters, cursor; isolate rows PostgreSQL refuses."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import psycopg
+
+from keap_pipeline.db.cursors import advance_cursor
+from keap_pipeline.db.dead_letters import NewDeadLetter, record_dead_letters
+from keap_pipeline.db.load import UpsertCounts, copy_frame, upsert_staged
+from keap_pipeline.entities import Entity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchOutcome:
+    """What one committed batch did."""
+
+    counts: UpsertCounts
+    dead_lettered: int
+    max_updated_at: datetime | None
+
+
+def load_isolating(
+    conn: psycopg.Connection,
+    entity: Entity,
+    frame: pl.DataFrame,
+    records: list[Any],
+    strategy: str,
+    merge_rule: str,
+    counts: UpsertCounts,
+    refused: list[NewDeadLetter],
+) -> None:
+    """COPY + upsert under a savepoint; when PostgreSQL refuses the rows, halve until the culprit is alone.
+
+    The normalizer already rejects what it knows the database refuses; this catches the rest
+    (a constraint it does not know), so one bad record costs its own dead letter, not the batch.
+    """
+    try:
+        with conn.transaction():
+            batch_id = uuid.uuid4()
+            copy_frame(conn, entity, frame, batch_id)
+            counts.add(upsert_staged(conn, entity, batch_id, strategy=strategy, merge_rule=merge_rule))
+        return
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
+        if frame.height == 1:
+            ordinal = int(frame["ordinal"][0])
+            keap_id = frame["keap_id"][0]
+            message = (err.diag.message_primary or str(err)).strip()
+            log.warning("%s %s refused by PostgreSQL: %s", entity.name, keap_id, message)
+            refused.append(
+                NewDeadLetter(
+                    keap_id=keap_id,
+                    record=records[ordinal],
+                    reason=f"refused by PostgreSQL ({err.diag.sqlstate}): {message}",
+                    field=err.diag.column_name,
+                )
+            )
+            return
+    half = frame.height // 2
+    for part in (frame.slice(0, half), frame.slice(half)):
+        load_isolating(conn, entity, part, records, strategy, merge_rule, counts, refused)
+
+
+def load_batch(
+    conn: psycopg.Connection,
+    entity: Entity,
+    records: list[Any],
+    *,
+    scope: str,
+    run_id: str | None,
+    strategy: str,
+    merge_rule: str,
+    fetched_at: datetime | None = None,
+) -> BatchOutcome:
+    """Load one batch of raw Keap records in ONE transaction, cursor included.
+
+    Args:
+        conn: a connection with no transaction open.
+        entity: the entity.
+        records: the raw records of the batch's pages, in Keap's order.
+        scope: the cursor scope to advance.
+        run_id: the run, kept with dead letters and the cursor.
+        strategy: conflict strategy.
+        merge_rule: the merge rule for fields changed on both sides.
+        fetched_at: when the pages were fetched (UTC); now when None.
+
+    Returns:
+        The batch's counts, dead letters and highest Keap update time.
+    """
+    normalize = entity.resolve_normalizer()
+    result = normalize(records, fetched_at=fetched_at or datetime.now(UTC))
+    letters = [
+        NewDeadLetter(keap_id=r.keap_id, record=r.record, reason=r.reason, field=r.field) for r in result.rejected
+    ]
+    counts = UpsertCounts()
+    frame: pl.DataFrame = result.frame
+    max_updated = frame["keap_updated_at"].max() if frame.height else None
+    with conn.transaction():
+        refused: list[NewDeadLetter] = []
+        if frame.height:
+            load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused)
+        letters.extend(refused)
+        record_dead_letters(conn, entity.name, letters, run_id)
+        if max_updated is not None:
+            advance_cursor(conn, entity.name, scope, max_updated, len(records), run_id)  # type: ignore[arg-type]
+    return BatchOutcome(counts=counts, dead_lettered=len(letters), max_updated_at=max_updated)  # type: ignore[arg-type]

@@ -1,0 +1,93 @@
+"""Replaying dead letters: run each stored record through today's normalizer and loader again."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+
+from keap_pipeline.db.connect import connect
+from keap_pipeline.db.dead_letters import (
+    DeadLetter,
+    NewDeadLetter,
+    list_dead_letters,
+    mark_replayed,
+)
+from keap_pipeline.db.load import UpsertCounts
+from keap_pipeline.entities import ENTITIES
+from keap_pipeline.pipeline.batch import load_isolating
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayReport:
+    """What a replay did."""
+
+    replayed: list[int] = field(default_factory=list)
+    still_failing: list[tuple[int, str]] = field(default_factory=list)
+    counts: UpsertCounts = field(default_factory=UpsertCounts)
+
+
+def _still_failing(conn: psycopg.Connection, letter: DeadLetter, reason: str, field_name: str | None) -> None:
+    conn.execute(
+        "update keap_pipeline.dead_letters set reason = %s, field = %s, attempts = attempts + 1,"
+        " last_seen_at = now() where id = %s",
+        (reason, field_name, letter.id),
+    )
+
+
+def replay_dead_letters(
+    database_url: str,
+    entity_name: str,
+    *,
+    ids: list[int] | None = None,
+    strategy: str = "keap_wins",
+    merge_rule: str = "manual",
+    limit: int = 10_000,
+) -> ReplayReport:
+    """Load open dead letters again, each in its own savepoint; the ones that load are marked replayed.
+
+    A replayed record older than what is stored is classified stale by the upsert and changes
+    nothing, so a replay can never roll a contact back.
+
+    Args:
+        database_url: the sync database.
+        entity_name: e.g. 'contacts'.
+        ids: only these dead letters; every open one of the entity when None.
+        strategy: conflict strategy for the upsert.
+        merge_rule: merge rule for the upsert.
+        limit: at most this many.
+
+    Returns:
+        Which ids were replayed and which still fail (with the reason).
+    """
+    entity = ENTITIES[entity_name]
+    normalize = entity.resolve_normalizer()
+    report = ReplayReport()
+    with connect(database_url) as conn:
+        letters = [
+            d for d in list_dead_letters(conn, entity_name, status="open", limit=limit) if ids is None or d.id in ids
+        ]
+        with conn.transaction():
+            for letter in letters:
+                result = normalize([letter.record()], fetched_at=datetime.now(UTC))
+                if result.rejected:
+                    rejected = result.rejected[0]
+                    _still_failing(conn, letter, rejected.reason, rejected.field)
+                    report.still_failing.append((letter.id, rejected.reason))
+                    continue
+                refused: list[NewDeadLetter] = []
+                load_isolating(
+                    conn, entity, result.frame, [letter.record()], strategy, merge_rule, report.counts, refused
+                )
+                if refused:
+                    _still_failing(conn, letter, refused[0].reason, refused[0].field)
+                    report.still_failing.append((letter.id, refused[0].reason))
+                else:
+                    report.replayed.append(letter.id)
+            mark_replayed(conn, report.replayed)
+    log.info("replayed %d dead letters, %d still failing", len(report.replayed), len(report.still_failing))
+    return report

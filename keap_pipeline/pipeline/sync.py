@@ -1,0 +1,121 @@
+"""Sync one entity over one time window: page Keap, load batch by batch, stop cleanly on a spent quota."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from keap_pipeline.db.connect import connect
+from keap_pipeline.db.cursors import INCREMENTAL, get_cursor
+from keap_pipeline.entities import Entity
+from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
+from keap_pipeline.pipeline.batch import load_batch
+from keap_pipeline.pipeline.report import SyncReport
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[SyncReport], None]
+
+
+def sync_entity(
+    client: KeapClient,
+    database_url: str,
+    entity: Entity,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    scope: str = INCREMENTAL,
+    strategy: str = "keap_wins",
+    merge_rule: str = "manual",
+    page_size: int = 1000,
+    pages_per_batch: int = 1,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Page `entity` from Keap ordered by update time and load it, one transaction per batch of pages.
+
+    Where to start: the stored cursor of `scope` when it is later than `since` (a killed run
+    resumes where its last committed batch ended; the bound is inclusive, and re-reading
+    records already loaded writes nothing), else `since` (None: from the beginning).
+
+    Args:
+        client: a Keap client.
+        database_url: the sync database.
+        entity: the entity (must have a time filter, staging table and upsert function).
+        since: window start (inclusive); None = from the cursor or the beginning.
+        until: window end (exclusive); None = open.
+        scope: the cursor scope (INCREMENTAL, or cursors.window_scope(...) for a backfill).
+        strategy: conflict strategy (keap_wins, supabase_wins, manual, merge).
+        merge_rule: for merge: keap_wins, supabase_wins or manual.
+        page_size: records per request (<= 1000).
+        pages_per_batch: pages per transaction (1000 changed rows per transaction keeps realtime
+            subscribers' latency low; see docs/benchmarks.md).
+        run_id: kept with the cursor and dead letters.
+        progress: called after every committed batch with the running report.
+
+    Returns:
+        The report; `stopped_early` says why when the daily quota ran out (everything loaded
+        until then is committed, cursor included).
+    """
+    if entity.time_filter is None:
+        raise ValueError(f"{entity.name} has no time filter; it cannot be synced by update time")
+    started = time.monotonic()
+    report = SyncReport(entity=entity.name, scope=scope, strategy=strategy, since=since, until=until)
+    requests_before = client.stats.requests
+    with connect(database_url) as conn:
+        cursor = get_cursor(conn, entity.name, scope)
+        conn.rollback()
+        start = since
+        if cursor is not None and (start is None or cursor.value > start):
+            start = cursor.value
+            log.info("%s: resuming %s from cursor %s", entity.name, scope, start.isoformat())
+        report.since = start
+        pending: list[Any] = []
+        pending_pages = 0
+
+        def flush() -> None:
+            nonlocal pending, pending_pages
+            if not pending:
+                return
+            outcome = load_batch(
+                conn, entity, pending, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule
+            )
+            report.batches += 1
+            report.counts.add(outcome.counts)
+            report.dead_lettered += outcome.dead_lettered
+            if outcome.max_updated_at is not None:
+                report.cursor = max(report.cursor or outcome.max_updated_at, outcome.max_updated_at)
+            pending, pending_pages = [], 0
+            report.requests = client.stats.requests - requests_before
+            report.quota_available = client.stats.quota_available
+            report.seconds = time.monotonic() - started
+            if progress:
+                progress(report)
+
+        try:
+            for page in client.iter_pages(
+                entity.name,
+                fields=entity.fields,
+                since=start,
+                until=until,
+                order_by=entity.order_by,
+                page_size=page_size,
+            ):
+                report.pages += 1
+                report.records_seen += len(page.records)
+                pending.extend(page.records)
+                pending_pages += 1
+                if pending_pages >= pages_per_batch:
+                    flush()
+            flush()
+        except KeapQuotaExhausted as err:
+            flush()  # the pages already fetched are loaded and the cursor saved
+            report.stopped_early = str(err)
+            log.warning("%s: stopping early, cursor saved: %s", entity.name, err)
+    report.requests = client.stats.requests - requests_before
+    report.quota_available = client.stats.quota_available
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,507 @@
+-- 20: the contacts data path of the pipeline: staging, the set-based upsert with conflict resolution,
+-- cursors and dead letters. batch_upsert_contacts(jsonb[]) (the request's name and signature) is a thin
+-- front of the same implementation: it stages its array and calls keap_pipeline.upsert_contacts_from_stage.
+
+-- Keap's own creation time, kept beside keap_updated_at (adding a nullable column without a default
+-- is a catalog-only change: no table rewrite on a live table).
+alter table public.sync_contacts
+    add column keap_created_at timestamptz;
+
+comment on column public.sync_contacts.keap_created_at is
+    'Keap''s create_time of the contact.';
+
+-- keap_wins conflict resolution supersedes the record's pending outbound item: it must not later push
+-- the losing local value over the winning Keap value. 'cancelled' says so without deleting the item.
+alter table public.sync_queue
+    drop constraint sync_queue_status_known;
+
+alter table public.sync_queue
+    add constraint sync_queue_status_known
+        check (status in ('pending', 'processing', 'completed', 'error', 'cancelled'));
+
+-- Staging: COPY lands here, one batch_id per batch, and the upsert function consumes (deletes) its
+-- batch. UNLOGGED: staged rows are transient and rebuilt from Keap after a crash, so they need no WAL.
+-- A permanent table rather than a temp table: no DDL at run time, and it works behind transaction-mode
+-- poolers. Column types are those of sync_contacts; keap_pipeline.entities (Python) lists the same.
+create unlogged table keap_pipeline.stage_contacts (
+    batch_id uuid not null,
+    ordinal integer not null,
+    keap_id varchar(255) not null,
+    email varchar(255),
+    first_name varchar(255),
+    last_name varchar(255),
+    phone varchar(50),
+    company varchar(255),
+    tags jsonb not null,
+    custom_fields jsonb not null,
+    keap_created_at timestamptz,
+    keap_updated_at timestamptz not null
+);
+
+create index stage_contacts_batch_id_idx
+    on keap_pipeline.stage_contacts (batch_id);
+
+comment on table keap_pipeline.stage_contacts is
+    'Transient COPY target of the contacts loader; rows live only inside their loading transaction.';
+
+-- Cursors: the high-water mark of Keap's update time per entity and scope ('incremental' for the
+-- schedule, 'window:<start>/<end>' for a backfill range), advanced only in the transaction that
+-- commits the batch it covers.
+create table keap_pipeline.sync_cursors (
+    entity text not null,
+    scope text not null,
+    cursor_value timestamptz not null,
+    records_total bigint not null default 0,
+    run_id text,
+    updated_at timestamptz not null default now(),
+    constraint sync_cursors_pkey
+        primary key (entity, scope),
+    constraint sync_cursors_records_total_not_negative
+        check (records_total >= 0)
+);
+
+comment on table keap_pipeline.sync_cursors is
+    'Per entity and scope: everything Keap updated before cursor_value is loaded (inclusive bound re-read).';
+
+-- Dead letters: records that could not be loaded as they are, kept whole with the reason.
+-- record_json is text, not jsonb: jsonb cannot hold a \u0000 escape, and such a record must be kept too.
+create table keap_pipeline.dead_letters (
+    id bigint generated always as identity,
+    entity text not null,
+    keap_id text,
+    record_json text not null,
+    reason text not null,
+    field text,
+    run_id text,
+    status text not null default 'open',
+    attempts integer not null default 1,
+    first_seen_at timestamptz not null default now(),
+    last_seen_at timestamptz not null default now(),
+    replayed_at timestamptz,
+    constraint dead_letters_pkey
+        primary key (id),
+    constraint dead_letters_status_known
+        check (status in ('open', 'replayed', 'discarded')),
+    constraint dead_letters_attempts_positive
+        check (attempts >= 1)
+);
+
+-- One open dead letter per Keap record: seeing the same bad record again updates it.
+create unique index dead_letters_open_record_key
+    on keap_pipeline.dead_letters (entity, keap_id)
+    where status = 'open' and keap_id is not null;
+
+create index dead_letters_status_idx
+    on keap_pipeline.dead_letters (entity, status, last_seen_at);
+
+comment on table keap_pipeline.dead_letters is
+    'Keap records that could not be loaded, with the raw record (JSON text), the reason and the run.';
+
+-- Three-way merge of one record's fields. Per field: equal on both sides -> that value; changed on one
+-- side only (relative to the base, the values of the last completed sync) -> that side; changed on both
+-- sides to different values -> p_rule ('keap_wins' | 'supabase_wins'), or NULL for 'manual' (park).
+-- Without a base (audit retention dropped it) a differing field counts as changed on both sides.
+create function keap_pipeline.merge_fields(
+    p_incoming jsonb,
+    p_local jsonb,
+    p_base jsonb,
+    p_rule text
+)
+returns jsonb
+language sql
+immutable
+set search_path = ''
+as $$
+    select case
+        when pg_catalog.bool_and(m.resolvable) then pg_catalog.jsonb_object_agg(m.key, m.value)
+    end
+    from (
+        select
+            i.key,
+            case
+                when i.value is not distinct from l.value then i.value
+                when p_base is not null and l.value is not distinct from p_base -> i.key then i.value
+                when p_base is not null and i.value is not distinct from p_base -> i.key then l.value
+                when p_rule = 'keap_wins' then i.value
+                when p_rule = 'supabase_wins' then l.value
+            end as value,
+            (
+                i.value is not distinct from l.value
+                or (p_base is not null and (l.value is not distinct from p_base -> i.key
+                                            or i.value is not distinct from p_base -> i.key))
+                or p_rule in ('keap_wins', 'supabase_wins')
+            ) as resolvable
+        from pg_catalog.jsonb_each(p_incoming) as i
+        left join pg_catalog.jsonb_each(p_local) as l
+            on l.key = i.key
+    ) as m
+$$;
+
+comment on function keap_pipeline.merge_fields(jsonb, jsonb, jsonb, text) is
+    'Three-way field merge for conflict strategy merge; NULL means a field changed on both sides and p_rule is manual.';
+
+-- The set-based upsert of one staged batch. One statement: dedupe (latest Keap update wins, ties by
+-- batch position), lock the existing rows, classify, resolve conflicts, write, and report.
+--   insert     no row with this keap_id yet
+--   stale      Keap's update time is older than the stored one (an old window replayed): nothing
+--   unchanged  the stored content equals Keap's: nothing is written (no version, audit, queue, tuple)
+--   local      changed locally since the last sync, not in Keap: left for the outbound sync
+--   update     changed in Keap only: overwritten
+--   conflict   changed in Keap AND locally since the last sync, resolved by p_strategy:
+--     keap_wins      overwrite; the local version is kept in sync_conflicts; its pending outbound
+--                    item is cancelled
+--     supabase_wins  keep local, remember Keap's update time, queue the local row to Keap
+--     manual         park: sync_status 'conflict', nothing overwritten, one open sync_conflicts row
+--     merge          keap_pipeline.merge_fields with p_merge_rule for fields changed on both sides;
+--                    parks like manual when that rule is 'manual' and such a field exists
+create function keap_pipeline.upsert_contacts_from_stage(
+    p_batch_id uuid,
+    p_strategy text default 'keap_wins',
+    p_merge_rule text default 'manual'
+)
+returns table (
+    seen integer,
+    duplicates integer,
+    inserted integer,
+    updated integer,
+    unchanged integer,
+    stale integer,
+    local_pending integer,
+    conflicts integer,
+    conflicts_keap_wins integer,
+    conflicts_supabase_wins integer,
+    conflicts_merged integer,
+    conflicts_parked integer
+)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+    if p_strategy is null or p_strategy not in ('keap_wins', 'supabase_wins', 'manual', 'merge') then
+        raise exception 'unknown conflict strategy %', coalesce(p_strategy, 'NULL')
+            using errcode = '22023',
+                  hint = 'Use one of keap_wins, supabase_wins, manual, merge.';
+    end if;
+    if p_merge_rule is null or p_merge_rule not in ('keap_wins', 'supabase_wins', 'manual') then
+        raise exception 'unknown merge rule %', coalesce(p_merge_rule, 'NULL')
+            using errcode = '22023',
+                  hint = 'Use one of keap_wins, supabase_wins, manual.';
+    end if;
+
+    -- The ingestion's writes are audited as 'keap' and not queued back to Keap (no echo).
+    perform pg_catalog.set_config('keap_pipeline.sync_source', 'keap', true);
+    -- Loaders of contacts run one at a time (a backfill and a schedule may overlap); app writers are
+    -- not blocked by this lock, only by the row locks taken below.
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('keap_pipeline.upsert:sync_contacts'));
+
+    return query
+    with src as (
+        delete from keap_pipeline.stage_contacts as s
+        where s.batch_id = p_batch_id
+        returning s.*
+    ),
+    ranked as (
+        select
+            s.*,
+            pg_catalog.row_number() over (
+                partition by s.keap_id
+                order by s.keap_updated_at desc, s.ordinal desc
+            ) as rn
+        from src as s
+    ),
+    dedup as (
+        select *
+        from ranked as r
+        where r.rn = 1
+    ),
+    locked as (
+        select c.*
+        from public.sync_contacts as c
+        where c.keap_id in (select d.keap_id from dedup as d)
+        for no key update
+    ),
+    classified as (
+        select
+            d.keap_id,
+            d.email,
+            d.first_name,
+            d.last_name,
+            d.phone,
+            d.company,
+            d.tags,
+            d.custom_fields,
+            d.keap_created_at,
+            d.keap_updated_at,
+            l.id as cur_id,
+            l as cur_row,
+            case
+                when l.id is null then 'insert'
+                when l.keap_updated_at is not null and d.keap_updated_at < l.keap_updated_at then 'stale'
+                when (d.email, d.first_name, d.last_name, d.phone, d.company, d.tags, d.custom_fields, d.keap_created_at)
+                     is not distinct from
+                     (l.email, l.first_name, l.last_name, l.phone, l.company, l.tags, l.custom_fields, l.keap_created_at)
+                    then 'unchanged'
+                when l.updated_at > coalesce(l.last_synced_at, '-infinity'::timestamptz) then
+                    case
+                        when l.keap_updated_at is null or d.keap_updated_at > l.keap_updated_at then 'conflict'
+                        else 'local'
+                    end
+                else 'update'
+            end as action
+        from dedup as d
+        left join locked as l
+            on l.keap_id = d.keap_id
+    ),
+    conflicted as (
+        select
+            c.cur_id,
+            x.incoming,
+            x.local,
+            array(
+                select i.key
+                from pg_catalog.jsonb_each(x.incoming) as i
+                where i.value is distinct from x.local -> i.key
+                order by i.key
+            ) as conflict_fields,
+            case
+                when p_strategy = 'merge' then keap_pipeline.merge_fields(
+                    x.incoming,
+                    x.local,
+                    (
+                        -- the base: the record as the last completed Keap sync wrote it
+                        select a.new_data
+                        from public.sync_audit_log as a
+                        where a.entity_type = 'sync_contacts'
+                          and a.entity_id = c.cur_id
+                          and a.sync_source = 'keap'
+                          and a.new_data ->> 'sync_status' = 'completed'
+                        order by a.created_at desc
+                        limit 1
+                    ),
+                    p_merge_rule
+                )
+            end as merged
+        from classified as c
+        cross join lateral (
+            select
+                pg_catalog.jsonb_build_object(
+                    'email', c.email, 'first_name', c.first_name, 'last_name', c.last_name,
+                    'phone', c.phone, 'company', c.company, 'tags', c.tags,
+                    'custom_fields', c.custom_fields
+                ) as incoming,
+                pg_catalog.jsonb_build_object(
+                    'email', (c.cur_row).email, 'first_name', (c.cur_row).first_name,
+                    'last_name', (c.cur_row).last_name, 'phone', (c.cur_row).phone,
+                    'company', (c.cur_row).company, 'tags', (c.cur_row).tags,
+                    'custom_fields', (c.cur_row).custom_fields
+                ) as local
+        ) as x
+        where c.action = 'conflict'
+    ),
+    resolved as (
+        select
+            c.*,
+            f.incoming,
+            f.local,
+            f.conflict_fields,
+            f.merged,
+            case
+                when c.action = 'update' then 'overwrite'
+                when c.action <> 'conflict' then 'none'
+                when p_strategy = 'keap_wins' then 'overwrite'
+                when p_strategy = 'supabase_wins' then 'keep_local'
+                when p_strategy = 'manual' then 'park'
+                when f.merged is null then 'park'
+                when f.merged = f.incoming then 'overwrite'
+                else 'merge_pending'
+            end as kind
+        from classified as c
+        left join conflicted as f
+            on f.cur_id = c.cur_id
+    ),
+    ins as (
+        insert into public.sync_contacts (
+            keap_id, email, first_name, last_name, phone, company, tags, custom_fields,
+            source_system, keap_created_at, keap_updated_at, last_synced_at, sync_status
+        )
+        select
+            r.keap_id, r.email, r.first_name, r.last_name, r.phone, r.company, r.tags, r.custom_fields,
+            'keap', r.keap_created_at, r.keap_updated_at, pg_catalog.now(), 'completed'
+        from resolved as r
+        where r.action = 'insert'
+        returning id, keap_id
+    ),
+    upd as (
+        update public.sync_contacts as t
+        set email = case r.kind
+                when 'overwrite' then coalesce(r.merged ->> 'email', r.email)
+                when 'merge_pending' then r.merged ->> 'email'
+                else t.email
+            end,
+            first_name = case r.kind
+                when 'overwrite' then coalesce(r.merged ->> 'first_name', r.first_name)
+                when 'merge_pending' then r.merged ->> 'first_name'
+                else t.first_name
+            end,
+            last_name = case r.kind
+                when 'overwrite' then coalesce(r.merged ->> 'last_name', r.last_name)
+                when 'merge_pending' then r.merged ->> 'last_name'
+                else t.last_name
+            end,
+            phone = case r.kind
+                when 'overwrite' then coalesce(r.merged ->> 'phone', r.phone)
+                when 'merge_pending' then r.merged ->> 'phone'
+                else t.phone
+            end,
+            company = case r.kind
+                when 'overwrite' then coalesce(r.merged ->> 'company', r.company)
+                when 'merge_pending' then r.merged ->> 'company'
+                else t.company
+            end,
+            tags = case r.kind
+                when 'overwrite' then coalesce(r.merged -> 'tags', r.tags)
+                when 'merge_pending' then r.merged -> 'tags'
+                else t.tags
+            end,
+            custom_fields = case r.kind
+                when 'overwrite' then coalesce(r.merged -> 'custom_fields', r.custom_fields)
+                when 'merge_pending' then r.merged -> 'custom_fields'
+                else t.custom_fields
+            end,
+            keap_created_at = case when r.kind = 'park' then t.keap_created_at else r.keap_created_at end,
+            keap_updated_at = case when r.kind = 'park' then t.keap_updated_at else r.keap_updated_at end,
+            -- a merge that kept local values is not in sync until the outbound item reaches Keap
+            last_synced_at = case when r.kind = 'overwrite' then pg_catalog.now() else t.last_synced_at end,
+            sync_status = case r.kind
+                when 'overwrite' then 'completed'
+                when 'park' then 'conflict'
+                else 'pending'
+            end,
+            sync_error = case
+                when r.kind = 'park' then 'changed in Keap and locally since the last sync: '
+                    || pg_catalog.array_to_string(r.conflict_fields, ', ')
+                    || '; resolve the open sync_conflicts row'
+            end
+        from resolved as r
+        where t.id = r.cur_id
+          and r.kind <> 'none'
+        returning t.id, t.keap_id, r.kind, r.action, r.local, r.merged
+    ),
+    written as (
+        select i.id, i.keap_id, 'completed'::text as status
+        from ins as i
+        union all
+        select u.id, u.keap_id,
+               case u.kind when 'overwrite' then 'completed' when 'park' then 'conflict' else 'pending' end
+        from upd as u
+    ),
+    status_rows as (
+        insert into public.sync_status as s (
+            entity_type, entity_id, keap_id, supabase_id, sync_direction,
+            last_sync_at, last_sync_status, last_sync_error, retry_count, next_retry_at
+        )
+        select 'sync_contacts', w.id, w.keap_id, w.id, 'keap_to_supabase',
+               pg_catalog.now(), w.status, null, 0, null
+        from written as w
+        on conflict (entity_type, entity_id)
+        do update
+        set keap_id = excluded.keap_id,
+            sync_direction = case
+                when s.sync_direction = 'keap_to_supabase' then s.sync_direction
+                else 'bidirectional'
+            end,
+            last_sync_at = excluded.last_sync_at,
+            last_sync_status = excluded.last_sync_status,
+            last_sync_error = null,
+            retry_count = 0,
+            next_retry_at = null,
+            updated_at = pg_catalog.now()
+    ),
+    new_conflicts as (
+        insert into public.sync_conflicts (
+            entity_type, entity_id, keap_data, supabase_data, conflict_fields,
+            resolution_strategy, resolved_at, resolution_notes
+        )
+        select 'sync_contacts', r.cur_id, r.incoming, r.local, r.conflict_fields,
+               p_strategy,
+               case when r.kind = 'park' then null else pg_catalog.now() end,
+               case r.kind
+                   when 'park' then 'parked for manual resolution by the Keap ingestion'
+                   else 'resolved automatically by the Keap ingestion (' || p_strategy || ')'
+               end
+        from resolved as r
+        where r.action = 'conflict'
+          and not (
+              r.kind = 'park'
+              and exists (
+                  select 1
+                  from public.sync_conflicts as o
+                  where o.entity_type = 'sync_contacts'
+                    and o.entity_id = r.cur_id
+                    and o.resolved_at is null
+              )
+          )
+    ),
+    refreshed_conflicts as (
+        -- a record parked before and changed again in Keap: its one open conflict shows the latest
+        update public.sync_conflicts as o
+        set keap_data = r.incoming,
+            supabase_data = r.local,
+            conflict_fields = r.conflict_fields,
+            detected_at = pg_catalog.now()
+        from resolved as r
+        where r.kind = 'park'
+          and o.entity_type = 'sync_contacts'
+          and o.entity_id = r.cur_id
+          and o.resolved_at is null
+    ),
+    outbound as (
+        insert into public.sync_queue (operation, entity_type, entity_id, payload, priority)
+        select 'update', 'sync_contacts', u.id,
+               pg_catalog.to_jsonb(t.*) || coalesce(u.merged, '{}'::jsonb),
+               2
+        from upd as u
+        join locked as t
+            on t.id = u.id
+        where u.kind in ('keep_local', 'merge_pending')
+        on conflict (entity_type, entity_id) where status = 'pending'
+        do update
+        set payload = excluded.payload,
+            priority = least(public.sync_queue.priority, excluded.priority)
+    ),
+    cancelled as (
+        update public.sync_queue as q
+        set status = 'cancelled',
+            completed_at = pg_catalog.now(),
+            error_message = 'superseded: Keap''s version won a conflict (keap_wins)'
+        from upd as u
+        where u.kind = 'overwrite'
+          and u.action = 'conflict'
+          and q.entity_type = 'sync_contacts'
+          and q.entity_id = u.id
+          and q.status = 'pending'
+    )
+    select
+        (select pg_catalog.count(*) from src)::integer,
+        (select pg_catalog.count(*) from ranked as r where r.rn > 1)::integer,
+        (select pg_catalog.count(*) from ins)::integer,
+        (select pg_catalog.count(*) from upd as u where u.action = 'update')::integer,
+        (select pg_catalog.count(*) from resolved as r where r.action = 'unchanged')::integer,
+        (select pg_catalog.count(*) from resolved as r where r.action = 'stale')::integer,
+        (select pg_catalog.count(*) from resolved as r where r.action = 'local')::integer,
+        (select pg_catalog.count(*) from resolved as r where r.action = 'conflict')::integer,
+        (select pg_catalog.count(*) from resolved as r where r.action = 'conflict' and r.kind = 'overwrite' and p_strategy = 'keap_wins')::integer,
+        (select pg_catalog.count(*) from resolved as r where r.kind = 'keep_local')::integer,
+        (select pg_catalog.count(*) from resolved as r where p_strategy = 'merge' and r.kind in ('overwrite', 'merge_pending') and r.action = 'conflict')::integer,
+        (select pg_catalog.count(*) from resolved as r where r.kind = 'park')::integer;
+    -- status_rows, new_conflicts, refreshed_conflicts, outbound and cancelled are not read above:
+    -- data-modifying WITH queries run exactly once whether or not the main query reads them.
+end
+$$;
+
+comment on function keap_pipeline.upsert_contacts_from_stage(uuid, text, text) is
+    'Set-based upsert of one staged contacts batch with conflict resolution; see sql/20-contacts-pipeline.sql.';
+
+revoke execute on function keap_pipeline.upsert_contacts_from_stage(uuid, text, text) from public;
+revoke execute on function keap_pipeline.merge_fields(jsonb, jsonb, jsonb, text) from public;
