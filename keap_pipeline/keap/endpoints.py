@@ -25,7 +25,7 @@ class EndpointSpec:
     since_filter: str | None = None
     until_filter: str | None = None
     supports_fields: bool = False
-    # every endpoint here accepts page_size (max 1000) and page_token
+    # False for single-object endpoints (the custom-field model): fetch with client.get(path)
     paged: bool = True
 
     @property
@@ -42,7 +42,7 @@ class EndpointSpec:
 # | orders          | /orders                 | orders          | modified_since_time / modified_until_time     | no     | id, order_time, modification_time              |
 # | products        | /products               | products        | none (product_id supports >)                  | no     | name, sku, last_updated_time                   |
 # | subscriptions   | /subscriptions          | subscriptions   | none (id supports >, >=)                      | no     | id, contact_id, subscription_plan_id, modification_time |
-# contact_model (GET /contacts/model, the custom-field definitions) is a single object: use client.get().
+# | contact_model   | /contacts/model         | custom_fields   | not a listing: one ObjectModel {custom_fields, optional_properties}; client.get(path) |
 _SPECS = (
     EndpointSpec(
         "contacts", "/contacts", "contacts", ("id", "create_time", "email", "update_time"),
@@ -69,11 +69,12 @@ _SPECS = (
         "subscriptions", "/subscriptions", "subscriptions",
         ("id", "contact_id", "subscription_plan_id", "modification_time"),
     ),
+    EndpointSpec("contact_model", "/contacts/model", "custom_fields", (), paged=False),
 )
 
 ENDPOINTS: MappingProxyType[str, EndpointSpec] = MappingProxyType({s.name: s for s in _SPECS})
 
-CONTACT_MODEL_PATH = "/contacts/model"
+CONTACT_MODEL_PATH = ENDPOINTS["contact_model"].path
 
 
 def format_time(moment: datetime, *, round_up: bool = False) -> str:
@@ -134,6 +135,10 @@ def build_list_params(
         KeapArgumentError: an argument the endpoint does not support or an invalid value;
             nothing is silently left out.
     """
+    if not spec.paged:
+        raise KeapArgumentError(
+            f"{spec.name} is a single object, not a listing: fetch it with client.get({spec.path!r})"
+        )
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 1000:
         raise KeapArgumentError(f"page_size must be an integer from 1 to 1000, got {page_size!r}")
     params: dict[str, str] = {"page_size": str(page_size)}

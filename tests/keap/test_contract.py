@@ -29,7 +29,7 @@ def list_call(entity: str) -> Callable[[KeapClient], object]:
 
 
 CALLS: list[tuple[str, str, Callable[[KeapClient], object]]] = [
-    *[(f"list {name}", ENDPOINTS[name].list_key, list_call(name)) for name in ENDPOINTS],
+    *[(f"list {name}", spec.list_key, list_call(name)) for name, spec in ENDPOINTS.items() if spec.paged],
     ("contact model", "", lambda c: c.get("/contacts/model")),
     ("get contact", "", lambda c: c.get("/contacts/1001", params={"fields": "id,given_name"})),
     ("create contact", "", lambda c: c.create_contact(

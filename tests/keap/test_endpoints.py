@@ -45,6 +45,18 @@ def test_endpoint_table_and_window_filter(entity: str, path: str, list_key: str,
     assert params == {"page_size": "500", "filter": window_filter}
 
 
+def test_the_contact_model_is_fetched_not_paged() -> None:
+    spec = ENDPOINTS["contact_model"]
+    assert (spec.path, spec.list_key, spec.paged) == ("/contacts/model", "custom_fields", False)
+    with pytest.raises(KeapArgumentError, match="client.get"):
+        build_list_params(spec)
+    model = {"custom_fields": [{"id": "7", "field_type": "TEXT"}], "optional_properties": ["notes"]}
+    handler = Scripted([keap_json(200, model)])
+    with make_client(handler, FakeClock()) as client:
+        assert client.get(spec.path) == model
+    assert handler.requests[0].url.path == "/crm/rest/v2/contacts/model"
+
+
 @pytest.mark.parametrize(
     ("entity", "order_by", "ok"),
     [
