@@ -353,8 +353,15 @@ class KeapClient:
                 ) from exc
             quota = self._observe(response)
             status = response.status_code
-            if status < 400:
+            if 200 <= status < 300:
                 return response, spent
+            if status < 400:
+                # never followed: httpx would carry X-Keap-API-Key along to wherever it points
+                raise self._error(
+                    KeapRequestError, response, method, path,
+                    "Keap does not redirect API calls; check KEAP_BASE_URL (it must be the API "
+                    "root ending in /crm/rest/v2, https)",
+                )
             if status == 401:
                 if not refreshed and self._auth.refresh_after_401(self._http, sent):
                     refreshed = True

@@ -225,3 +225,10 @@ def test_a_503_with_retry_after_waits_at_least_that_long() -> None:
     handler, stats = run([keap_json(503, error_body(503, "Service Unavailable"), {"Retry-After": "4"}),
                           keap_json(200, OK)], clock)
     assert clock.sleeps == [4.0] and stats.server_errors == 1 and len(handler.requests) == 2
+
+
+def test_a_redirect_is_an_error_and_is_not_followed() -> None:
+    handler = Scripted([httpx.Response(301, headers={"location": "https://elsewhere.example/steal"})])
+    with make_client(handler, FakeClock()) as client, pytest.raises(KeapRequestError, match="HTTP 301.*KEAP_BASE_URL"):
+        client.delete_contact("5")
+    assert len(handler.requests) == 1
