@@ -107,8 +107,14 @@ set search_path = ''
 as $$
 declare
     v_previous_source text := pg_catalog.current_setting('keap_pipeline.sync_source', true);
+    v_jit text := pg_catalog.current_setting('jit', true);
 begin
     perform pg_catalog.set_config('keap_pipeline.sync_source', 'keap', true);
+    -- unnest() of a parameter has no statistics: the estimates make PostgreSQL JIT-compile the
+    -- statement, which costs more than the work at batch sizes of 1,000-10,000; restored below
+    if v_jit is not null and v_jit <> 'off' then
+        perform pg_catalog.set_config('jit', 'off', true);
+    end if;
 
     return query
     with input as (
@@ -285,6 +291,9 @@ begin
     ;
 
     perform pg_catalog.set_config('keap_pipeline.sync_source', coalesce(v_previous_source, ''), true);
+    if v_jit is not null and v_jit <> 'off' then
+        perform pg_catalog.set_config('jit', v_jit, true);
+    end if;
 end
 $$;
 
