@@ -164,7 +164,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self._fault(op.startswith("list"), op, quota_headers):
             return
-        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        params: dict[str, str] = {}
+        for name, value in parse_qsl(url.query, keep_blank_values=True):
+            # a repeated parameter (update_mask is an exploded array in the spec) is joined with
+            # commas, the form non-exploded arrays (fields) arrive in
+            params[name] = f"{params[name]},{value}" if name in params else value
         try:
             status, payload = api.handle(state, op, entity, ident, params, body)
         except ApiError as err:
