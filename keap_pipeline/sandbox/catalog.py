@@ -23,11 +23,11 @@ def currency_value(amount: int, code_index: int) -> dict[str, Any]:
     return {"amount": amount, "currency_code": code, "formatted_amount": pools.format_amount(amount, digits, symbol)}
 
 
-def tag_category(ident: int, n: int) -> dict[str, Any]:
+def tag_category(ident: int, timeline: Timeline) -> dict[str, Any]:
     """Tag category id 1..n."""
     name = pools.TAG_CATEGORIES[(ident - 1) % len(pools.TAG_CATEGORIES)]
-    t = create_time_ms(ident, n)
-    return {"id": str(ident), "name": name, "create_time": iso_ms(t), "update_time": iso_ms(t + ident * 86_400_000)}
+    return {"id": str(ident), "name": name, "create_time": iso_ms(create_time_ms(ident, timeline.n)),
+            "update_time": iso_ms(timeline.time_ms(ident))}
 
 
 def tag(ident: int, n_categories: int, timeline: Timeline, salt: int) -> dict[str, Any]:

@@ -45,7 +45,7 @@ class Dataset:
         if entity == "tags":
             return catalog.tag(ident, self.counts["tag_categories"], self.timelines["tags"], self.salts["tags"])
         if entity == "tag_categories":
-            return catalog.tag_category(ident, self.counts["tag_categories"])
+            return catalog.tag_category(ident, self.timelines["tag_categories"])
         if entity == "companies":
             return catalog.company(ident, self.timelines["companies"], self.salts["companies"])
         if entity == "products":
