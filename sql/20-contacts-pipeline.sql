@@ -140,6 +140,55 @@ $$;
 comment on function keap_pipeline.merge_fields(jsonb, jsonb, jsonb, text) is
     'Three-way field merge for conflict strategy merge; NULL means a field changed on both sides and p_rule is manual.';
 
+-- One conflicting record, described for resolution: the two sides as jsonb, the fields that differ,
+-- and for strategy merge the merged record (NULL = park). The base of the merge is the record as the
+-- last completed Keap sync wrote it (its newest keap-sourced audit row with sync_status completed).
+-- Called only for conflicting rows, so its per-row lookups cost nothing on the bulk path.
+create function keap_pipeline.describe_conflict(
+    p_entity_type text,
+    p_entity_id uuid,
+    p_incoming jsonb,
+    p_local jsonb,
+    p_strategy text,
+    p_merge_rule text
+)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+    select pg_catalog.jsonb_build_object(
+        'incoming', p_incoming,
+        'local', p_local,
+        'fields', (
+            select coalesce(pg_catalog.jsonb_agg(i.key order by i.key), '[]'::jsonb)
+            from pg_catalog.jsonb_each(p_incoming) as i
+            where i.value is distinct from p_local -> i.key
+        ),
+        'merged', case
+            when p_strategy = 'merge' then keap_pipeline.merge_fields(
+                p_incoming,
+                p_local,
+                (
+                    select a.new_data
+                    from public.sync_audit_log as a
+                    where a.entity_type = p_entity_type
+                      and a.entity_id = p_entity_id
+                      and a.sync_source = 'keap'
+                      and a.new_data ->> 'sync_status' = 'completed'
+                    -- versions order the rows of one record even within one transaction (equal created_at)
+                    order by a.created_at desc, (a.new_data ->> 'version')::integer desc
+                    limit 1
+                ),
+                p_merge_rule
+            )
+        end
+    )
+$$;
+
+comment on function keap_pipeline.describe_conflict(text, uuid, jsonb, jsonb, text, text) is
+    'Both sides, the differing fields and (merge) the merged record of one conflicting record.';
+
 -- The set-based upsert of one staged batch. One statement: dedupe (latest Keap update wins, ties by
 -- batch position), lock the existing rows, classify, resolve conflicts, write, and report.
 --   insert     no row with this keap_id yet
@@ -176,6 +225,9 @@ returns table (
 language plpgsql
 volatile
 set search_path = ''
+-- JIT compiles the big statement below for its (meaningless) staged-row estimates and costs more
+-- than the whole batch; the SET clause restores the caller's value on exit.
+set jit = off
 as $$
 begin
     if p_strategy is null or p_strategy not in ('keap_wins', 'supabase_wins', 'manual', 'merge') then
@@ -194,6 +246,17 @@ begin
     -- Loaders of contacts run one at a time (a backfill and a schedule may overlap); app writers are
     -- not blocked by this lock, only by the row locks taken below.
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('keap_pipeline.upsert:sync_contacts'));
+    -- Lock the batch's existing rows first, in a statement of its own: the statement below then
+    -- reads their latest committed versions (READ COMMITTED takes a new snapshot per statement),
+    -- and an app's concurrent edit either committed before (and is seen) or waits until we commit.
+    perform 1
+    from public.sync_contacts as c
+    where c.keap_id in (
+        select s.keap_id
+        from keap_pipeline.stage_contacts as s
+        where s.batch_id = p_batch_id
+    )
+    for no key update of c;
 
     return query
     with src as (
@@ -214,12 +277,6 @@ begin
         select *
         from ranked as r
         where r.rn = 1
-    ),
-    locked as (
-        select c.*
-        from public.sync_contacts as c
-        where c.keap_id in (select d.keap_id from dedup as d)
-        for no key update
     ),
     classified as (
         select
@@ -250,75 +307,51 @@ begin
                 else 'update'
             end as action
         from dedup as d
-        left join locked as l
+        left join public.sync_contacts as l
             on l.keap_id = d.keap_id
     ),
-    conflicted as (
+    described as (
         select
-            c.cur_id,
-            x.incoming,
-            x.local,
-            array(
-                select i.key
-                from pg_catalog.jsonb_each(x.incoming) as i
-                where i.value is distinct from x.local -> i.key
-                order by i.key
-            ) as conflict_fields,
+            c.*,
             case
-                when p_strategy = 'merge' then keap_pipeline.merge_fields(
-                    x.incoming,
-                    x.local,
-                    (
-                        -- the base: the record as the last completed Keap sync wrote it
-                        select a.new_data
-                        from public.sync_audit_log as a
-                        where a.entity_type = 'sync_contacts'
-                          and a.entity_id = c.cur_id
-                          and a.sync_source = 'keap'
-                          and a.new_data ->> 'sync_status' = 'completed'
-                        order by a.created_at desc
-                        limit 1
+                when c.action = 'conflict' then keap_pipeline.describe_conflict(
+                    'sync_contacts',
+                    c.cur_id,
+                    pg_catalog.jsonb_build_object(
+                        'email', c.email, 'first_name', c.first_name, 'last_name', c.last_name,
+                        'phone', c.phone, 'company', c.company, 'tags', c.tags,
+                        'custom_fields', c.custom_fields
                     ),
+                    pg_catalog.jsonb_build_object(
+                        'email', (c.cur_row).email, 'first_name', (c.cur_row).first_name,
+                        'last_name', (c.cur_row).last_name, 'phone', (c.cur_row).phone,
+                        'company', (c.cur_row).company, 'tags', (c.cur_row).tags,
+                        'custom_fields', (c.cur_row).custom_fields
+                    ),
+                    p_strategy,
                     p_merge_rule
                 )
-            end as merged
+            end as info
         from classified as c
-        cross join lateral (
-            select
-                pg_catalog.jsonb_build_object(
-                    'email', c.email, 'first_name', c.first_name, 'last_name', c.last_name,
-                    'phone', c.phone, 'company', c.company, 'tags', c.tags,
-                    'custom_fields', c.custom_fields
-                ) as incoming,
-                pg_catalog.jsonb_build_object(
-                    'email', (c.cur_row).email, 'first_name', (c.cur_row).first_name,
-                    'last_name', (c.cur_row).last_name, 'phone', (c.cur_row).phone,
-                    'company', (c.cur_row).company, 'tags', (c.cur_row).tags,
-                    'custom_fields', (c.cur_row).custom_fields
-                ) as local
-        ) as x
-        where c.action = 'conflict'
     ),
     resolved as (
         select
-            c.*,
-            f.incoming,
-            f.local,
-            f.conflict_fields,
-            f.merged,
+            d.*,
+            d.info -> 'incoming' as incoming,
+            d.info -> 'local' as local,
+            array(select pg_catalog.jsonb_array_elements_text(d.info -> 'fields')) as conflict_fields,
+            d.info -> 'merged' as merged,
             case
-                when c.action = 'update' then 'overwrite'
-                when c.action <> 'conflict' then 'none'
+                when d.action = 'update' then 'overwrite'
+                when d.action <> 'conflict' then 'none'
                 when p_strategy = 'keap_wins' then 'overwrite'
                 when p_strategy = 'supabase_wins' then 'keep_local'
                 when p_strategy = 'manual' then 'park'
-                when f.merged is null then 'park'
-                when f.merged = f.incoming then 'overwrite'
+                when d.info -> 'merged' = 'null'::jsonb then 'park'
+                when d.info -> 'merged' = d.info -> 'incoming' then 'overwrite'
                 else 'merge_pending'
             end as kind
-        from classified as c
-        left join conflicted as f
-            on f.cur_id = c.cur_id
+        from described as d
     ),
     ins as (
         insert into public.sync_contacts (
@@ -386,7 +419,8 @@ begin
         from resolved as r
         where t.id = r.cur_id
           and r.kind <> 'none'
-        returning t.id, t.keap_id, r.kind, r.action, r.local, r.merged
+        returning t.id, t.keap_id, r.kind, r.action, r.merged,
+            case when r.kind in ('keep_local', 'merge_pending') then pg_catalog.to_jsonb(r.cur_row) end as local_row
     ),
     written as (
         select i.id, i.keap_id, 'completed'::text as status
@@ -459,11 +493,9 @@ begin
     outbound as (
         insert into public.sync_queue (operation, entity_type, entity_id, payload, priority)
         select 'update', 'sync_contacts', u.id,
-               pg_catalog.to_jsonb(t.*) || coalesce(u.merged, '{}'::jsonb),
+               u.local_row || coalesce(u.merged, '{}'::jsonb),
                2
         from upd as u
-        join locked as t
-            on t.id = u.id
         where u.kind in ('keep_local', 'merge_pending')
         on conflict (entity_type, entity_id) where status = 'pending'
         do update
