@@ -193,16 +193,18 @@ def extract(document: str) -> str:
         document: the text of docs/schema.md.
 
     Returns:
-        The diagram text.
+        The diagram text; empty when nothing is between the markers yet.
 
     Raises:
-        SchemaDocError: the markers or the mermaid fence are missing.
+        SchemaDocError: the markers are missing, or the block between them is not a mermaid fence.
     """
     start = document.find(START_MARKER)
     end = document.find(END_MARKER)
     if start < 0 or end < start:
         raise SchemaDocError("the document has no diagram markers")
     block = document[start + len(START_MARKER) : end].strip("\n")
+    if not block:
+        return ""
     match = re.fullmatch(r"```mermaid\n(?P<diagram>.*)```", block, flags=re.DOTALL)
     if not match:
         raise SchemaDocError("the block between the diagram markers is not a ```mermaid fence")
