@@ -110,3 +110,21 @@ def test_retention_drops_only_old_months(migrated_database: str) -> None:
 def test_retention_setting_must_be_a_positive_integer(db: psycopg.Connection) -> None:
     with pytest.raises(psycopg.errors.CheckViolation, match="audit_retention_months"):
         db.execute("update keap_pipeline.settings set value = '0' where name = 'audit_retention_months'")
+
+
+def test_creating_partitions_does_not_block_audit_writers(migrated_database: str) -> None:
+    # A writer of the current month and create_monthly_partition for a future month, each inside an open
+    # transaction: neither may wait for the other (lock_timeout turns a wait into an error).
+    insert = (
+        "insert into public.sync_audit_log (entity_type, entity_id, operation, sync_source)"
+        " values ('sync_contacts', gen_random_uuid(), 'UPDATE', 'keap')"
+    )
+    with psycopg.connect(migrated_database) as writer, psycopg.connect(migrated_database) as maintainer:
+        writer.execute("set lock_timeout = '2s'")
+        maintainer.execute("set lock_timeout = '2s'")
+        writer.execute(insert)  # transaction open, holding its locks
+        created = maintainer.execute("select * from public.create_monthly_partition('2045-01-01')").fetchall()
+        assert len(created) == 4
+        writer.execute(insert)  # while the maintainer's attach is still uncommitted
+        writer.commit()
+        maintainer.commit()
