@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 
@@ -26,6 +27,8 @@ def _dagster_dev() -> int:
 def main() -> int:
     """Start what the UI needs and run `dagster dev` until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # SIGTERM (a supervisor, `timeout`) unwinds like Ctrl-C, so dagster dev and the sandbox stop too
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = embedded.start()
     ensure_dagster_home(server.url)
     os.environ.setdefault("KEAP_PIPELINE_DATABASE_URL", server.url)
