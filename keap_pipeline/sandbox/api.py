@@ -8,7 +8,7 @@ from typing import Any
 from keap_pipeline.sandbox.contacts import js
 from keap_pipeline.sandbox.entities import ENTITIES, ROUTES
 from keap_pipeline.sandbox.errors import ApiError
-from keap_pipeline.sandbox.listing import Lister, select
+from keap_pipeline.sandbox.listing import list_page, select
 from keap_pipeline.sandbox.state import SandboxState
 
 API_ROOT = "/crm/rest/v2"
@@ -93,7 +93,7 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
     if op == "retrieveContactModel":
         return 200, state.data.model_json
     if op == spec.list_op:
-        return 200, Lister(state, spec, params).page()
+        return 200, list_page(state, spec, params)
     if op == "createContact":
         fields = _contact_body(body, create=True)
         return 201, js(state.create_contact(fields)).encode()

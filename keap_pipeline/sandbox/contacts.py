@@ -139,11 +139,16 @@ class ContactFactory:
         given, family, phones, addresses = self._given, self._family, self._phones, self._addresses
         tl, n, nc = self.timeline, self.n, self.n_companies
 
+        # company_name() pieces, JSON-escaped once (without their quotes) instead of per record
+        words = [js(w)[1:-1] for w in pools.COMPANY_WORDS]
+        suffixes = [js(x)[1:-1] for x in pools.COMPANY_SUFFIXES]
+        nw, ns = len(words), len(suffixes)
+
         def company(i: int, h: int, h2: int) -> str:
             if nc == 0 or (h >> 40) % 10 < 4:
                 return ""
             cid = (h2 >> 20) % nc + 1
-            return f'"company":{{"id":"{cid}","company_name":{js(company_name(cid))}}}'
+            return f'"company":{{"id":"{cid}","company_name":"{words[cid % nw]} {suffixes[(cid // nw) % ns]} {cid}"}}'
 
         def phone_numbers(i: int, h: int, h2: int) -> str:
             if h2 % 100 >= 8 and (h >> 44) % 10 < 3:

@@ -195,6 +195,10 @@ class Lister:
     # --- the page ----------------------------------------------------------------------------------
     def page(self) -> bytes:
         """The JSON body of this page: {"<list key>": [...], "next_page_token": "..."}."""
+        return self.page_and_token()[0]
+
+    def page_and_token(self) -> tuple[bytes, str]:
+        """The JSON body of this page and its next_page_token ("" on the last page)."""
         kind = self.spec.order.get(self.order, "id") if self.order else "id"
         candidates = self._by_id() if kind == "id" else self._by_time() if kind == "time" else self._by_value()
         checks = self.filter.record_checks
@@ -211,9 +215,8 @@ class Lister:
         picked = picked[: self.size]
         items = self._render([ident for _, ident in picked])
         token = encode_token(self.digest, picked[-1][0]) if more else ""
-        return (
-            f'{{"{self.spec.list_key}":[{",".join(items)}],"next_page_token":{js(token)}}}'
-        ).encode()
+        body = f'{{"{self.spec.list_key}":[{",".join(items)}],"next_page_token":{js(token)}}}'
+        return body.encode(), token
 
     def _render(self, idents: list[int]) -> list[str]:
         if not self.is_contacts:
@@ -245,3 +248,31 @@ def select(spec: EntitySpec, record: dict[str, Any], fields: tuple[str, ...] | N
         hidden = spec.not_default - set(fields or ())
         return {k: v for k, v in record.items() if k not in hidden}
     return record
+
+
+def list_page(state: SandboxState, spec: EntitySpec, params: dict[str, str]) -> bytes:
+    """Answer a list request, from the prefetched page when there is one, and prefetch the next.
+
+    Args:
+        state: the sandbox state (holds the prefetcher and the data version).
+        spec: the entity listed.
+        params: the decoded query parameters.
+
+    Returns:
+        The JSON body.
+
+    Raises:
+        ApiError: a bad parameter (checked before any prefetched page is used).
+    """
+    lister = Lister(state, spec, params)  # validates every parameter, cheap
+    query = tuple(sorted((k, v) for k, v in params.items() if k != "page_token"))
+    key = (spec.name, query, params.get("page_token", ""), state.version)
+    future = state.prefetcher.take(key)
+    body, token = future.result() if future is not None else lister.page_and_token()
+    if token:
+        following = {**params, "page_token": token}
+        state.prefetcher.defer(
+            (spec.name, query, token, key[3]),
+            lambda: Lister(state, spec, following).page_and_token(),
+        )
+    return body

@@ -60,6 +60,7 @@ def _start(config: SandboxConfig) -> tuple[SandboxServer, threading.Thread]:
 
 
 def _stop(server: SandboxServer, thread: threading.Thread) -> None:
+    server.state.prefetcher.close()
     server.shutdown()
     server.close_connections()
     server.server_close()

@@ -179,6 +179,7 @@ class Handler(BaseHTTPRequestHandler):
         if state.config.strict:
             self._check(op, "/rest/v2/" + rest, url.query, body, status, payload)
         self._send(status, payload, quota_headers)
+        state.prefetcher.start_deferred()
 
     def _fault(self, is_list: bool, op: str, headers: dict[str, str]) -> bool:
         faults = self.server.state.config.faults

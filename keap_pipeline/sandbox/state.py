@@ -11,6 +11,7 @@ from typing import Any
 from keap_pipeline.sandbox.config import SandboxConfig
 from keap_pipeline.sandbox.contacts import CONTACT_FIELDS
 from keap_pipeline.sandbox.dataset import Dataset
+from keap_pipeline.sandbox.prefetch import PagePrefetcher
 from keap_pipeline.sandbox.quota import Quota
 from keap_pipeline.sandbox.timefmt import iso_ms
 
@@ -39,6 +40,8 @@ class SandboxState:
         self.next_contact_id = self.data.count("contacts") + 1
         self._last_ms = 0
         self.quota = Quota(config.limits)
+        self.version = 0  # bumped by every change, so no page rendered before it is served after it
+        self.prefetcher = PagePrefetcher()
         self.violations: list[str] = []
         self.violation_count = 0
         self.requests = 0
@@ -90,6 +93,7 @@ class SandboxState:
             now = self.now_ms()
             record = {"id": str(ident), **_contact_props(fields), "create_time": iso_ms(now), "update_time": iso_ms(now)}
             self.overlay[ident] = OverlayEntry(_ordered(record), now)
+            self.version += 1
             return dict(record)
 
     def update_contact(self, ident: int, changes: dict[str, Any], mask: list[str] | None = None) -> dict[str, Any] | None:
@@ -119,6 +123,7 @@ class SandboxState:
             now = self.now_ms()
             current["update_time"] = iso_ms(now)
             self.overlay[ident] = OverlayEntry(_ordered(current), now)
+            self.version += 1
             return dict(current)
 
     def delete_contact(self, ident: int) -> bool:
@@ -127,6 +132,7 @@ class SandboxState:
             if self.contact(ident) is None:
                 return False
             self.overlay[ident] = OverlayEntry(None, self.now_ms())
+            self.version += 1
             return True
 
     # --- OAuth -------------------------------------------------------------------------------------

@@ -9,24 +9,27 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_CACHE: dict[int, str] = {}
 
 
+# Pre-rendered "HH:MM:" (1,440) and "SS.mmm" (60,000) pieces: a fixed ~4 MB that turns the
+# per-record time formatting into three lookups (it ran twice per contact, 20% of a page).
+_HOUR_MINUTE = [f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440)]
+_SECOND_MILLI = [f"{r // 1000:02d}.{r % 1000:03d}Z" for r in range(60_000)]
+
+
 def iso_ms(ms: int) -> str:
     """2021-03-04T05:06:07.123Z for epoch milliseconds (days are cached: this runs per record)."""
     days, rest = divmod(ms, 86_400_000)
     day = _DAY_CACHE.get(days)
     if day is None:
-        day = (_EPOCH_DAY + timedelta(days=days)).isoformat()
+        day = (_EPOCH_DAY + timedelta(days=days)).isoformat() + "T"
         if len(_DAY_CACHE) < 100_000:  # bounded: memory must not grow with requests
             _DAY_CACHE[days] = day
-    secs, milli = divmod(rest, 1000)
-    hours, secs = divmod(secs, 3600)
-    minutes, secs = divmod(secs, 60)
-    return f"{day}T{hours:02d}:{minutes:02d}:{secs:02d}.{milli:03d}Z"
+    minute, milli = divmod(rest, 60_000)
+    return day + _HOUR_MINUTE[minute] + _SECOND_MILLI[milli]
 
 
 def iso_date(ms: int) -> str:
     """The UTC calendar date of epoch milliseconds, 2021-03-04."""
-    day = _DAY_CACHE.get(ms // 86_400_000)
-    return day if day is not None else (_EPOCH_DAY + timedelta(days=ms // 86_400_000)).isoformat()
+    return (_EPOCH_DAY + timedelta(days=ms // 86_400_000)).isoformat()
 
 
 def parse_iso_ms(text: str) -> int:

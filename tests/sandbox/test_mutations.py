@@ -77,3 +77,17 @@ def test_bad_bodies_are_400(start_sandbox) -> None:
         missing = client.patch("/contacts/99", json={"given_name": "x"})
     assert [r.status_code for r in (nothing, too_long, not_json, bad_mask, missing)] == [400, 400, 400, 400, 404]
     assert "given_name" in too_long.json()["message"]
+
+
+def test_a_prefetched_page_is_never_served_after_a_change(start_sandbox) -> None:
+    handle = start_sandbox(contacts=100)
+    with api(handle) as client:
+        first = client.get("/contacts", params={"page_size": 10, "fields": "id,given_name"}).json()
+        second = client.get("/contacts", params={"page_size": 10, "fields": "id,given_name",
+                                                 "page_token": first["next_page_token"]}).json()
+        assert handle.state.prefetcher.hits == 1  # page 2 was rendered while page 1 was read
+        handle.state.update_contact(25, {"given_name": "Changed after prefetch"})
+        third = client.get("/contacts", params={"page_size": 10, "fields": "id,given_name",
+                                                "page_token": second["next_page_token"]}).json()
+    assert [c["id"] for c in second["contacts"]] == [str(i) for i in range(11, 21)]
+    assert {c["id"]: c["given_name"] for c in third["contacts"]}["25"] == "Changed after prefetch"

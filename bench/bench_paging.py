@@ -1,0 +1,198 @@
+"""Benchmark: the Keap client paging the local sandbox (subprocess, pacing off): records/s and peak memory.
+
+Run: .venv/bin/python bench/bench_paging.py [--contacts 100000 1000000] [--write]
+The sandbox runs in its own process (client and server each get a core). Each run pages every
+contact through a time window covering all of them, ordered by update_time, with the fields the
+pipeline asks for, checks every id arrived exactly once, and samples both processes' RSS.
+With --write the figures replace the "Client + sandbox paging" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import resource
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from keap_pipeline.entities import CONTACT_FIELDS
+from keap_pipeline.keap import ApiKeyAuth, KeapClient
+from keap_pipeline.sandbox import RateLimits, SandboxConfig, running_sandbox
+
+log = logging.getLogger("bench.paging")
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+HEADING = "## Client + sandbox paging"
+KEY = "bench-key"
+MINIMAL_FIELDS = ("id", "update_time")
+
+
+@dataclass
+class Run:
+    """The figures of one benchmark run."""
+
+    contacts: int
+    fields: str
+    seconds: float
+    records: int
+    duplicates: int
+    missing: int
+    pages: int
+    client_peak_mb: float
+    server_start_mb: float
+    server_peak_mb: float
+    server_end_mb: float
+    server_mid_mb: float
+
+    @property
+    def rate(self) -> float:
+        """Records per second."""
+        return self.records / self.seconds
+
+
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's RSS every 50 ms (peak, and the value halfway through)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            try:
+                self.samples.append(_rss_mb(self.pid))
+            except OSError:
+                return
+
+
+def page_all(contacts: int, fields: tuple[str, ...], seed: int) -> Run:
+    """Start a sandbox subprocess with `contacts` contacts and page all of them once."""
+    config = SandboxConfig(port=0, contacts=contacts, seed=seed, api_key=KEY, limits=RateLimits.off())
+    with running_sandbox(config, subprocess_mode=True) as handle:
+        seen = bytearray(contacts + 1)  # one byte per id: checking exactly-once must not cost memory
+        duplicates = records = pages = 0
+        sampler = RssSampler(handle.pid)
+        server_start = _rss_mb(handle.pid)
+        sampler.start()
+        since, until = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+        with KeapClient(handle.base_url, auth=ApiKeyAuth(KEY), pacing=False, timeout=60.0) as client:
+            started = time.perf_counter()
+            for page in client.iter_pages("contacts", fields=list(fields), since=since, until=until,
+                                          order_by="update_time asc", page_size=1000):
+                pages += 1
+                for record in page.records:
+                    ident = int(record["id"])
+                    duplicates += seen[ident]
+                    seen[ident] = 1
+                records += len(page.records)
+            seconds = time.perf_counter() - started
+        sampler.stop.set()
+        sampler.join()
+        server_end = _rss_mb(handle.pid)
+        server_peak = _rss_mb(handle.pid, "VmHWM")
+    samples = sampler.samples or [server_end]
+    return Run(
+        contacts=contacts,
+        fields="pipeline" if fields != MINIMAL_FIELDS else "id,update_time",
+        seconds=seconds,
+        records=records,
+        duplicates=duplicates,
+        missing=contacts - sum(seen),
+        pages=pages,
+        client_peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        server_start_mb=server_start,
+        server_peak_mb=server_peak,
+        server_end_mb=server_end,
+        server_mid_mb=samples[len(samples) // 2],
+    )
+
+
+def machine() -> str:
+    """nproc, CPU model and Python version, for the record."""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    )
+    return f"{os.cpu_count()} CPUs (nproc {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()}), {model}, Python {platform.python_version()}"
+
+
+def render(runs: list[Run], note: str) -> str:
+    """The markdown section with the figures."""
+    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        HEADING,
+        "",
+        f"Measured {date} on {machine()} with `bench/bench_paging.py`.",
+        "One `KeapClient` (httpx, pacing off) pages every contact of a sandbox running in a subprocess",
+        "(`--no-limits`), page_size 1000, a time window over all of them, `order_by=update_time asc`;",
+        "\"pipeline\" = the fields `keap_pipeline.entities.CONTACT_FIELDS` asks for (custom_fields included).",
+        "Every run checks that each id arrived exactly once. Client RSS is the benchmark process's peak",
+        "(ru_maxrss, cumulative over the runs before it); server RSS is sampled every 50 ms.",
+        "",
+        "| contacts | fields | records/s | seconds | pages | exactly once | client peak RSS MB | server RSS start / mid / end MB | server peak (VmHWM) MB |",
+        "| ---: | --- | ---: | ---: | ---: | --- | ---: | --- | ---: |",
+    ]
+    for r in runs:
+        once = "yes" if r.duplicates == 0 and r.missing == 0 and r.records == r.contacts else f"NO ({r.duplicates} dup, {r.missing} missing)"
+        lines.append(
+            f"| {r.contacts:,} | {r.fields} | {r.rate:,.0f} | {r.seconds:.1f} | {r.pages:,} | {once} | {r.client_peak_mb:.0f} | "
+            f"{r.server_start_mb:.0f} / {r.server_mid_mb:.0f} / {r.server_end_mb:.0f} | {r.server_peak_mb:.0f} |"
+        )
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(section: str, doc: Path = DOC) -> None:
+    """Replace (or append) the section in docs/benchmarks.md, leaving other sections alone."""
+    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
+    start = text.find(HEADING)
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(HEADING))
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    """Run the benchmark for each size and field set; log the figures; optionally write them."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--minimal", action="store_true", help="also run with fields=id,update_time")
+    parser.add_argument("--write", action="store_true", help=f"write the figures into {DOC}")
+    parser.add_argument("--note", default="", help="a line of remarks appended to the section")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runs = []
+    for n in args.contacts:
+        for fields in (CONTACT_FIELDS, MINIMAL_FIELDS) if args.minimal else (CONTACT_FIELDS,):
+            run = page_all(n, fields, args.seed)
+            log.info("%s", run)
+            log.info("%d contacts (%s): %.0f records/s", n, run.fields, run.rate)
+            runs.append(run)
+    section = render(runs, args.note)
+    log.info("\n%s", section)
+    if args.write:
+        write_section(section)
+
+
+if __name__ == "__main__":
+    main()
