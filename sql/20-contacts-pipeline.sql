@@ -340,7 +340,9 @@ begin
             d.info -> 'incoming' as incoming,
             d.info -> 'local' as local,
             array(select pg_catalog.jsonb_array_elements_text(d.info -> 'fields')) as conflict_fields,
-            d.info -> 'merged' as merged,
+            -- jsonb_build_object turns a NULL merge into JSON null; make it SQL NULL, or
+            -- `local_row || merged` below builds an array [row, null] instead of an object
+            nullif(d.info -> 'merged', 'null'::jsonb) as merged,
             case
                 when d.action = 'update' then 'overwrite'
                 when d.action <> 'conflict' then 'none'

@@ -1,5 +1,6 @@
 -- Down of 20: drop what 20 created, restore what it changed.
 drop function keap_pipeline.upsert_contacts_from_stage(uuid, text, text);
+drop function keap_pipeline.describe_conflict(text, uuid, jsonb, jsonb, text, text);
 drop function keap_pipeline.merge_fields(jsonb, jsonb, jsonb, text);
 drop table keap_pipeline.dead_letters;
 drop table keap_pipeline.sync_cursors;
