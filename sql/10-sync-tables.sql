@@ -404,3 +404,13 @@ create table public.sync_audit_log (
 -- in public it would be readable past the parent's policies (Supabase grants new public tables to anon).
 create table keap_pipeline.sync_audit_log_default
     partition of public.sync_audit_log default;
+
+-- No privileges for the API roles until 16-security.sql grants exactly what each needs: on Supabase,
+-- default privileges give anon and authenticated ALL on every new public table, and from here until 16
+-- they would have it without RLS. (This also makes each table's ACL explicit from its creation, so
+-- rolling back 16 restores it exactly.)
+revoke all on table
+    public.sync_contacts, public.sync_products, public.sync_orders, public.sync_tags,
+    public.sync_subscriptions, public.sync_status, public.sync_conflicts, public.sync_queue,
+    public.sync_audit_log, keap_pipeline.sync_audit_log_default, keap_pipeline.settings
+from public, anon, authenticated, service_role;

@@ -445,3 +445,15 @@ $$;
 
 comment on function public.drop_old_audit_partitions() is
     'Detaches and drops audit partitions older than keap_pipeline.settings audit_retention_months; returns their names.';
+
+-- EXECUTE: nothing here is callable by anon or signed-in users, whatever the default privileges
+-- (Supabase grants EXECUTE on new public functions to anon and authenticated explicitly).
+-- batch_upsert_contacts, create_monthly_partition and drop_old_audit_partitions are the pipeline's: they
+-- touch the internal schema, which service_role cannot use. detect_sync_conflict is also granted to
+-- service_role for server-side resolution tools.
+revoke execute on function public.detect_sync_conflict(varchar, uuid, jsonb, jsonb) from public, anon, authenticated;
+revoke execute on function public.batch_upsert_contacts(jsonb[]) from public, anon, authenticated, service_role;
+revoke execute on function public.create_monthly_partition(date) from public, anon, authenticated, service_role;
+revoke execute on function public.drop_old_audit_partitions() from public, anon, authenticated, service_role;
+revoke execute on function keap_pipeline.is_timestamptz(text) from public;
+grant execute on function public.detect_sync_conflict(varchar, uuid, jsonb, jsonb) to service_role;

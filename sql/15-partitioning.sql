@@ -67,4 +67,6 @@ $$;
 comment on function keap_pipeline.schedule_maintenance_jobs() is
     'Schedules the keap-pipeline:* pg_cron jobs where pg_cron is usable; otherwise a NOTICE says why and nothing happens.';
 
+revoke execute on function keap_pipeline.schedule_maintenance_jobs() from public;
+
 select keap_pipeline.schedule_maintenance_jobs();

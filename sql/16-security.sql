@@ -1,7 +1,8 @@
 -- 16: row level security on EVERY table (the request enabled it on three) and explicit grants.
 -- Supabase's default privileges give anon, authenticated and service_role ALL on every new table and
 -- function in public, and Supabase says it is moving away from that: so nothing here relies on either
--- default. Every grant is revoked first, then exactly what each role needs is granted.
+-- default. 10 revoked every grant of the API roles when it created the tables; here exactly what each
+-- role needs is granted.
 -- Policies (the request's names kept where it had them):
 -- * service_role_all: the server-side key has full access (service_role also has BYPASSRLS).
 -- * owners: a signed-in user reads and writes the rows they created or last updated. auth.uid() is
@@ -23,7 +24,6 @@ begin
         'sync_status', 'sync_conflicts', 'sync_queue', 'sync_audit_log'
     ] loop
         execute pg_catalog.format('alter table public.%I enable row level security', v_table);
-        execute pg_catalog.format('revoke all on table public.%I from anon, authenticated, service_role', v_table);
         execute pg_catalog.format('grant select, insert, update, delete on table public.%I to service_role', v_table);
         execute pg_catalog.format(
             'create policy service_role_all on public.%I for all to service_role using (true) with check (true)',
@@ -79,14 +79,5 @@ alter table keap_pipeline.standins enable row level security;
 alter table keap_pipeline.sync_audit_log_default enable row level security;
 revoke all on schema keap_pipeline from anon, authenticated, service_role;
 
--- Functions: nothing is callable by anon or by signed-in users, whatever the default privileges.
--- batch_upsert_contacts, create_monthly_partition and drop_old_audit_partitions are the pipeline's
--- (they touch the internal schema, which service_role cannot use); detect_sync_conflict is also
--- granted to service_role for server-side resolution tools.
-revoke execute on function public.detect_sync_conflict(varchar, uuid, jsonb, jsonb) from public, anon, authenticated;
-revoke execute on function public.batch_upsert_contacts(jsonb[]) from public, anon, authenticated, service_role;
-revoke execute on function public.create_monthly_partition(date) from public, anon, authenticated, service_role;
-revoke execute on function public.drop_old_audit_partitions() from public, anon, authenticated, service_role;
-revoke execute on function keap_pipeline.is_timestamptz(text) from public;
-revoke execute on function keap_pipeline.schedule_maintenance_jobs() from public;
-grant execute on function public.detect_sync_conflict(varchar, uuid, jsonb, jsonb) to service_role;
+-- Functions: their EXECUTE grants are set where each is created (11, 12, 15), so they come and go with
+-- the function: nothing is callable by anon or signed-in users, whatever the default privileges.

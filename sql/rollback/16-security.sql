@@ -1,13 +1,5 @@
 -- Down of 16: back to the state after 15: policies dropped, RLS off, the grants of 16 revoked, the
--- grant of 14 (select on sync_conflicts to authenticated) and PUBLIC's default EXECUTE restored.
-revoke execute on function public.detect_sync_conflict(varchar, uuid, jsonb, jsonb) from service_role;
-grant execute on function keap_pipeline.schedule_maintenance_jobs() to public;
-grant execute on function keap_pipeline.is_timestamptz(text) to public;
-grant execute on function public.drop_old_audit_partitions() to public;
-grant execute on function public.create_monthly_partition(date) to public;
-grant execute on function public.batch_upsert_contacts(jsonb[]) to public;
-grant execute on function public.detect_sync_conflict(varchar, uuid, jsonb, jsonb) to public;
-
+-- grant of 14 (select on sync_conflicts to authenticated) restored.
 alter table keap_pipeline.sync_audit_log_default disable row level security;
 alter table keap_pipeline.standins disable row level security;
 alter table keap_pipeline.settings disable row level security;
