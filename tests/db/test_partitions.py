@@ -128,3 +128,21 @@ def test_creating_partitions_does_not_block_audit_writers(migrated_database: str
         writer.execute(insert)  # while the maintainer's attach is still uncommitted
         writer.commit()
         maintainer.commit()
+
+
+def test_rolling_back_15_keeps_every_audit_row_in_default(migrated_database: str) -> None:
+    from keap_pipeline.db.migrate import migrate, rollback
+
+    with psycopg.connect(migrated_database) as conn:
+        where = _audit_row(conn, "now")
+        conn.commit()
+    assert where.startswith("keap_pipeline.sync_audit_log_2")
+    rollback(migrated_database, 14)
+    with psycopg.connect(migrated_database) as conn:
+        assert _partitions(conn) == ["sync_audit_log_default"]
+        assert conn.execute("select count(*) from keap_pipeline.sync_audit_log_default").fetchone() == (1,)
+    migrate(migrated_database)
+    with psycopg.connect(migrated_database) as conn:
+        # re-applying 15 moves the row back into its month
+        assert conn.execute("select count(*) from keap_pipeline.sync_audit_log_default").fetchone() == (0,)
+        assert conn.execute("select count(*) from public.sync_audit_log").fetchone() == (1,)
