@@ -10,6 +10,7 @@ With --write the figures replace the "Client + sandbox paging" section of docs/b
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import platform
@@ -43,6 +44,7 @@ class Run:
     duplicates: int
     missing: int
     pages: int
+    load: str
     client_peak_mb: float
     server_start_mb: float
     server_peak_mb: float
@@ -79,8 +81,12 @@ class RssSampler(threading.Thread):
                 return
 
 
-def page_all(contacts: int, fields: tuple[str, ...], seed: int) -> Run:
-    """Start a sandbox subprocess with `contacts` contacts and page all of them once."""
+def page_all(contacts: int, fields: tuple[str, ...], seed: int, gc_threshold: int | None = None) -> Run:
+    """Start a sandbox subprocess with `contacts` contacts and page all of them once.
+
+    gc_threshold: if given, the client process's generation-0 GC threshold while paging (the
+    cyclic GC re-walks the many small dicts json.loads builds; this shows what that costs).
+    """
     config = SandboxConfig(port=0, contacts=contacts, seed=seed, api_key=KEY, limits=RateLimits.off())
     with running_sandbox(config, subprocess_mode=True) as handle:
         seen = bytearray(contacts + 1)  # one byte per id: checking exactly-once must not cost memory
@@ -89,6 +95,10 @@ def page_all(contacts: int, fields: tuple[str, ...], seed: int) -> Run:
         server_start = _rss_mb(handle.pid)
         sampler.start()
         since, until = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+        saved_gc = gc.get_threshold()
+        if gc_threshold is not None:
+            gc.set_threshold(gc_threshold, 50, 100)
+        load_before = os.getloadavg()[0]
         with KeapClient(handle.base_url, auth=ApiKeyAuth(KEY), pacing=False, timeout=60.0) as client:
             started = time.perf_counter()
             for page in client.iter_pages("contacts", fields=list(fields), since=since, until=until,
@@ -100,6 +110,8 @@ def page_all(contacts: int, fields: tuple[str, ...], seed: int) -> Run:
                     seen[ident] = 1
                 records += len(page.records)
             seconds = time.perf_counter() - started
+        gc.set_threshold(*saved_gc)
+        load = f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"
         sampler.stop.set()
         sampler.join()
         server_end = _rss_mb(handle.pid)
@@ -107,7 +119,9 @@ def page_all(contacts: int, fields: tuple[str, ...], seed: int) -> Run:
     samples = sampler.samples or [server_end]
     return Run(
         contacts=contacts,
-        fields="pipeline" if fields != MINIMAL_FIELDS else "id,update_time",
+        fields=("pipeline" if fields != MINIMAL_FIELDS else "id,update_time")
+        + (f" (client gc threshold {gc_threshold:,})" if gc_threshold else ""),
+        load=load,
         seconds=seconds,
         records=records,
         duplicates=duplicates,
@@ -142,15 +156,16 @@ def render(runs: list[Run], note: str) -> str:
         "(`--no-limits`), page_size 1000, a time window over all of them, `order_by=update_time asc`;",
         "\"pipeline\" = the fields `keap_pipeline.entities.CONTACT_FIELDS` asks for (custom_fields included).",
         "Every run checks that each id arrived exactly once. Client RSS is the benchmark process's peak",
-        "(ru_maxrss, cumulative over the runs before it); server RSS is sampled every 50 ms.",
+        "(ru_maxrss, cumulative over the runs before it); server RSS is sampled every 50 ms. The machine is",
+        "shared with other work: the 1-minute load average before / after each run is given.",
         "",
-        "| contacts | fields | records/s | seconds | pages | exactly once | client peak RSS MB | server RSS start / mid / end MB | server peak (VmHWM) MB |",
-        "| ---: | --- | ---: | ---: | ---: | --- | ---: | --- | ---: |",
+        "| contacts | fields | records/s | seconds | pages | exactly once | load | client peak RSS MB | server RSS start / mid / end MB | server peak (VmHWM) MB |",
+        "| ---: | --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: |",
     ]
     for r in runs:
         once = "yes" if r.duplicates == 0 and r.missing == 0 and r.records == r.contacts else f"NO ({r.duplicates} dup, {r.missing} missing)"
         lines.append(
-            f"| {r.contacts:,} | {r.fields} | {r.rate:,.0f} | {r.seconds:.1f} | {r.pages:,} | {once} | {r.client_peak_mb:.0f} | "
+            f"| {r.contacts:,} | {r.fields} | {r.rate:,.0f} | {r.seconds:.1f} | {r.pages:,} | {once} | {r.load} | {r.client_peak_mb:.0f} | "
             f"{r.server_start_mb:.0f} / {r.server_mid_mb:.0f} / {r.server_end_mb:.0f} | {r.server_peak_mb:.0f} |"
         )
     if note:
@@ -177,14 +192,21 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--minimal", action="store_true", help="also run with fields=id,update_time")
+    parser.add_argument("--gc-threshold", type=int, default=None,
+                        help="also run the pipeline fields with this client gen-0 GC threshold")
     parser.add_argument("--write", action="store_true", help=f"write the figures into {DOC}")
     parser.add_argument("--note", default="", help="a line of remarks appended to the section")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runs = []
     for n in args.contacts:
-        for fields in (CONTACT_FIELDS, MINIMAL_FIELDS) if args.minimal else (CONTACT_FIELDS,):
-            run = page_all(n, fields, args.seed)
+        variants: list[tuple[tuple[str, ...], int | None]] = [(CONTACT_FIELDS, None)]
+        if args.gc_threshold:
+            variants.append((CONTACT_FIELDS, args.gc_threshold))
+        if args.minimal:
+            variants.append((MINIMAL_FIELDS, None))
+        for fields, threshold in variants:
+            run = page_all(n, fields, args.seed, threshold)
             log.info("%s", run)
             log.info("%d contacts (%s): %.0f records/s", n, run.fields, run.rate)
             runs.append(run)

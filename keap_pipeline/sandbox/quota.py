@@ -58,6 +58,15 @@ class Quota:
         headers = self._headers(m_used, d_used, day)
         return allowed, max(1, int(retry + 0.999)) if not allowed else 0, headers
 
+    def peek(self, now: float | None = None) -> dict[str, str]:
+        """The x-keap-* headers as they stand, without counting a request (401s, unknown paths)."""
+        now = time.time() if now is None else now
+        minute, day = int(now // 60), int(now // 86_400)
+        with self._lock:
+            m_used = self._minute[1] if self._minute[0] == minute else 0
+            d_used = self._day[1] if self._day[0] == day else 0
+        return self._headers(m_used, d_used, day)
+
     def _headers(self, m_used: int, d_used: int, day: int) -> dict[str, str]:
         m_limit = self.limits.per_minute if self.limits.per_minute is not None else _UNLIMITED_MINUTE
         d_limit = self.limits.per_day if self.limits.per_day is not None else _UNLIMITED_DAY

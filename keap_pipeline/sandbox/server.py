@@ -38,6 +38,7 @@ class Faulter:
         self._lock = threading.Lock()
         self._lists = 0
         self._errors = 0
+        self._drops = 0
 
     def decide(self, is_list: bool) -> tuple[str, int]:
         """('drop', 0), ('error', status), ('slow', ms) or ('ok', 0) for the next request."""
@@ -50,7 +51,8 @@ class Faulter:
                 self._errors += 1
                 return "error", _FAULT_STATUSES[self._errors % 3]
             if roll < f.error_share + f.drop_share:
-                return "drop", 0
+                self._drops += 1
+                return "drop", self._drops % 2  # alternately no answer and a truncated one
             if is_list and f.slow_every and self._lists % f.slow_every == 0:
                 return "slow", f.slow_ms
         return "ok", 0
@@ -97,6 +99,7 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 60  # idle keep-alive connections end after a minute
     server: SandboxServer
+    _truncate = False
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
@@ -117,6 +120,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if body is not None and self._truncate:
+            self._truncate = False
+            self.wfile.write(head + body[: len(body) // 2])
+            log.debug("fault: truncated answer of %d bytes", len(body))
+            return
         self.wfile.write(head + body if body is not None else head)
         self.log_request(status)
 
@@ -147,11 +155,12 @@ class Handler(BaseHTTPRequestHandler):
             self._token(body)
             return
         if not url.path.startswith(_PREFIX):
-            self._send(404, api.error_body(404, f"no such resource: {url.path}"))
+            self._send(404, api.error_body(404, f"no such resource: {url.path}"), state.quota.peek())
             return
         rest = url.path[len(_PREFIX):]
         if not self._authorized():
-            self._send(401, api.error_body(401, "Invalid API key or access token: send X-Keap-API-Key or Authorization: Bearer"))
+            message = "Invalid API key or access token: send X-Keap-API-Key or Authorization: Bearer"
+            self._send(401, api.error_body(401, message), state.quota.peek())
             return
         allowed, retry_after, quota_headers = state.quota.take()
         if not allowed:
@@ -189,8 +198,11 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(faults.latency_ms / 1000)
         action, value = self.server.faulter.decide(is_list)
         if action == "drop":
-            self.close_connection = True  # no answer at all: the client sees the connection close
-            log.debug("fault: dropped %s", op)
+            self.close_connection = True
+            if value:  # half an answer: the body stops short of its Content-Length
+                self._truncate = True
+                return False
+            log.debug("fault: dropped %s", op)  # no answer at all: the client sees the connection close
             return True
         if action == "error":
             self._send(value, api.error_body(value, f"injected fault: {_REASONS[value]}"), headers)

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from keap_pipeline.sandbox.contract import CONTRACT_PATH, load_contract
-from keap_pipeline.sandbox.contract.derive import OPERATIONS, derive, dumps, load_spec
+from keap_pipeline.sandbox.contract.__main__ import main
+from keap_pipeline.sandbox.contract.derive import OPERATIONS, dumps
 
 # ../shared beside the repository on the machines that have it; KEAP_SPEC_PATH elsewhere.
 SPEC = Path(os.environ.get("KEAP_SPEC_PATH", Path(__file__).resolve().parents[3] / "shared/keap/keap-rest-v2.openapi.yml"))
@@ -22,12 +23,13 @@ def _refs(node: object) -> set[str]:
     return set()
 
 
-def test_committed_contract_is_a_fresh_derivation_or_at_least_self_contained() -> None:
+def test_committed_contract_is_a_fresh_derivation_or_at_least_self_contained(tmp_path: Path) -> None:
     committed = CONTRACT_PATH.read_text(encoding="utf-8")
     contract = json.loads(committed)
     if SPEC.is_file():
-        spec, sha = load_spec(SPEC)
-        assert dumps(derive(spec, sha, SPEC.name)) == committed, (
+        fresh = tmp_path / "fresh.json"
+        assert main(["--spec", str(SPEC), "--out", str(fresh)]) == 0  # the committed deriving script
+        assert fresh.read_text(encoding="utf-8") == committed, (
             "keap-v2-contract.json is stale: python -m keap_pipeline.sandbox.contract --spec " + str(SPEC)
         )
     else:  # CI machines without ../shared: the committed file must still stand on its own
@@ -49,3 +51,11 @@ def test_contract_has_what_the_sandbox_relies_on() -> None:
     error = contract["components"]["schemas"]["Error"]["properties"]
     assert set(error) == {"code", "message", "status", "details"} and error["code"]["type"] == "integer"
     assert "204" in ops["deleteContact"]["responses"]
+
+
+def test_deriving_from_a_missing_or_foreign_file_fails_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    assert main(["--spec", str(tmp_path / "absent.yml"), "--out", str(out)]) == 2
+    (tmp_path / "not-openapi.yml").write_text("swagger: '2.0'\n")
+    assert main(["--spec", str(tmp_path / "not-openapi.yml"), "--out", str(out)]) == 2
+    assert not out.exists()
