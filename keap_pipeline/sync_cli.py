@@ -47,6 +47,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             scope=scope,
             strategy=args.strategy,
             merge_rule=args.merge_rule,
+            page_size=args.page_size,
             pages_per_batch=args.pages_per_batch,
             run_id=f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}",
             progress=lambda r: print(
@@ -96,6 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--strategy", choices=CONFLICT_STRATEGIES, default="keap_wins")
     p.add_argument("--merge-rule", choices=MERGE_RULES, default="manual")
     p.add_argument("--pages-per-batch", type=int, default=1)
+    p.add_argument("--page-size", type=int, default=1000, choices=range(1, 1001), metavar="1..1000",
+                   help="records per Keap request (default 1000, Keap's maximum)")
     p.add_argument("--base-url", help="Keap API root (default KEAP_BASE_URL)")
     p.add_argument("--no-pacing", action="store_true", help="do not pace requests (sandbox benchmarks only)")
     p.add_argument("--database-url", metavar="URL", help="default KEAP_PIPELINE_DATABASE_URL, else the embedded server")
