@@ -10,12 +10,15 @@ With --write the figures replace the "Client + sandbox paging" section of docs/b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import json
 import logging
 import os
 import platform
 import resource
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -155,8 +158,8 @@ def render(runs: list[Run], note: str) -> str:
         "One `KeapClient` (httpx, pacing off) pages every contact of a sandbox running in a subprocess",
         "(`--no-limits`), page_size 1000, a time window over all of them, `order_by=update_time asc`;",
         "\"pipeline\" = the fields `keap_pipeline.entities.CONTACT_FIELDS` asks for (custom_fields included).",
-        "Every run checks that each id arrived exactly once. Client RSS is the benchmark process's peak",
-        "(ru_maxrss, cumulative over the runs before it); server RSS is sampled every 50 ms. The machine is",
+        "Every run checks that each id arrived exactly once. Each run is its own client process (client peak",
+        "RSS = its ru_maxrss); the server's RSS is sampled every 50 ms. The machine is",
         "shared with other work: the 1-minute load average before / after each run is given.",
         "",
         "| contacts | fields | records/s | seconds | pages | exactly once | load | client peak RSS MB | server RSS start / mid / end MB | server peak (VmHWM) MB |",
@@ -186,27 +189,44 @@ def write_section(section: str, doc: Path = DOC) -> None:
     doc.write_text(text, encoding="utf-8")
 
 
+def run_isolated(contacts: int, minimal: bool, seed: int, gc_threshold: int | None) -> Run:
+    """page_all in a fresh Python process, so the client's peak RSS belongs to this run alone."""
+    cmd = [sys.executable, __file__, "--one", str(contacts), "--seed", str(seed)]
+    if minimal:
+        cmd.append("--minimal")
+    if gc_threshold:
+        cmd += ["--gc-threshold", str(gc_threshold)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)  # noqa: S603 - this script
+    return Run(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     """Run the benchmark for each size and field set; log the figures; optionally write them."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contacts", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--minimal", action="store_true", help="also run with fields=id,update_time")
+    # (in a --one child, --minimal and --gc-threshold describe that single run)
     parser.add_argument("--gc-threshold", type=int, default=None,
                         help="also run the pipeline fields with this client gen-0 GC threshold")
     parser.add_argument("--write", action="store_true", help=f"write the figures into {DOC}")
     parser.add_argument("--note", default="", help="a line of remarks appended to the section")
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child: one run, JSON out
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.one is not None:
+        run = page_all(args.one, MINIMAL_FIELDS if args.minimal else CONTACT_FIELDS, args.seed, args.gc_threshold)
+        sys.stdout.write(json.dumps(dataclasses.asdict(run)) + "\n")
+        return
     runs = []
     for n in args.contacts:
-        variants: list[tuple[tuple[str, ...], int | None]] = [(CONTACT_FIELDS, None)]
+        variants: list[tuple[bool, int | None]] = [(False, None)]
         if args.gc_threshold:
-            variants.append((CONTACT_FIELDS, args.gc_threshold))
+            variants.append((False, args.gc_threshold))
         if args.minimal:
-            variants.append((MINIMAL_FIELDS, None))
-        for fields, threshold in variants:
-            run = page_all(n, fields, args.seed, threshold)
+            variants.append((True, None))
+        for minimal, threshold in variants:
+            run = run_isolated(n, minimal, args.seed, threshold)
             log.info("%s", run)
             log.info("%d contacts (%s): %.0f records/s", n, run.fields, run.rate)
             runs.append(run)
