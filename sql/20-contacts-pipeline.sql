@@ -229,6 +229,8 @@ set search_path = ''
 -- than the whole batch; the SET clause restores the caller's value on exit.
 set jit = off
 as $$
+declare
+    v record;
 begin
     if p_strategy is null or p_strategy not in ('keap_wins', 'supabase_wins', 'manual', 'merge') then
         raise exception 'unknown conflict strategy %', coalesce(p_strategy, 'NULL')
@@ -244,21 +246,12 @@ begin
     -- The ingestion's writes are audited as 'keap' and not queued back to Keap (no echo).
     perform pg_catalog.set_config('keap_pipeline.sync_source', 'keap', true);
     -- Loaders of contacts run one at a time (a backfill and a schedule may overlap); app writers are
-    -- not blocked by this lock, only by the row locks taken below.
+    -- not blocked by this lock (the UPDATE below checks versions instead of locking rows up front).
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('keap_pipeline.upsert:sync_contacts'));
-    -- Lock the batch's existing rows first, in a statement of its own: the statement below then
-    -- reads their latest committed versions (READ COMMITTED takes a new snapshot per statement),
-    -- and an app's concurrent edit either committed before (and is seen) or waits until we commit.
-    perform 1
-    from public.sync_contacts as c
-    where c.keap_id in (
-        select s.keap_id
-        from keap_pipeline.stage_contacts as s
-        where s.batch_id = p_batch_id
-    )
-    for no key update of c;
-
-    return query
+    -- No row locks up front: locking every existing row of the batch would write each tuple (xmax)
+    -- even when nothing changed. Instead the UPDATE below only touches a row whose version is still
+    -- the one classified (optimistic check; READ COMMITTED re-reads a row changed concurrently); a
+    -- row an app changed in between makes the counts differ, and the batch is retried (SQLSTATE 40001).
     with src as (
         delete from keap_pipeline.stage_contacts as s
         where s.batch_id = p_batch_id
@@ -291,7 +284,14 @@ begin
             d.keap_created_at,
             d.keap_updated_at,
             l.id as cur_id,
-            l as cur_row,
+            l.version as cur_version,
+            l.email as cur_email,
+            l.first_name as cur_first_name,
+            l.last_name as cur_last_name,
+            l.phone as cur_phone,
+            l.company as cur_company,
+            l.tags as cur_tags,
+            l.custom_fields as cur_custom_fields,
             case
                 when l.id is null then 'insert'
                 when l.keap_updated_at is not null and d.keap_updated_at < l.keap_updated_at then 'stale'
@@ -323,10 +323,10 @@ begin
                         'custom_fields', c.custom_fields
                     ),
                     pg_catalog.jsonb_build_object(
-                        'email', (c.cur_row).email, 'first_name', (c.cur_row).first_name,
-                        'last_name', (c.cur_row).last_name, 'phone', (c.cur_row).phone,
-                        'company', (c.cur_row).company, 'tags', (c.cur_row).tags,
-                        'custom_fields', (c.cur_row).custom_fields
+                        'email', c.cur_email, 'first_name', c.cur_first_name,
+                        'last_name', c.cur_last_name, 'phone', c.cur_phone,
+                        'company', c.cur_company, 'tags', c.cur_tags,
+                        'custom_fields', c.cur_custom_fields
                     ),
                     p_strategy,
                     p_merge_rule
@@ -421,8 +421,8 @@ begin
         from resolved as r
         where t.id = r.cur_id
           and r.kind <> 'none'
-        returning t.id, t.keap_id, r.kind, r.action, r.merged,
-            case when r.kind in ('keep_local', 'merge_pending') then pg_catalog.to_jsonb(r.cur_row) end as local_row
+          and t.version = r.cur_version
+        returning t.id, t.keap_id, r.kind, r.action, r.merged
     ),
     written as (
         select i.id, i.keap_id, 'completed'::text as status
@@ -493,11 +493,15 @@ begin
           and o.resolved_at is null
     ),
     outbound as (
+        -- the local row as it was before this statement (other parts of a statement do not see
+        -- what its data-modifying WITH queries write), with the merged values on top
         insert into public.sync_queue (operation, entity_type, entity_id, payload, priority)
         select 'update', 'sync_contacts', u.id,
-               u.local_row || coalesce(u.merged, '{}'::jsonb),
+               pg_catalog.to_jsonb(t.*) || coalesce(u.merged, '{}'::jsonb),
                2
         from upd as u
+        join public.sync_contacts as t
+            on t.id = u.id
         where u.kind in ('keep_local', 'merge_pending')
         on conflict (entity_type, entity_id) where status = 'pending'
         do update
@@ -517,20 +521,33 @@ begin
           and q.status = 'pending'
     )
     select
-        (select pg_catalog.count(*) from src)::integer,
-        (select pg_catalog.count(*) from ranked as r where r.rn > 1)::integer,
-        (select pg_catalog.count(*) from ins)::integer,
-        (select pg_catalog.count(*) from upd as u where u.action = 'update')::integer,
-        (select pg_catalog.count(*) from resolved as r where r.action = 'unchanged')::integer,
-        (select pg_catalog.count(*) from resolved as r where r.action = 'stale')::integer,
-        (select pg_catalog.count(*) from resolved as r where r.action = 'local')::integer,
-        (select pg_catalog.count(*) from resolved as r where r.action = 'conflict')::integer,
-        (select pg_catalog.count(*) from resolved as r where r.action = 'conflict' and r.kind = 'overwrite' and p_strategy = 'keap_wins')::integer,
-        (select pg_catalog.count(*) from resolved as r where r.kind = 'keep_local')::integer,
-        (select pg_catalog.count(*) from resolved as r where p_strategy = 'merge' and r.kind in ('overwrite', 'merge_pending') and r.action = 'conflict')::integer,
-        (select pg_catalog.count(*) from resolved as r where r.kind = 'park')::integer;
+        (select pg_catalog.count(*) from src)::integer as seen,
+        (select pg_catalog.count(*) from ranked as r where r.rn > 1)::integer as duplicates,
+        (select pg_catalog.count(*) from ins)::integer as inserted,
+        (select pg_catalog.count(*) from upd as u where u.action = 'update')::integer as updated,
+        (select pg_catalog.count(*) from resolved as r where r.action = 'unchanged')::integer as unchanged,
+        (select pg_catalog.count(*) from resolved as r where r.action = 'stale')::integer as stale,
+        (select pg_catalog.count(*) from resolved as r where r.action = 'local')::integer as local_pending,
+        (select pg_catalog.count(*) from resolved as r where r.action = 'conflict')::integer as conflicts,
+        (select pg_catalog.count(*) from resolved as r where r.action = 'conflict' and r.kind = 'overwrite' and p_strategy = 'keap_wins')::integer as conflicts_keap_wins,
+        (select pg_catalog.count(*) from resolved as r where r.kind = 'keep_local')::integer as conflicts_supabase_wins,
+        (select pg_catalog.count(*) from resolved as r where p_strategy = 'merge' and r.kind in ('overwrite', 'merge_pending') and r.action = 'conflict')::integer as conflicts_merged,
+        (select pg_catalog.count(*) from resolved as r where r.kind = 'park')::integer as conflicts_parked,
+        (select pg_catalog.count(*) from resolved as r where r.kind <> 'none')::integer as meant,
+        (select pg_catalog.count(*) from upd)::integer as written
+    into v;
     -- status_rows, new_conflicts, refreshed_conflicts, outbound and cancelled are not read above:
     -- data-modifying WITH queries run exactly once whether or not the main query reads them.
+
+    if v.written <> v.meant then
+        raise exception 'upsert_contacts_from_stage: % of % contacts changed concurrently while the batch was classified',
+            v.meant - v.written, v.meant
+            using errcode = '40001',
+                  hint = 'Retry the batch (the loader does): its transaction is rolled back whole.';
+    end if;
+    return query
+    select v.seen, v.duplicates, v.inserted, v.updated, v.unchanged, v.stale, v.local_pending, v.conflicts,
+           v.conflicts_keap_wins, v.conflicts_supabase_wins, v.conflicts_merged, v.conflicts_parked;
 end
 $$;
 

@@ -38,6 +38,16 @@ class UpsertCounts:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
+def relax_commit(conn: psycopg.Connection) -> None:
+    """Let this batch's COMMIT return before its WAL reaches disk (synchronous_commit = off, this transaction only).
+
+    Safe here and only here: a batch's rows and its cursor commit together, so a server crash can
+    lose at most the last few batches whole (never half of one), and the next run re-reads them
+    from the older cursor. It saves one WAL flush per batch.
+    """
+    conn.execute("set local synchronous_commit = off")
+
+
 def _split(qualified: str) -> sql.Identifier:
     schema, _, name = qualified.partition(".")
     return sql.Identifier(schema, name)

@@ -13,10 +13,13 @@ import psycopg
 
 from keap_pipeline.db.cursors import advance_cursor
 from keap_pipeline.db.dead_letters import NewDeadLetter, record_dead_letters
-from keap_pipeline.db.load import UpsertCounts, copy_frame, upsert_staged
+from keap_pipeline.db.load import UpsertCounts, copy_frame, relax_commit, upsert_staged
 from keap_pipeline.entities import Entity
 
 log = logging.getLogger(__name__)
+
+# a batch whose contacts an app keeps editing while it loads is retried this often, then fails
+MAX_ATTEMPTS = 5
 
 
 @dataclass
@@ -100,15 +103,26 @@ def load_batch(
     letters = [
         NewDeadLetter(keap_id=r.keap_id, record=r.record, reason=r.reason, field=r.field) for r in result.rejected
     ]
-    counts = UpsertCounts()
     frame: pl.DataFrame = result.frame
     max_updated = frame["keap_updated_at"].max() if frame.height else None
-    with conn.transaction():
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        counts = UpsertCounts()
         refused: list[NewDeadLetter] = []
-        if frame.height:
-            load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused)
-        letters.extend(refused)
-        record_dead_letters(conn, entity.name, letters, run_id)
-        if max_updated is not None:
-            advance_cursor(conn, entity.name, scope, max_updated, len(records), run_id)  # type: ignore[arg-type]
-    return BatchOutcome(counts=counts, dead_lettered=len(letters), max_updated_at=max_updated)  # type: ignore[arg-type]
+        try:
+            with conn.transaction():
+                relax_commit(conn)
+                if frame.height:
+                    load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused)
+                record_dead_letters(conn, entity.name, [*letters, *refused], run_id)
+                if max_updated is not None:
+                    advance_cursor(conn, entity.name, scope, max_updated, len(records), run_id)  # type: ignore[arg-type]
+        except psycopg.errors.SerializationFailure as err:
+            # an app changed one of the batch's contacts between classification and write
+            if attempt == MAX_ATTEMPTS:
+                raise
+            log.info("%s: batch retried (%s/%s): %s", entity.name, attempt, MAX_ATTEMPTS, err.diag.message_primary)
+            continue
+        break
+    return BatchOutcome(
+        counts=counts, dead_lettered=len(letters) + len(refused), max_updated_at=max_updated  # type: ignore[arg-type]
+    )

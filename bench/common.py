@@ -1,0 +1,92 @@
+"""Shared pieces of the benchmarks: the machine line, sandbox-shaped records, databases, docs/benchmarks.md sections."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from keap_pipeline.db.migrate import migrate
+from keap_pipeline.entities import CONTACTS
+from keap_pipeline.sandbox import SandboxConfig
+from keap_pipeline.sandbox.dataset import Dataset
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    """One line: date, CPU, cores, memory, Python, for the figures' heading."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
+        mem = f", {kb / 1024 / 1024:.0f} GiB"
+    except (OSError, AttributeError):
+        pass
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {cpu}, {os.cpu_count()} cores{mem}; "
+        f"Python {platform.python_version()}; {platform.system()} {platform.release()}"
+    )
+
+
+def server_version(url: str) -> str:
+    """PostgreSQL's version string, short."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select current_setting('server_version')").fetchone()
+    return f"PostgreSQL {row[0] if row else '?'}"
+
+
+def contact_records(n: int, seed: int = 1, batch: int = 1000) -> Iterator[list[dict]]:
+    """The sandbox's contacts 1..n (the fields the pipeline asks for), as Keap sends them, in batches."""
+    dataset = Dataset(SandboxConfig(contacts=n, seed=seed))
+    fragments = dataset.contacts.compile(CONTACTS.fields)
+    for start in range(1, n + 1, batch):
+        ids = range(start, min(start + batch, n + 1))
+        yield [json.loads(text) for text in dataset.contacts.render_many(ids, fragments)]
+
+
+def fresh_database(server_url: str, name: str, *, migrated: bool = True) -> str:
+    """Drop and create a database (migrated by the real migrations unless told not to)."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = make_conninfo(server_url, dbname=name)
+    if migrated:
+        migrate(url)
+    return url
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) the section `## title` of docs/benchmarks.md."""
+    DOCS.parent.mkdir(exist_ok=True)
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\nFigures measured by the scripts in bench/; each section says how to rerun it.\n"
+    section = f"## {title}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    DOCS.write_text(text)
+
+
+def git_revision() -> str:
+    """The commit the figures were measured on."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
