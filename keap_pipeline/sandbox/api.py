@@ -23,7 +23,16 @@ _ROUTES_LONGEST_FIRST = sorted(ROUTES, key=len, reverse=True)
 
 
 def error_body(status: int, message: str, resource: str | None = None) -> bytes:
-    """Keap's error body: {"code", "message", "status", "details"} (code is an integer in the spec)."""
+    """Keap's error body: {"code", "message", "status", "details"} (code is an integer in the spec).
+
+    Args:
+        status: HTTP status code.
+        message: what went wrong and what to fix.
+        resource: the resource concerned, if any.
+
+    Returns:
+        The UTF-8 JSON body.
+    """
     details = [{"domain": "keap-sandbox", "resource": resource}] if resource else []
     return js({"code": status, "message": message, "status": STATUS_TEXT.get(status, "Error"), "details": details}).encode()
 

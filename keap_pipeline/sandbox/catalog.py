@@ -10,28 +10,50 @@ from keap_pipeline.sandbox.contacts import company_name, mix
 from keap_pipeline.sandbox.timefmt import iso_ms
 from keap_pipeline.sandbox.timeline import Timeline, create_time_ms
 
-# Company properties the spec says list answers leave out unless `fields` asks for them.
-COMPANY_NOT_DEFAULT: frozenset[str] = frozenset(
-    {"notes", "fax_number", "address", "email_address", "phone_number", "update_time", "create_time", "custom_fields"}
-)
 PLAN_CYCLES: tuple[str, ...] = ("MONTHLY", "YEARLY", "WEEKLY", "DAILY")
 
 
 def currency_value(amount: int, code_index: int) -> dict[str, Any]:
-    """A CurrencyValue: amount in the currency's smallest unit, its code, and Keap's formatted text."""
+    """A CurrencyValue: amount in the currency's smallest unit, its code, and Keap's formatted text.
+
+    Args:
+        amount: amount in the currency's smallest unit.
+        code_index: index into the sandbox's currency table.
+
+    Returns:
+        The CurrencyValue dict.
+    """
     code, digits, symbol = pools.CURRENCIES[code_index % len(pools.CURRENCIES)]
     return {"amount": amount, "currency_code": code, "formatted_amount": pools.format_amount(amount, digits, symbol)}
 
 
 def tag_category(ident: int, timeline: Timeline) -> dict[str, Any]:
-    """Tag category id 1..n."""
+    """Tag category id 1..n.
+
+    Args:
+        ident: record id (ids are 1-based).
+        timeline: the entity's update-time permutation.
+
+    Returns:
+        The tag category dict.
+    """
     name = pools.TAG_CATEGORIES[(ident - 1) % len(pools.TAG_CATEGORIES)]
     return {"id": str(ident), "name": name, "create_time": iso_ms(create_time_ms(ident, timeline.n)),
             "update_time": iso_ms(timeline.time_ms(ident))}
 
 
 def tag(ident: int, n_categories: int, timeline: Timeline, salt: int) -> dict[str, Any]:
-    """Tag id 1..n; about one in five has no category."""
+    """Tag id 1..n; about one in five has no category.
+
+    Args:
+        ident: record id (ids are 1-based).
+        n_categories: number of tag categories.
+        timeline: the entity's update-time permutation.
+        salt: the entity's hash salt (from the seed).
+
+    Returns:
+        The tag dict.
+    """
     h, _ = mix(ident, salt)
     record: dict[str, Any] = {"id": str(ident), "name": f"{pools.TAG_WORDS[h % len(pools.TAG_WORDS)]} {ident}"}
     if n_categories and h % 5:
@@ -42,7 +64,16 @@ def tag(ident: int, n_categories: int, timeline: Timeline, salt: int) -> dict[st
 
 
 def company(ident: int, timeline: Timeline, salt: int) -> dict[str, Any]:
-    """Company id 1..n with every property (the list default is cut down by the caller)."""
+    """Company id 1..n with every property (the list default is cut down by the caller).
+
+    Args:
+        ident: record id (ids are 1-based).
+        timeline: the entity's update-time permutation.
+        salt: the entity's hash salt (from the seed).
+
+    Returns:
+        The company dict with every property.
+    """
     h, h2 = mix(ident, salt)
     line1, locality, region, postal, country = pools.ADDRESSES[h % len(pools.ADDRESSES)]
     number, _ = pools.PHONES[(h >> 8) % len(pools.PHONES)]
@@ -65,14 +96,30 @@ def company(ident: int, timeline: Timeline, salt: int) -> dict[str, Any]:
 
 
 def product_plans(ident: int) -> list[str]:
-    """Subscription plan ids of a product: every third product sells a subscription, with 1-2 plans."""
+    """Subscription plan ids of a product: every third product sells a subscription, with 1-2 plans.
+
+    Args:
+        ident: record id (ids are 1-based).
+
+    Returns:
+        The plan ids (strings).
+    """
     if ident % 3:
         return []
     return [str(ident * 10 + k) for k in range(1, 2 + (ident % 2))]
 
 
 def product(ident: int, timeline: Timeline, salt: int) -> dict[str, Any]:
-    """Product id 1..n (price in the product's currency, some with subscription plans)."""
+    """Product id 1..n (price in the product's currency, some with subscription plans).
+
+    Args:
+        ident: record id (ids are 1-based).
+        timeline: the entity's update-time permutation.
+        salt: the entity's hash salt (from the seed).
+
+    Returns:
+        The product dict.
+    """
     h, h2 = mix(ident, salt)
     rng = random.Random(h)
     price = rng.choice((0, 99, 1999, 4900, 12_500, 99_999, 250_000))

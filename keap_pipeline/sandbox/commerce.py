@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from keap_pipeline.sandbox.catalog import currency_value, product_plans
+from keap_pipeline.sandbox.catalog import currency_value
 from keap_pipeline.sandbox.contacts import mix
 from keap_pipeline.sandbox.timefmt import iso_date, iso_ms
 from keap_pipeline.sandbox.timeline import Timeline, create_time_ms
@@ -24,7 +24,20 @@ def order(
     contact_of: Callable[[int], dict[str, Any]],
     product_of: Callable[[int], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Order id 1..n: contact and products are existing ids, totals add up in the smallest unit."""
+    """Order id 1..n: contact and products are existing ids, totals add up in the smallest unit.
+
+    Args:
+        ident: record id (ids are 1-based).
+        timeline: the entity's update-time permutation.
+        salt: the entity's hash salt (from the seed).
+        n_contacts: number of base contacts.
+        n_products: number of products.
+        contact_of: contact id -> contact dict.
+        product_of: product id -> product dict.
+
+    Returns:
+        The OrderV2 dict.
+    """
     h, h2 = mix(ident, salt)
     rng = random.Random(h)
     contact_id = h2 % n_contacts + 1
@@ -82,7 +95,19 @@ def order(
 def subscription(
     ident: int, timeline: Timeline, salt: int, n_contacts: int, n_products: int, product_of: Callable[[int], dict[str, Any]]
 ) -> dict[str, Any]:
-    """Subscription id 1..n: an existing contact on an existing product's existing plan."""
+    """Subscription id 1..n: an existing contact on an existing product's existing plan.
+
+    Args:
+        ident: record id (ids are 1-based).
+        timeline: the entity's update-time permutation.
+        salt: the entity's hash salt (from the seed).
+        n_contacts: number of base contacts.
+        n_products: number of products.
+        product_of: product id -> product dict.
+
+    Returns:
+        The Subscription dict.
+    """
     h, h2 = mix(ident, salt)
     plan_products = n_products // 3  # products 3, 6, 9, ... sell plans
     pid = 3 * (h % plan_products + 1) if plan_products else 0
@@ -112,7 +137,3 @@ def subscription(
         record["reason_stopped"] = "Cancelled by customer"
     return record
 
-
-def plan_ids_of(product_id: int) -> list[str]:
-    """Plan ids a product sells (re-exported for consistency checks)."""
-    return product_plans(product_id)

@@ -29,12 +29,26 @@ Fragment = Callable[[int, int, int], str]
 
 
 def js(value: object) -> str:
-    """Compact JSON of a value, UTF-8 kept as is (Keap answers in UTF-8, not \\u escapes)."""
+    """Compact JSON of a value, UTF-8 kept as is (Keap answers in UTF-8, not \\u escapes).
+
+    Args:
+        value: any JSON-serialisable value.
+
+    Returns:
+        Compact JSON text.
+    """
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def mix(ident: int, salt: int) -> tuple[int, int]:
     """Two well-mixed 64-bit hashes of an id (splitmix64 steps): every random choice of a record
+
+    Args:
+        ident: record id (ids are 1-based).
+        salt: the entity's hash salt (from the seed).
+
+    Returns:
+        (h, h2), two 64-bit hashes.
     is a bit slice of these, so a record depends on (seed, id) only."""
     h = (ident * 0x9E3779B97F4A7C15 + salt) & M64
     h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & M64
@@ -45,7 +59,14 @@ def mix(ident: int, salt: int) -> tuple[int, int]:
 
 
 def company_name(cid: int) -> str:
-    """The name of company id cid (the same function renders the company and a contact's link)."""
+    """The name of company id cid (the same function renders the company and a contact's link).
+
+    Args:
+        cid: company id.
+
+    Returns:
+        The company's name.
+    """
     words, suffixes = pools.COMPANY_WORDS, pools.COMPANY_SUFFIXES
     return f"{words[cid % len(words)]} {suffixes[(cid // len(words)) % len(suffixes)]} {cid}"
 
@@ -182,7 +203,14 @@ class ContactFactory:
 
     # --- rendering -------------------------------------------------------------------------------
     def compile(self, fields: Sequence[str] | None) -> tuple[Fragment, ...]:
-        """The fragment functions for a field selection (None = the list default), in canonical order."""
+        """The fragment functions for a field selection (None = the list default), in canonical order.
+
+        Args:
+            fields: property names, or None for the list default.
+
+        Returns:
+            The fragment functions.
+        """
         key = tuple(fields) if fields is not None else DEFAULT_LIST_FIELDS
         compiled = self._compiled.get(key)
         if compiled is None:
@@ -193,13 +221,29 @@ class ContactFactory:
         return compiled
 
     def render(self, ident: int, fragments: tuple[Fragment, ...]) -> str:
-        """One contact as a JSON object text."""
+        """One contact as a JSON object text.
+
+        Args:
+            ident: record id (ids are 1-based).
+            fragments: compiled fragment functions (compile()).
+
+        Returns:
+            The contact as a JSON object text.
+        """
         h, h2 = mix(ident, self.salt)
         parts = [p for p in (f(ident, h, h2) for f in fragments) if p]
         return "{" + ",".join(parts) + "}"
 
     def render_many(self, idents: Sequence[int], fragments: tuple[Fragment, ...]) -> list[str]:
-        """Several contacts as JSON object texts (the hot loop of a list page)."""
+        """Several contacts as JSON object texts (the hot loop of a list page).
+
+        Args:
+            idents: record ids, in answer order.
+            fragments: compiled fragment functions (compile()).
+
+        Returns:
+            One JSON object text per id.
+        """
         salt = self.salt
         out = []
         append = out.append
@@ -209,5 +253,12 @@ class ContactFactory:
         return out
 
     def as_dict(self, ident: int) -> dict[str, object]:
-        """All properties of a base contact as a dict (for mutations and filters)."""
+        """All properties of a base contact as a dict (for mutations and filters).
+
+        Args:
+            ident: record id (ids are 1-based).
+
+        Returns:
+            The contact dict.
+        """
         return json.loads(self.render(ident, self.compile(CONTACT_FIELDS)))

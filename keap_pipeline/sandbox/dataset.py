@@ -32,14 +32,29 @@ class Dataset:
         self.contact_dict = lru_cache(maxsize=2048)(self.contacts.as_dict)
 
     def count(self, entity: str) -> int:
-        """Number of base records of an entity."""
+        """Number of base records of an entity.
+
+        Args:
+            entity: entity name (contacts, orders, ...).
+
+        Returns:
+            The count.
+        """
         return self.counts[entity]
 
     def _product(self, ident: int) -> dict[str, Any]:
         return catalog.product(ident, self.timelines["products"], self.salts["products"])
 
     def record(self, entity: str, ident: int) -> dict[str, Any]:
-        """Base record `ident` of an entity as a dict with all its properties (a fresh copy)."""
+        """Base record `ident` of an entity as a dict with all its properties (a fresh copy).
+
+        Args:
+            entity: entity name (contacts, orders, ...).
+            ident: record id (ids are 1-based).
+
+        Returns:
+            The record dict.
+        """
         if entity == "contacts":
             return self.contacts.as_dict(ident)
         if entity == "tags":

@@ -17,6 +17,10 @@ class SandboxConfigError(SandboxError):
     """A sandbox setting is out of range."""
 
 
+class TimeFormatError(SandboxError, ValueError):
+    """A date-time is not full ISO-8601 with an offset, the form Keap's filters take."""
+
+
 class SandboxStartError(SandboxError):
     """The sandbox server did not come up."""
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from keap_pipeline.sandbox.errors import ApiError
+from keap_pipeline.sandbox.errors import ApiError, TimeFormatError
 from keap_pipeline.sandbox.timefmt import parse_iso_ms
 
 _CLAUSE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(==|!=|>=|<=|>|<)(.*)$", re.S)
@@ -43,7 +43,14 @@ class Parsed:
     record_checks: list[Callable[[dict[str, Any]], bool]] = field(default_factory=list)
 
     def id_ok(self, ident: int) -> bool:
-        """Whether an id passes the id constraints."""
+        """Whether an id passes the id constraints.
+
+        Args:
+            ident: record id (ids are 1-based).
+
+        Returns:
+            Whether it passes.
+        """
         return (self.ids is None or ident in self.ids) and all(check(ident) for check in self.id_checks)
 
 
@@ -79,7 +86,7 @@ def _int(name: str, raw: str) -> int:
 def _time(name: str, raw: str) -> int:
     try:
         return parse_iso_ms(raw)
-    except ValueError:
+    except TimeFormatError:
         raise ApiError(
             400,
             f"filter {name}: {raw!r} is not a full ISO-8601 date-time with milliseconds and an offset "

@@ -53,7 +53,15 @@ def _digest(spec: EntitySpec, filter_text: str, order: str, desc: bool) -> str:
 
 
 def encode_token(digest: str, key: Key) -> str:
-    """An opaque page token: the query it belongs to and the last sort key returned."""
+    """An opaque page token: the query it belongs to and the last sort key returned.
+
+    Args:
+        digest: hash of the query the token belongs to.
+        key: the sort key / cache key.
+
+    Returns:
+        The token (URL-safe base64).
+    """
     raw = json.dumps({"q": digest, "k": list(key)}, separators=(",", ":"), ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -63,6 +71,13 @@ def decode_token(token: str, digest: str) -> Key:
 
     Raises:
         ApiError: 400 if the token is malformed or belongs to another query.
+
+    Args:
+        token: a page token or bearer token.
+        digest: hash of the query the token belongs to.
+
+    Returns:
+        The sort key.
     """
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
@@ -238,7 +253,16 @@ class Lister:
 
 
 def select(spec: EntitySpec, record: dict[str, Any], fields: tuple[str, ...] | None) -> dict[str, Any]:
-    """The properties of a record a list answer shows: `fields` if given, else the list default."""
+    """The properties of a record a list answer shows: `fields` if given, else the list default.
+
+    Args:
+        spec: the listed entity.
+        record: a record with all its properties.
+        fields: property names, or None for the list default.
+
+    Returns:
+        The properties to show.
+    """
     if spec.name == "contacts":
         wanted = set(fields) if fields is not None else set(DEFAULT_LIST_FIELDS)
         wanted.add("id")

@@ -6,6 +6,7 @@ import json
 import random
 from typing import Any
 
+from keap_pipeline.sandbox.errors import SandboxError
 from keap_pipeline.sandbox.timefmt import iso_ms
 
 # Every field_type the spec's CustomFieldMetaData enum lists, in that order.
@@ -50,7 +51,18 @@ def model() -> dict[str, Any]:
 
 
 def sample_content(kind: str, rng: random.Random) -> Any:
-    """A value of a custom field of this type, as Keap returns it in `content`."""
+    """A value of a custom field of this type, as Keap returns it in `content`.
+
+    Args:
+        kind: a custom field_type.
+        rng: the random generator to draw from.
+
+    Returns:
+        The value (str, number, bool or list).
+
+    Raises:
+        SandboxError: the type is not one of FIELD_TYPES.
+    """
     if kind in ("CURRENCY", "DECIMAL_NUMBER", "PERCENT"):
         return round(rng.uniform(-50, 100_000), 2) if kind == "CURRENCY" else round(rng.uniform(0, 100), 3)
     if kind == "WHOLE_NUMBER":
@@ -91,9 +103,17 @@ def sample_content(kind: str, rng: random.Random) -> Any:
         return rng.choice(("plain", 'has "quotes" and \\ backslash', "tab\there", "emoji 🎉", ""))
     if kind == "TEXT_AREA":
         return rng.choice(("line one\nline two", "Grüße,\r\nŁukasz", "<b>not html</b>"))
-    raise ValueError(f"unknown custom field type {kind!r}")
+    raise SandboxError(f"unknown custom field type {kind!r}")
 
 
 def content_json(kind: str, rng: random.Random) -> str:
-    """sample_content, rendered as compact JSON."""
+    """sample_content, rendered as compact JSON.
+
+    Args:
+        kind: a custom field_type.
+        rng: the random generator to draw from.
+
+    Returns:
+        The value as JSON text.
+    """
     return json.dumps(sample_content(kind, rng), ensure_ascii=False, separators=(",", ":"))

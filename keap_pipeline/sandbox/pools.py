@@ -93,7 +93,16 @@ CURRENCIES: tuple[tuple[str, int, str], ...] = (
 
 
 def format_amount(amount: int, digits: int, symbol: str) -> str:
-    """How Keap shows an amount given in the smallest unit: 123456 USD -> $1,234.56, 1500 JPY -> ¥1,500."""
+    """How Keap shows an amount given in the smallest unit: 123456 USD -> $1,234.56, 1500 JPY -> ¥1,500.
+
+    Args:
+        amount: amount in the currency's smallest unit.
+        digits: minor-unit digits of the currency.
+        symbol: currency symbol.
+
+    Returns:
+        The formatted amount, e.g. $1,234.56.
+    """
     sign = "-" if amount < 0 else ""
     whole, frac = divmod(abs(amount), 10**digits) if digits else (abs(amount), 0)
     text = f"{whole:,}" + (f".{frac:0{digits}d}" if digits else "")

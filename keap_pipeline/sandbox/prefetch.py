@@ -32,7 +32,14 @@ class PagePrefetcher:
         self.misses = 0
 
     def take(self, key: PageKey) -> Future[tuple[bytes, str]] | None:
-        """The prefetched (or still rendering) page for this key, removed from the cache."""
+        """The prefetched (or still rendering) page for this key, removed from the cache.
+
+        Args:
+            key: the sort key / cache key.
+
+        Returns:
+            The future of the page, or None.
+        """
         with self._lock:
             future = self._pages.pop(key, None)
             if future is None:
@@ -43,6 +50,10 @@ class PagePrefetcher:
 
     def defer(self, key: PageKey, render: Render) -> None:
         """Remember a page to prefetch once this thread has sent its answer (start_deferred):
+
+        Args:
+            key: the sort key / cache key.
+            render: renders the page: () -> (body, next_page_token).
         rendering while the answer is still being written would fight the writer for the GIL."""
         self._deferred.job = (key, render)
 
@@ -54,7 +65,12 @@ class PagePrefetcher:
             self.schedule(*job)
 
     def schedule(self, key: PageKey, render: Render) -> None:
-        """Start rendering a page that will probably be asked for next."""
+        """Start rendering a page that will probably be asked for next.
+
+        Args:
+            key: the sort key / cache key.
+            render: renders the page: () -> (body, next_page_token).
+        """
         with self._lock:
             if key in self._pages:
                 return

@@ -59,7 +59,14 @@ class Quota:
         return allowed, max(1, int(retry + 0.999)) if not allowed else 0, headers
 
     def peek(self, now: float | None = None) -> dict[str, str]:
-        """The x-keap-* headers as they stand, without counting a request (401s, unknown paths)."""
+        """The x-keap-* headers as they stand, without counting a request (401s, unknown paths).
+
+        Args:
+            now: epoch seconds (default the clock).
+
+        Returns:
+            The x-keap-* headers.
+        """
         now = time.time() if now is None else now
         minute, day = int(now // 60), int(now // 86_400)
         with self._lock:

@@ -150,7 +150,14 @@ def running_sandbox(config: SandboxConfig, subprocess_mode: bool = False, startu
 
 
 def config_to_json(config: SandboxConfig) -> str:
-    """A config without its secrets as JSON (for a subprocess; secrets travel by environment)."""
+    """A config without its secrets as JSON (for a subprocess; secrets travel by environment).
+
+    Args:
+        config: a sandbox configuration.
+
+    Returns:
+        The JSON text.
+    """
     data = dataclasses.asdict(config)
     for secret in ("api_key", "oauth_client_secret", "oauth_refresh_token"):
         data.pop(secret)
@@ -158,7 +165,14 @@ def config_to_json(config: SandboxConfig) -> str:
 
 
 def config_from_json(text: str) -> SandboxConfig:
-    """The inverse of config_to_json; the API key comes from KEAP_API_KEY."""
+    """The inverse of config_to_json; the API key comes from KEAP_API_KEY.
+
+    Args:
+        text: the text to parse.
+
+    Returns:
+        The configuration.
+    """
     data = json.loads(text)
     data["limits"] = RateLimits(**data["limits"])
     data["faults"] = Faults(**data["faults"])
@@ -166,7 +180,14 @@ def config_from_json(text: str) -> SandboxConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the sandbox subprocess that running_sandbox(subprocess_mode=True) starts."""
+    """Entry point of the sandbox subprocess that running_sandbox(subprocess_mode=True) starts.
+
+    Args:
+        argv: command-line arguments.
+
+    Returns:
+        The exit status.
+    """
     parser = argparse.ArgumentParser(prog="python -m keap_pipeline.sandbox.runner")
     parser.add_argument("--config-json", required=True)
     parser.add_argument("--port-file", type=Path, required=True)

@@ -41,7 +41,14 @@ class Faulter:
         self._drops = 0
 
     def decide(self, is_list: bool) -> tuple[str, int]:
-        """('drop', 0), ('error', status), ('slow', ms) or ('ok', 0) for the next request."""
+        """('drop', 0), ('error', status), ('slow', ms) or ('ok', 0) for the next request.
+
+        Args:
+            is_list: whether the request is a list request.
+
+        Returns:
+            (action, value).
+        """
         f = self.faults
         with self._lock:
             roll = self._rng.random()

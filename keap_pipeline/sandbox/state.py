@@ -61,7 +61,14 @@ class SandboxState:
         return self.next_contact_id - 1
 
     def contact(self, ident: int) -> dict[str, Any] | None:
-        """A contact's current record with all properties, or None if it does not exist."""
+        """A contact's current record with all properties, or None if it does not exist.
+
+        Args:
+            ident: record id (ids are 1-based).
+
+        Returns:
+            The record, or None.
+        """
         entry = self.overlay.get(ident)
         if entry is not None:
             return dict(entry.record) if entry.record is not None else None
@@ -70,7 +77,14 @@ class SandboxState:
         return None
 
     def contact_time(self, ident: int) -> int | None:
-        """A contact's current update time in ms, or None if it does not exist."""
+        """A contact's current update time in ms, or None if it does not exist.
+
+        Args:
+            ident: record id (ids are 1-based).
+
+        Returns:
+            The update time in ms, or None.
+        """
         entry = self.overlay.get(ident)
         if entry is not None:
             return entry.time_ms if entry.record is not None else None
@@ -127,7 +141,14 @@ class SandboxState:
             return dict(current)
 
     def delete_contact(self, ident: int) -> bool:
-        """Delete a contact; returns False if it did not exist."""
+        """Delete a contact; returns False if it did not exist.
+
+        Args:
+            ident: record id (ids are 1-based).
+
+        Returns:
+            False if the contact did not exist.
+        """
         with self.lock:
             if self.contact(ident) is None:
                 return False
@@ -141,6 +162,9 @@ class SandboxState:
 
         Returns:
             The token response, or None if the refresh token is not the current one.
+
+        Args:
+            refresh_token: the refresh token presented.
         """
         with self.lock:
             if not secrets.compare_digest(refresh_token.encode(), self.refresh_token.encode()):
@@ -153,7 +177,14 @@ class SandboxState:
                     "refresh_token": self.refresh_token, "scope": "full"}
 
     def access_token_valid(self, token: str) -> bool:
-        """Whether a bearer token is a live access token."""
+        """Whether a bearer token is a live access token.
+
+        Args:
+            token: a page token or bearer token.
+
+        Returns:
+            True if it is live.
+        """
         expiry = self.access_tokens.get(token)
         return expiry is not None and expiry > time.monotonic()
 
@@ -164,7 +195,11 @@ class SandboxState:
 
     # --- strict mode -------------------------------------------------------------------------------
     def record_violations(self, problems: list[str]) -> None:
-        """Keep contract violations found in strict mode (the first MAX_VIOLATIONS; all are counted)."""
+        """Keep contract violations found in strict mode (the first MAX_VIOLATIONS; all are counted).
+
+        Args:
+            problems: violations found.
+        """
         if not problems:
             return
         with self.lock:

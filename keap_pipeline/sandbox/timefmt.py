@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+from keap_pipeline.sandbox.errors import TimeFormatError
+
 _EPOCH_DAY = date(1970, 1, 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_CACHE: dict[int, str] = {}
@@ -16,7 +18,14 @@ _SECOND_MILLI = [f"{r // 1000:02d}.{r % 1000:03d}Z" for r in range(60_000)]
 
 
 def iso_ms(ms: int) -> str:
-    """2021-03-04T05:06:07.123Z for epoch milliseconds (days are cached: this runs per record)."""
+    """2021-03-04T05:06:07.123Z for epoch milliseconds (days are cached: this runs per record).
+
+    Args:
+        ms: epoch milliseconds.
+
+    Returns:
+        The ISO-8601 text.
+    """
     days, rest = divmod(ms, 86_400_000)
     day = _DAY_CACHE.get(days)
     if day is None:
@@ -28,7 +37,14 @@ def iso_ms(ms: int) -> str:
 
 
 def iso_date(ms: int) -> str:
-    """The UTC calendar date of epoch milliseconds, 2021-03-04."""
+    """The UTC calendar date of epoch milliseconds, 2021-03-04.
+
+    Args:
+        ms: epoch milliseconds.
+
+    Returns:
+        The date, YYYY-MM-DD.
+    """
     return (_EPOCH_DAY + timedelta(days=ms // 86_400_000)).isoformat()
 
 
@@ -36,9 +52,18 @@ def parse_iso_ms(text: str) -> int:
     """Epoch milliseconds of an ISO-8601 date-time with an offset (Z or +hh:mm).
 
     Raises:
-        ValueError: not a date-time with a zone (Keap rejects date-only or zone-less values).
+        TimeFormatError: not a date-time with a zone (Keap rejects date-only or zone-less values).
+
+    Args:
+        text: the text to parse.
+
+    Returns:
+        Epoch milliseconds.
     """
-    value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    if value.tzinfo is None or "T" not in text:
-        raise ValueError(f"{text!r} is not a full ISO-8601 date-time with an offset")
+    try:
+        value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None or "T" not in text:
+        raise TimeFormatError(f"{text!r} is not a full ISO-8601 date-time with an offset")
     return (value - _EPOCH) // timedelta(milliseconds=1)  # exact integer arithmetic, no float rounding

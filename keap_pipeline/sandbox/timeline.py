@@ -54,15 +54,36 @@ class Timeline:
         return cls(n, k, pow(k, -1, n), (seed * 31 + salt) % n, UPDATE_START_MS, step, group)
 
     def rank(self, ident: int) -> int:
-        """Position of an id in update-time order."""
+        """Position of an id in update-time order.
+
+        Args:
+            ident: record id (ids are 1-based).
+
+        Returns:
+            The rank (0-based).
+        """
         return ((ident - 1) * self.k + self.shift) % self.n if self.n > 1 else 0
 
     def ident(self, rank: int) -> int:
-        """The id at a position in update-time order."""
+        """The id at a position in update-time order.
+
+        Args:
+            rank: position in update-time order.
+
+        Returns:
+            The id.
+        """
         return ((rank - self.shift) * self.k_inv) % self.n + 1 if self.n > 1 else 1
 
     def time_ms(self, ident: int) -> int:
-        """The base update time of an id, in epoch milliseconds."""
+        """The base update time of an id, in epoch milliseconds.
+
+        Args:
+            ident: record id (ids are 1-based).
+
+        Returns:
+            Epoch milliseconds.
+        """
         return self.start_ms + (self.rank(ident) // self.group) * self.step_ms
 
     def iter_window(
@@ -106,6 +127,14 @@ class Timeline:
 
 
 def create_time_ms(ident: int, n: int) -> int:
-    """Creation time of base id: increasing with the id (ids are handed out in creation order)."""
+    """Creation time of base id: increasing with the id (ids are handed out in creation order).
+
+    Args:
+        ident: record id (ids are 1-based).
+        n: number of base records.
+
+    Returns:
+        Epoch milliseconds.
+    """
     step = max(1, (CREATE_END_MS - CREATE_START_MS) // max(1, n))
     return CREATE_START_MS + (ident - 1) * step

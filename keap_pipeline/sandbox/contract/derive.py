@@ -133,5 +133,12 @@ def derive(spec: dict[str, Any], spec_sha256: str, spec_name: str) -> dict[str, 
 
 
 def dumps(contract: dict[str, Any]) -> str:
-    """The canonical text of a contract (stable key order, so a fresh derivation compares byte for byte)."""
+    """The canonical text of a contract (stable key order, so a fresh derivation compares byte for byte).
+
+    Args:
+        contract: a contract document.
+
+    Returns:
+        The JSON text (ends with a newline).
+    """
     return json.dumps(contract, indent=1, sort_keys=True, ensure_ascii=False) + "\n"

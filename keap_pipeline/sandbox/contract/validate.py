@@ -81,7 +81,15 @@ def operations() -> tuple[Operation, ...]:
 
 
 def find_operation(method: str, path: str) -> Operation | None:
-    """The contract operation for a method and a spec path (/rest/v2/...), or None."""
+    """The contract operation for a method and a spec path (/rest/v2/...), or None.
+
+    Args:
+        method: HTTP method.
+        path: a spec path, /rest/v2/...
+
+    Returns:
+        The operation, or None.
+    """
     for op in operations():
         if op.method == method.lower() and op.pattern.match(path):
             return op
@@ -93,6 +101,12 @@ def operation(operation_id: str) -> Operation:
 
     Raises:
         ContractError: no such operation in the contract.
+
+    Args:
+        operation_id: the contract operationId.
+
+    Returns:
+        The operation.
     """
     for op in operations():
         if op.operation_id == operation_id:
@@ -202,5 +216,13 @@ def validate_response(operation_id: str, status: int, body: Any, has_body: bool 
 
 
 def body_problems(schema_name: str, body: Any) -> list[str]:
-    """Violations of a body against one of the contract's component schemas."""
+    """Violations of a body against one of the contract's component schemas.
+
+    Args:
+        schema_name: a component schema of the contract.
+        body: the parsed JSON body.
+
+    Returns:
+        The violations (empty when the body conforms).
+    """
     return _errors({"$ref": f"#/components/schemas/{schema_name}"}, body)
