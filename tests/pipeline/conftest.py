@@ -33,7 +33,8 @@ def sandbox() -> Iterator[Callable[..., SandboxHandle]]:
     with ExitStack() as stack:
 
         def start(contacts: int = 500, **kwargs: Any) -> SandboxHandle:
-            config = SandboxConfig(port=0, contacts=contacts, limits=RateLimits.off(), api_key=API_KEY, **kwargs)
+            kwargs.setdefault("limits", RateLimits.off())
+            config = SandboxConfig(port=0, contacts=contacts, api_key=API_KEY, **kwargs)
             return stack.enter_context(running_sandbox(config))
 
         yield start

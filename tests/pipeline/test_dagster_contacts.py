@@ -1,0 +1,153 @@
+"""The Dagster shell of contacts: a single-run backfill over a partition range, metadata, checks, schedule, code location."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from dagster import (
+    AssetKey,
+    BackfillPolicy,
+    DagsterInstance,
+    PartitionKeyRange,
+    build_asset_check_context,
+    build_schedule_context,
+    materialize,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from keap_pipeline.db.connect import connect
+from keap_pipeline.db.cursors import INCREMENTAL, get_cursor, window_scope
+from keap_pipeline.defs.contacts import (
+    PARTITIONS,
+    SCHEDULE_CRON,
+    keap_contacts,
+    keap_contacts_cursor_fresh,
+    keap_contacts_incremental_schedule,
+)
+from keap_pipeline.defs.keap import KeapResource
+from keap_pipeline.defs.resources import PostgresResource
+from keap_pipeline.sandbox import RateLimits
+from tests.pipeline.conftest import API_KEY, expected_rows, sandbox_records, scalar, table_rows
+
+START, END = "2024-03-01", "2024-03-20"  # END is the last partition, inclusive
+
+
+def _resources(handle, url: str) -> dict[str, object]:
+    return {
+        "keap": KeapResource(base_url=handle.base_url, api_key=API_KEY, pacing=False),
+        "postgres": PostgresResource(database_url=url),
+    }
+
+
+@pytest.fixture
+def instance():
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def test_backfill_range_is_one_run_loading_only_its_window(sandbox, migrated_database: str, instance) -> None:
+    # the daily quota on (its headers feed quota_left), per-second and per-minute limits off
+    handle = sandbox(contacts=3000, limits=RateLimits(per_second=None, per_minute=None, per_day=30_000))
+    since, until = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 21, tzinfo=UTC)
+    in_window = {
+        k: r for k, r in sandbox_records(handle).items()
+        if since <= datetime.fromisoformat(r["update_time"]) < until
+    }
+    assert 5 < len(in_window) < 3000
+
+    assert keap_contacts.backfill_policy == BackfillPolicy.single_run()
+    result = materialize(
+        [keap_contacts],
+        resources=_resources(handle, migrated_database),
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: START, ASSET_PARTITION_RANGE_END_TAG: END},
+        run_config={"ops": {"keap_contacts": {"config": {"page_size": 7}}}},
+    )
+    assert result.success
+    assert len(instance.get_runs()) == 1
+    mats = result.asset_materializations_for_node("keap_contacts")
+    assert {m.partition for m in mats} == set(PARTITIONS.get_partition_keys_in_range(PartitionKeyRange(START, END)))
+
+    assert table_rows(migrated_database) == expected_rows(in_window)
+    with connect(migrated_database) as conn:
+        cursor = get_cursor(conn, "contacts", window_scope(since, until))
+        assert get_cursor(conn, "contacts", INCREMENTAL) is None
+    assert cursor is not None and cursor.value == max(
+        datetime.fromisoformat(r["update_time"]) for r in in_window.values()
+    )
+
+    meta = {k: v.value for k, v in mats[0].metadata.items()}
+    n = len(in_window)
+    assert meta["records_seen"] == meta["inserted"] == n
+    assert (meta["updated"], meta["unchanged"], meta["conflicts"], meta["dead_lettered"]) == (0, 0, 0, 0)
+    assert meta["conflicts_by_strategy"] == {
+        "strategy": "keap_wins", "keap_wins": 0, "supabase_wins": 0, "merged": 0, "parked": 0,
+    }
+    assert meta["pages"] == -(-n // 7) or meta["pages"] == -(-n // 7) + 1  # a last empty page, or not
+    assert meta["requests"] >= meta["pages"]
+    assert 0 < meta["quota_left"] <= 30_000 - meta["requests"]
+    assert meta["seconds"] > 0 and meta["records_per_second"] > 0
+    assert meta["scope"] == window_scope(since, until)
+
+
+def test_incremental_mode_syncs_from_the_cursor_and_the_checks_report(sandbox, migrated_database: str, instance) -> None:
+    handle = sandbox(contacts=400)
+    fresh = keap_contacts_cursor_fresh(build_asset_check_context(),
+                                       postgres=PostgresResource(database_url=migrated_database))
+    assert fresh.passed is False  # nothing committed yet
+
+    def run() -> dict[str, object]:
+        result = materialize(
+            [keap_contacts], resources=_resources(handle, migrated_database), instance=instance,
+            partition_key=datetime.now(UTC).strftime("%Y-%m-%d"),
+            run_config={"ops": {"keap_contacts": {"config": {"mode": "incremental", "page_size": 100}}}},
+        )
+        assert result.success
+        [mat] = result.asset_materializations_for_node("keap_contacts")
+        return {k: v.value for k, v in mat.metadata.items()}
+
+    first = run()
+    assert first["inserted"] == 400 and first["scope"] == INCREMENTAL
+    handle.state.update_contact(5, {"given_name": "Updated"})
+    second = run()
+    assert second["updated"] == 1 and second["inserted"] == 0
+    assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
+    assert scalar(migrated_database, "select count(*) from keap_pipeline.sync_cursors") == 1
+
+    fresh = keap_contacts_cursor_fresh(build_asset_check_context(),
+                                       postgres=PostgresResource(database_url=migrated_database))
+    assert fresh.passed is True and fresh.metadata["age_minutes"].value < 1
+
+
+def test_schedule_asks_for_an_incremental_run_of_todays_partition() -> None:
+    tick = datetime(2026, 11, 25, 10, 15, tzinfo=UTC)
+    request = keap_contacts_incremental_schedule(build_schedule_context(scheduled_execution_time=tick))
+    assert request.partition_key == "2026-11-25"
+    # today's partition exists at the tick (end_offset=1), so the run request is valid
+    assert PARTITIONS.get_partition_keys(current_time=tick)[-1] == "2026-11-25"
+    assert request.run_config == {"ops": {"keap_contacts": {"config": {"mode": "incremental"}}}}
+    assert request.run_key == f"incremental-{tick.isoformat()}"
+    # just after midnight the partition is the new day's
+    late = keap_contacts_incremental_schedule(
+        build_schedule_context(scheduled_execution_time=datetime(2026, 11, 26, 0, 0, tzinfo=UTC))
+    )
+    assert late.partition_key == "2026-11-26"
+
+
+def test_code_location_loads_assets_job_schedule_and_checks() -> None:
+    from keap_pipeline.definitions import defs
+
+    repo = defs.get_repository_def()
+    assert {AssetKey("sync_schema"), AssetKey("keap_contacts")} <= set(repo.asset_graph.get_all_asset_keys())
+    assert repo.asset_graph.get(AssetKey("keap_contacts")).parent_keys == {AssetKey("sync_schema")}
+    job = defs.resolve_job_def("keap_contacts_job")
+    assert job.partitions_def == PARTITIONS
+    schedule = defs.resolve_schedule_def("keap_contacts_incremental_schedule")
+    assert schedule.cron_schedule == SCHEDULE_CRON == "*/15 * * * *"
+    assert schedule.job_name == "keap_contacts_job"
+    checks = {key.name for key in repo.asset_graph.asset_check_keys}
+    assert checks == {"keap_contacts_dead_letters", "keap_contacts_cursor_fresh"}
