@@ -86,6 +86,28 @@ class Timeline:
         """
         return self.start_ms + (self.rank(ident) // self.group) * self.step_ms
 
+    def _groups(self, lo_ms: int | None, hi_ms: int | None) -> tuple[int, int]:
+        """First and last timestamp group inside [lo, hi] (last < first when none is)."""
+        slots = -(-self.n // self.group)
+        g_lo = 0 if lo_ms is None else max(0, -(-(lo_ms - self.start_ms) // self.step_ms))
+        g_hi = slots - 1 if hi_ms is None else min(slots - 1, (hi_ms - self.start_ms) // self.step_ms)
+        return g_lo, g_hi
+
+    def count_window(self, lo_ms: int | None, hi_ms: int | None) -> int:
+        """How many base ids have lo <= time <= hi, in O(1).
+
+        Args:
+            lo_ms: inclusive lower bound, or None.
+            hi_ms: inclusive upper bound, or None.
+
+        Returns:
+            The number of ids.
+        """
+        g_lo, g_hi = self._groups(lo_ms, hi_ms)
+        if self.n == 0 or g_hi < g_lo:
+            return 0
+        return min(self.n, (g_hi + 1) * self.group) - g_lo * self.group
+
     def iter_window(
         self, lo_ms: int | None, hi_ms: int | None, after: tuple[int, int] | None, desc: bool
     ) -> Iterator[tuple[int, int]]:
@@ -103,9 +125,7 @@ class Timeline:
         """
         if self.n == 0:
             return
-        slots = -(-self.n // self.group)
-        g_lo = 0 if lo_ms is None else max(0, -(-(lo_ms - self.start_ms) // self.step_ms))
-        g_hi = slots - 1 if hi_ms is None else min(slots - 1, (hi_ms - self.start_ms) // self.step_ms)
+        g_lo, g_hi = self._groups(lo_ms, hi_ms)
         if after is not None:
             g_after = (after[0] - self.start_ms) // self.step_ms
             if desc:

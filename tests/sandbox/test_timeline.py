@@ -37,3 +37,10 @@ def test_window_costs_the_records_it_yields_not_n() -> None:
     window = list(tl.iter_window(t, t, None, False))
     assert (t, 123_456) in window
     assert len(window) <= tl.group
+
+
+def test_count_window_matches_enumeration() -> None:
+    tl = Timeline.build(7777, seed=5, salt=3)
+    times = sorted(tl.time_ms(i) for i in range(1, 7778))
+    for lo, hi in [(None, None), (times[100], times[2000]), (times[0] - 5, times[0] - 1), (times[-1], None)]:
+        assert tl.count_window(lo, hi) == len(list(tl.iter_window(lo, hi, None, False)))
