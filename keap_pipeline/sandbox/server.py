@@ -161,22 +161,31 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/token":
             self._token(body)
             return
+        strict = state.config.strict
         if not url.path.startswith(_PREFIX):
+            if strict:
+                state.record_violations([f"{self.command} {url.path}: outside the API root {api.API_ROOT}"])
             self._send(404, api.error_body(404, f"no such resource: {url.path}"), state.quota.peek())
             return
         rest = url.path[len(_PREFIX):]
+        try:
+            op, entity, ident = api.route(self.command, rest)
+        except ApiError as err:  # answered after auth and quota, as Keap's gateway does
+            op, entity, ident, route_error = "", "", None, err
+        else:
+            route_error = None
         if not self._authorized():
             message = "Invalid API key or access token: send X-Keap-API-Key or Authorization: Bearer"
-            self._send(401, api.error_body(401, message), state.quota.peek())
+            self._answer(401, api.error_body(401, message), state.quota.peek(), op, rest, url.query, body)
             return
         allowed, retry_after, quota_headers = state.quota.take()
         if not allowed:
-            self._send(429, api.error_body(429, "Quota Exceeded"), {**quota_headers, "Retry-After": str(retry_after)})
+            headers = {**quota_headers, "Retry-After": str(retry_after)}
+            self._answer(429, api.error_body(429, "Quota Exceeded"), headers, op, rest, url.query, body)
             return
-        try:
-            op, entity, ident = api.route(self.command, rest)
-        except ApiError as err:
-            self._send(err.status, api.error_body(err.status, err.message), quota_headers)
+        if route_error is not None:
+            payload = api.error_body(route_error.status, route_error.message)
+            self._answer(route_error.status, payload, quota_headers, op, rest, url.query, body)
             return
         if self._fault(op.startswith("list"), op, quota_headers):
             return
@@ -192,10 +201,16 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:  # a sandbox bug must still answer like Keap, and be visible in the log
             log.exception("sandbox error on %s %s", self.command, url.path)
             status, payload = 500, api.error_body(500, "internal error in the sandbox")
-        if state.config.strict:
-            self._check(op, "/rest/v2/" + rest, url.query, body, status, payload)
-        self._send(status, payload, quota_headers)
+        self._answer(status, payload, quota_headers, op, rest, url.query, body)
         state.prefetcher.start_deferred()
+
+    def _answer(
+        self, status: int, payload: bytes | None, headers: dict[str, str], op: str, rest: str, query: str, body: bytes
+    ) -> None:
+        """Send an API answer; in strict mode first check request and answer against the contract."""
+        if self.server.state.config.strict:
+            self._check(op, "/rest/v2/" + rest, query, body, status, payload)
+        self._send(status, payload, headers)
 
     def _fault(self, is_list: bool, op: str, headers: dict[str, str]) -> bool:
         faults = self.server.state.config.faults
@@ -226,7 +241,9 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             parsed = body.decode("utf-8", "replace")
         problems = validate_request(self.command, spec_path, query, parsed, bool(body))
-        problems += validate_response(op, status, json.loads(payload) if payload is not None else None, payload is not None)
+        if op:  # an unknown operation is already reported by validate_request
+            answer = json.loads(payload) if payload is not None else None
+            problems += validate_response(op, status, answer, payload is not None)
         self.server.state.record_violations(problems)
         for problem in problems:
             log.warning("contract violation: %s", problem)

@@ -77,3 +77,15 @@ def test_the_validator_catches_a_wrong_answer() -> None:
     assert validate_response("listContacts", 401, {"code": "401"})
     assert validate_response("deleteContact", 204, {"x": 1})
     assert validate_response("listTags", 418, {})
+
+
+def test_strict_mode_reports_requests_outside_the_contract(strict_sandbox) -> None:
+    handle = strict_sandbox()
+    with httpx.Client(base_url=handle.base_url, headers={"X-Keap-API-Key": API_KEY}) as client:
+        assert client.get("/contacts", params={"limit": 10}).status_code == 200  # Keap ignores it; the contract has no such name
+        assert client.get("/nothing-here").status_code == 404
+        assert client.put("/contacts/1", json={}).status_code == 405
+    joined = "\n".join(handle.state.violations)
+    assert "unknown query parameter 'limit'" in joined
+    assert "GET /rest/v2/nothing-here: no such operation" in joined
+    assert "PUT /rest/v2/contacts/1: no such operation" in joined
