@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -175,6 +178,8 @@ def test_merge_takes_fields_changed_on_one_side_from_that_side(both_changed, mig
     [
         ("keap_wins", "Keap", "completed", ["cancelled"]),
         ("supabase_wins", "Local", "pending", ["pending"]),
+        # current behaviour, questioned in the issue: the app's pending outbound item stays pending
+        # while the record is parked, so the outbound sync may push the local value before anyone resolves it
         ("manual", "Local", "conflict", ["pending"]),
     ],
 )
@@ -222,3 +227,40 @@ def test_duplicates_in_a_batch_latest_keap_update_wins(migrated_database: str) -
                            run_id="dup", strategy="keap_wins", merge_rule="manual")
     assert later.counts.stale == 1
     assert scalar(migrated_database, "select first_name from public.sync_contacts where keap_id = '1'") == "newest"
+
+
+def test_app_edit_committed_while_a_batch_writes_is_retried_as_a_conflict(
+    sandbox, migrated_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="keap_pipeline.pipeline.batch")
+    handle = sandbox(contacts=60)
+    sync(handle, migrated_database, page_size=50)
+    handle.state.update_contact(ID, {"given_name": "Keap"})
+    with psycopg.connect(migrated_database) as app:
+        # an app's transaction holds the row while the sync classifies it as a plain Keap update
+        app.execute("update public.sync_contacts set first_name = 'App' where keap_id = %s", (str(ID),))
+        outcome: dict[str, Any] = {}
+        worker = threading.Thread(
+            target=lambda: outcome.setdefault("report", sync(handle, migrated_database, strategy="keap_wins"))
+        )
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not scalar(
+            migrated_database,
+            "select count(*) from pg_catalog.pg_stat_activity"
+            " where datname = current_database() and wait_event_type = 'Lock' and query ilike %s",
+            ("%upsert_contacts%",),
+        ):
+            assert worker.is_alive() and time.monotonic() < deadline, "the sync never waited for the app's row"
+            time.sleep(0.02)
+        app.commit()
+        worker.join(timeout=60)
+    report = outcome["report"]
+    assert "batch retried (1/" in caplog.text
+    # retried: the app's edit is now seen, so it is a conflict, resolved by keap_wins
+    assert (report.counts.updated, report.counts.conflicts, report.counts.conflicts_keap_wins) == (0, 1, 1)
+    row = _row(migrated_database)
+    assert (row["first_name"], row["sync_status"]) == ("Keap", "completed")
+    [conflict] = _conflicts(migrated_database)
+    assert conflict["supabase_data"]["first_name"] == "App"
+    assert [q["status"] for q in _queue(migrated_database)] == ["cancelled"]
