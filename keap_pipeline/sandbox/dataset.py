@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -29,7 +30,8 @@ class Dataset:
         self.model_json = js(self.model).encode()
         # Small LRU caches: orders look up their contact and products, and pages revisit neighbours.
         self.product = lru_cache(maxsize=4096)(self._product)
-        self.contact_dict = lru_cache(maxsize=2048)(self.contacts.as_dict)
+        self.contact_dict = lru_cache(maxsize=2048)(self._order_contact)
+        self._order_fragments = self.contacts.compile(("given_name", "family_name", "email_addresses", "addresses"))
 
     def count(self, entity: str) -> int:
         """Number of base records of an entity.
@@ -41,6 +43,10 @@ class Dataset:
             The count.
         """
         return self.counts[entity]
+
+    def _order_contact(self, ident: int) -> dict[str, Any]:
+        # only what an order copies from its contact: rendering custom fields etc. would be waste
+        return json.loads(self.contacts.render(ident, self._order_fragments))
 
     def _product(self, ident: int) -> dict[str, Any]:
         return catalog.product(ident, self.timelines["products"], self.salts["products"])
