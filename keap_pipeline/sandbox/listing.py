@@ -147,13 +147,22 @@ class Lister:
             seq = range(self._max_id() if after is None else min(after - 1, self._max_id()), 0, -1)
         else:
             seq = range(1 if after is None else after + 1, self._max_id() + 1)
+        windowed = self.filter.lo_ms is not None or self.filter.hi_ms is not None
+        overlay = self.state.overlay if self.is_contacts else {}
+        count = self.data.count(self.spec.name)
         for ident in seq:
             if after is not None and (ident <= after if not self.desc else ident >= after):
                 continue
             if not self.filter.id_ok(ident):
                 continue
-            t = self._time(ident)
-            if t is None or not self._in_window(t):
+            if windowed:
+                t = self._time(ident)
+                if t is None or not self._in_window(t):
+                    continue
+            elif ident in overlay:
+                if overlay[ident].record is None:
+                    continue  # deleted
+            elif not 1 <= ident <= count:
                 continue
             yield (ident,), ident
 
