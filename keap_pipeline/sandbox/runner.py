@@ -25,6 +25,8 @@ from keap_pipeline.sandbox.server import SandboxServer
 from keap_pipeline.sandbox.state import SandboxState
 
 log = logging.getLogger("keap_pipeline.sandbox")
+_SECRET_ENV = "KEAP_SANDBOX_OAUTH_CLIENT_SECRET"
+_REFRESH_ENV = "KEAP_SANDBOX_OAUTH_REFRESH_TOKEN"
 
 
 @dataclass
@@ -125,7 +127,9 @@ def running_sandbox(config: SandboxConfig, subprocess_mode: bool = False, startu
         return
     with tempfile.TemporaryDirectory(prefix="keap-sandbox-") as tmp:
         port_file = Path(tmp) / "port"
-        env = {**os.environ, API_KEY_ENV: config.api_key}  # the key goes by environment, never argv
+        # secrets go by environment, never on the command line (visible to every local user)
+        env = {**os.environ, API_KEY_ENV: config.api_key, _SECRET_ENV: config.oauth_client_secret,
+               _REFRESH_ENV: config.oauth_refresh_token}
         proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
             [sys.executable, "-m", "keap_pipeline.sandbox.runner", "--config-json", config_to_json(config),
              "--port-file", str(port_file)],
@@ -165,7 +169,7 @@ def config_to_json(config: SandboxConfig) -> str:
 
 
 def config_from_json(text: str) -> SandboxConfig:
-    """The inverse of config_to_json; the API key comes from KEAP_API_KEY.
+    """The inverse of config_to_json; the secrets come from the environment running_sandbox sets.
 
     Args:
         text: the text to parse.
@@ -176,7 +180,9 @@ def config_from_json(text: str) -> SandboxConfig:
     data = json.loads(text)
     data["limits"] = RateLimits(**data["limits"])
     data["faults"] = Faults(**data["faults"])
-    return SandboxConfig(**data)
+    config = SandboxConfig(**data)
+    secrets = {"oauth_client_secret": os.environ.get(_SECRET_ENV), "oauth_refresh_token": os.environ.get(_REFRESH_ENV)}
+    return config.with_(**{k: v for k, v in secrets.items() if v})
 
 
 def main(argv: list[str] | None = None) -> int:

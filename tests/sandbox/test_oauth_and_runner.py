@@ -48,11 +48,15 @@ def test_token_endpoint_rejects_a_wrong_client(sandbox) -> None:
 
 
 def test_subprocess_mode_serves_and_stops() -> None:
-    config = small_config(contacts=10)
+    config = small_config(contacts=10, oauth_client_secret="sub-secret", oauth_refresh_token="sub-refresh")
     with running_sandbox(config, subprocess_mode=True) as handle:
         assert handle.state is None and handle.pid
         response = httpx.get(handle.base_url + "/contacts", headers={"X-Keap-API-Key": API_KEY})
         assert response.status_code == 200 and len(response.json()["contacts"]) == 10
+        # the secrets reached the subprocess (by environment)
+        token = httpx.post(handle.token_url, data={"grant_type": "refresh_token", "refresh_token": "sub-refresh"},
+                           auth=("sandbox-client", "sub-secret"))
+        assert token.status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(handle.base_url + "/contacts", timeout=2)
 
@@ -75,3 +79,19 @@ def test_cli_arguments_build_the_config(monkeypatch: pytest.MonkeyPatch) -> None
 def test_bad_settings_are_refused(changes: dict) -> None:
     with pytest.raises(SandboxConfigError):
         SandboxConfig(**changes)
+
+
+def test_secrets_stay_out_of_logs_reprs_and_the_command_line(start_sandbox, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from keap_pipeline.sandbox.runner import config_to_json
+
+    caplog.set_level(logging.DEBUG, logger="keap_pipeline.sandbox")
+    handle = start_sandbox(oauth_client_secret="s3cret-client", oauth_refresh_token="s3cret-refresh")
+    httpx.get(handle.base_url + "/tags", headers={"X-Keap-API-Key": API_KEY})
+    httpx.get(handle.base_url + "/tags", headers={"X-Keap-API-Key": "wrong-" + API_KEY})
+    pair = httpx.post(handle.token_url, data={"grant_type": "refresh_token", "refresh_token": "s3cret-refresh"},
+                      auth=("sandbox-client", "s3cret-client")).json()
+    shown = caplog.text + repr(handle) + repr(handle.state.config) + config_to_json(handle.state.config)
+    for secret in (API_KEY, "s3cret-client", "s3cret-refresh", pair["access_token"], pair["refresh_token"]):
+        assert secret not in shown
