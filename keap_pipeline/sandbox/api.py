@@ -105,7 +105,8 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
         return 200, list_page(state, spec, params)
     if op == "createContact":
         fields = _contact_body(body, create=True)
-        return 201, js(state.create_contact(fields)).encode()
+        # duplicate_option is accepted but not acted on: the sandbox always creates a new contact
+        return 201, js(_fields(state.create_contact(fields), params.get("fields"))).encode()
     assert ident is not None
     number = _ident(ident, entity)
     if op == "updateContact":
