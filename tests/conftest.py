@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,7 +47,7 @@ def _unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """URL of a maintenance database on the server the suite runs on."""
     external = os.environ.get(TEST_URL_ENV)
     if external:
@@ -53,12 +55,15 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from keap_pipeline.db import embedded
 
-    home: Path = tmp_path_factory.mktemp("keap_pipeline_home")
+    # Not under pytest's basetemp: pytest prunes old basetemps, and a concurrent pytest run
+    # would delete this server's data directory under it.
+    home = Path(tempfile.mkdtemp(prefix="keap-pipeline-test-"))
     server = embedded.start(home)
     try:
         yield server.url
     finally:
         embedded.destroy(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ def test_definitions_load() -> None:
     from keap_pipeline.definitions import defs
 
     repo = defs.get_repository_def()
-    keys = {a.key for a in repo.asset_graph.assets_defs}
+    keys = repo.asset_graph.get_all_asset_keys()
     assert AssetKey("sync_schema") in keys
 
 
