@@ -60,6 +60,10 @@ class Entity:
     normalizer: str | None
     # For entities without a time filter: the filter field that supports '>' for id paging.
     id_filter: str | None = None
+    # Phase one of a batch (optional): keys and content hashes are copied to this table and the
+    # function says which records need their full rows loaded (unchanged ones never travel).
+    keys_staging_table: str | None = None
+    diff_function: str | None = None
 
     @property
     def column_limits(self) -> Mapping[str, int]:
@@ -125,6 +129,8 @@ CONTACT_STAGING_COLUMNS: tuple[Column, ...] = (
     Column("custom_fields", "jsonb", nullable=False),
     Column("keap_created_at", "timestamptz"),
     Column("keap_updated_at", "timestamptz", nullable=False),
+    # md5 of the stored content (normalize.content_hash): unchanged records are recognised by it.
+    Column("content_hash", "uuid"),
 )
 
 CONTACTS = Entity(
@@ -139,6 +145,8 @@ CONTACTS = Entity(
     staging_columns=CONTACT_STAGING_COLUMNS,
     upsert_function="keap_pipeline.upsert_contacts_from_stage",
     normalizer="keap_pipeline.normalize.contacts:normalize_contacts",
+    keys_staging_table="keap_pipeline.stage_contact_keys",
+    diff_function="keap_pipeline.diff_contacts_from_stage",
 )
 
 # The rows below are what the spec says about the next entities; their staging tables,

@@ -49,6 +49,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             merge_rule=args.merge_rule,
             page_size=args.page_size,
             pages_per_batch=args.pages_per_batch,
+            max_pages_per_batch=args.max_pages_per_batch,
             run_id=f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}",
             progress=lambda r: print(
                 f"  {r.pages} pages, {r.records_seen} records, {r.records_per_second:,.0f}/s", flush=True
@@ -96,7 +97,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--until", type=_instant, help="window end, ISO-8601 (default: now)")
     p.add_argument("--strategy", choices=CONFLICT_STRATEGIES, default="keap_wins")
     p.add_argument("--merge-rule", choices=MERGE_RULES, default="manual")
-    p.add_argument("--pages-per-batch", type=int, default=1)
+    p.add_argument("--pages-per-batch", type=int, default=1, help="fewest pages per transaction")
+    p.add_argument(
+        "--max-pages-per-batch", type=int, default=10,
+        help="most pages per transaction, reached while pages change little (default 10)",
+    )
     p.add_argument("--page-size", type=int, default=1000, choices=range(1, 1001), metavar="1..1000",
                    help="records per Keap request (default 1000, Keap's maximum)")
     p.add_argument("--base-url", help="Keap API root (default KEAP_BASE_URL)")

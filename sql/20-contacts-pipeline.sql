@@ -10,6 +10,15 @@ alter table public.sync_contacts
 comment on column public.sync_contacts.keap_created_at is
     'Keap''s create_time of the contact.';
 
+-- The fingerprint of the Keap content last seen for the row (md5 of the normalized fields, computed by
+-- keap_pipeline.normalize.content_hash). A re-sync recognises unchanged contacts by keap_id and this
+-- hash alone, without shipping or comparing their content.
+alter table public.sync_contacts
+    add column keap_hash uuid;
+
+comment on column public.sync_contacts.keap_hash is
+    'md5 of the normalized Keap content last seen for this contact (NULL: unknown, compare content).';
+
 -- keap_wins conflict resolution supersedes the record's pending outbound item: it must not later push
 -- the losing local value over the winning Keap value. 'cancelled' says so without deleting the item.
 alter table public.sync_queue
@@ -35,7 +44,8 @@ create unlogged table keap_pipeline.stage_contacts (
     tags jsonb not null,
     custom_fields jsonb not null,
     keap_created_at timestamptz,
-    keap_updated_at timestamptz not null
+    keap_updated_at timestamptz not null,
+    content_hash uuid
 );
 
 create index stage_contacts_batch_id_idx
@@ -43,6 +53,22 @@ create index stage_contacts_batch_id_idx
 
 comment on table keap_pipeline.stage_contacts is
     'Transient COPY target of the contacts loader; rows live only inside their loading transaction.';
+
+-- Phase one of a batch: only the keys and fingerprints are copied here, and
+-- keap_pipeline.diff_contacts_from_stage says which records need their full rows staged at all.
+create unlogged table keap_pipeline.stage_contact_keys (
+    batch_id uuid not null,
+    ordinal integer not null,
+    keap_id varchar(255) not null,
+    keap_updated_at timestamptz not null,
+    content_hash uuid
+);
+
+create index stage_contact_keys_batch_id_idx
+    on keap_pipeline.stage_contact_keys (batch_id);
+
+comment on table keap_pipeline.stage_contact_keys is
+    'Transient COPY target: keap_id, update time and content hash of a batch, for the diff.';
 
 -- Cursors: the high-water mark of Keap's update time per entity and scope ('incremental' for the
 -- schedule, 'window:<start>/<end>' for a backfill range), advanced only in the transaction that
@@ -96,6 +122,58 @@ create index dead_letters_status_idx
 
 comment on table keap_pipeline.dead_letters is
     'Keap records that could not be loaded, with the raw record (JSON text), the reason and the run.';
+
+-- Which records of a staged key batch must be loaded: 'load' (new, or content changed, or unknown),
+-- 'stale' (older than what is stored: an old window replayed), 'duplicate' (an older copy of a record
+-- later in the same batch). Unchanged records (same fingerprint as stored) are not returned at all:
+-- on a re-sync they are nearly all of the batch, and they need no answer. Consumes the batch.
+create function keap_pipeline.diff_contacts_from_stage(p_batch_id uuid)
+returns table (
+    ordinal integer,
+    verdict text
+)
+language sql
+volatile
+set search_path = ''
+set jit = off
+as $$
+    with keys as (
+        delete from keap_pipeline.stage_contact_keys as k
+        where k.batch_id = p_batch_id
+        returning k.ordinal, k.keap_id, k.keap_updated_at, k.content_hash
+    ),
+    ranked as (
+        select
+            k.*,
+            pg_catalog.row_number() over (
+                partition by k.keap_id
+                order by k.keap_updated_at desc, k.ordinal desc
+            ) as rn
+        from keys as k
+    ),
+    judged as (
+        select
+            r.ordinal,
+            case
+                when r.rn > 1 then 'duplicate'
+                when c.id is null then 'load'
+                when c.keap_updated_at is not null and r.keap_updated_at < c.keap_updated_at then 'stale'
+                when c.keap_hash = r.content_hash then 'unchanged'
+                else 'load'
+            end as verdict
+        from ranked as r
+        left join public.sync_contacts as c
+            on c.keap_id = r.keap_id
+    )
+    select j.ordinal, j.verdict
+    from judged as j
+    where j.verdict <> 'unchanged'
+$$;
+
+comment on function keap_pipeline.diff_contacts_from_stage(uuid) is
+    'Phase one of a contacts batch: which staged keys need their full rows loaded (unchanged ones are left out).';
+
+revoke execute on function keap_pipeline.diff_contacts_from_stage(uuid) from public;
 
 -- Three-way merge of one record's fields. Per field: equal on both sides -> that value; changed on one
 -- side only (relative to the base, the values of the last completed sync) -> that side; changed on both
@@ -283,6 +361,7 @@ begin
             d.custom_fields,
             d.keap_created_at,
             d.keap_updated_at,
+            d.content_hash,
             l.id as cur_id,
             l.version as cur_version,
             l.email as cur_email,
@@ -295,6 +374,8 @@ begin
             case
                 when l.id is null then 'insert'
                 when l.keap_updated_at is not null and d.keap_updated_at < l.keap_updated_at then 'stale'
+                -- the Keap content last seen (written, parked or kept local) came again: nothing to do
+                when l.keap_hash = d.content_hash then 'unchanged'
                 when (d.email, d.first_name, d.last_name, d.phone, d.company, d.tags, d.custom_fields, d.keap_created_at)
                      is not distinct from
                      (l.email, l.first_name, l.last_name, l.phone, l.company, l.tags, l.custom_fields, l.keap_created_at)
@@ -358,11 +439,14 @@ begin
     ins as (
         insert into public.sync_contacts (
             keap_id, email, first_name, last_name, phone, company, tags, custom_fields,
-            source_system, keap_created_at, keap_updated_at, last_synced_at, sync_status
+            source_system, keap_created_at, keap_updated_at, keap_hash, last_synced_at, sync_status,
+            created_by
         )
         select
             r.keap_id, r.email, r.first_name, r.last_name, r.phone, r.company, r.tags, r.custom_fields,
-            'keap', r.keap_created_at, r.keap_updated_at, pg_catalog.now(), 'completed'
+            'keap', r.keap_created_at, r.keap_updated_at, r.content_hash, pg_catalog.now(), 'completed',
+            -- created by the ingestion, not by a user (and the column default need not run per row)
+            null
         from resolved as r
         where r.action = 'insert'
         returning id, keap_id
@@ -406,6 +490,9 @@ begin
             end,
             keap_created_at = case when r.kind = 'park' then t.keap_created_at else r.keap_created_at end,
             keap_updated_at = case when r.kind = 'park' then t.keap_updated_at else r.keap_updated_at end,
+            -- the Keap content now seen, whatever was done with it: a parked or kept-local record is
+            -- not re-examined until Keap changes it again
+            keap_hash = r.content_hash,
             -- a merge that kept local values is not in sync until the outbound item reaches Keap
             last_synced_at = case when r.kind = 'overwrite' then pg_catalog.now() else t.last_synced_at end,
             sync_status = case r.kind

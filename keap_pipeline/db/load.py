@@ -53,6 +53,50 @@ def _split(qualified: str) -> sql.Identifier:
     return sql.Identifier(schema, name)
 
 
+KEY_COLUMNS = ("ordinal", "keap_id", "keap_updated_at", "content_hash")
+
+
+def _copy(conn: psycopg.Connection, table: str, columns: tuple[str, ...], frame: pl.DataFrame, batch_id: uuid.UUID) -> None:
+    data = frame.select(pl.lit(str(batch_id)).alias("batch_id"), *columns)
+    statement = sql.SQL("copy {} ({}) from stdin (format csv)").format(
+        _split(table),
+        sql.SQL(", ").join(sql.Identifier(n) for n in ("batch_id", *columns)),
+    )
+    payload = data.write_csv(include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%:z")
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.write(payload.encode("utf-8"))
+
+
+def diff_frame(conn: psycopg.Connection, entity: Entity, frame: pl.DataFrame) -> tuple[pl.DataFrame, UpsertCounts]:
+    """Phase one: COPY only keys and content hashes, and keep the rows the database does not already hold.
+
+    Args:
+        conn: a connection inside the batch's transaction.
+        entity: the entity (keys staging table and diff function).
+        frame: the normalized batch.
+
+    Returns:
+        (the rows that must be loaded, counts of the others: seen, unchanged, stale, duplicates).
+        Without a diff function the whole frame is returned with zero counts.
+    """
+    counts = UpsertCounts()
+    if entity.diff_function is None or entity.keys_staging_table is None or frame.height == 0:
+        return frame, counts
+    batch_id = uuid.uuid4()
+    _copy(conn, entity.keys_staging_table, KEY_COLUMNS, frame, batch_id)
+    query = sql.SQL("select ordinal, verdict from {}(%s)").format(_split(entity.diff_function))
+    with conn.cursor() as cur:
+        verdicts = cur.execute(query, (batch_id,)).fetchall()  # every record but the unchanged ones
+    load = [ordinal for ordinal, verdict in verdicts if verdict == "load"]
+    counts.stale = sum(1 for _, verdict in verdicts if verdict == "stale")
+    counts.duplicates = sum(1 for _, verdict in verdicts if verdict == "duplicate")
+    counts.unchanged = frame.height - len(verdicts)
+    counts.seen = frame.height - len(load)
+    if len(load) == frame.height:
+        return frame, counts
+    return frame.filter(pl.col("ordinal").is_in(load)), counts
+
+
 def copy_frame(conn: psycopg.Connection, entity: Entity, frame: pl.DataFrame, batch_id: uuid.UUID) -> int:
     """COPY a normalized frame into the entity's staging table under `batch_id`.
 
@@ -78,14 +122,7 @@ def copy_frame(conn: psycopg.Connection, entity: Entity, frame: pl.DataFrame, ba
         raise ValueError(f"{entity.name} has no staging table yet")
     if frame.height == 0:
         return 0
-    data = frame.with_columns(pl.lit(str(batch_id)).alias("batch_id")).select(["batch_id", *names])
-    statement = sql.SQL("copy {} ({}) from stdin (format csv)").format(
-        _split(entity.staging_table),
-        sql.SQL(", ").join(sql.Identifier(n) for n in ("batch_id", *names)),
-    )
-    payload = data.write_csv(include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%:z")
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        copy.write(payload.encode("utf-8"))
+    _copy(conn, entity.staging_table, names, frame, batch_id)
     return frame.height
 
 
@@ -125,3 +162,33 @@ def upsert_staged(
         assert row is not None and cur.description is not None
         names = [d.name for d in cur.description]
     return UpsertCounts(**dict(zip(names, row, strict=True)))
+
+
+def load_frame(
+    conn: psycopg.Connection,
+    entity: Entity,
+    frame: pl.DataFrame,
+    *,
+    strategy: str = "keap_wins",
+    merge_rule: str = "manual",
+    diff: bool = True,
+) -> UpsertCounts:
+    """Both phases of one batch inside the caller's transaction: diff by key and hash, then COPY + upsert what changed.
+
+    Args:
+        conn: a connection inside the batch's transaction.
+        entity: the entity.
+        frame: the normalized batch.
+        strategy: conflict strategy.
+        merge_rule: merge rule for fields changed on both sides.
+        diff: run phase one; without it every row is staged (the upsert still writes only what changed).
+
+    Returns:
+        The counts of both phases.
+    """
+    todo, counts = diff_frame(conn, entity, frame) if diff else (frame, UpsertCounts())
+    if todo.height:
+        batch_id = uuid.uuid4()
+        copy_frame(conn, entity, todo, batch_id)
+        counts.add(upsert_staged(conn, entity, batch_id, strategy=strategy, merge_rule=merge_rule))
+    return counts

@@ -127,7 +127,7 @@ def keap_contacts(
                 merge_rule=config.merge_rule,
                 page_size=config.page_size,
                 pages_per_batch=config.pages_per_batch,
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 progress=progress,
             )
     except (KeapPipelineError, ValueError) as err:

@@ -41,6 +41,7 @@ import polars as pl
 
 from keap_pipeline.entities import CONTACTS
 from keap_pipeline.normalize import timestamps
+from keap_pipeline.normalize.content_hash import add_content_hash
 from keap_pipeline.normalize.errors import (
     BatchTooLargeError,
     NaiveFetchedAtError,
@@ -56,8 +57,8 @@ _fromisoformat = timestamps.fromisoformat
 _EPOCH = timestamps.EPOCH
 _MICROSECOND = timestamps.MICROSECOND
 
-# The staging schema, in COPY order; tests check the names against entities.CONTACTS.
-CONTACT_SCHEMA = pl.Schema(
+# The columns one record's row is built of, in order (the content hash is appended after).
+_ROW_SCHEMA = pl.Schema(
     {
         "ordinal": pl.Int32,
         "keap_id": pl.Utf8,
@@ -72,6 +73,11 @@ CONTACT_SCHEMA = pl.Schema(
         "keap_updated_at": _UTC_US,
     }
 )
+# What is hashed into content_hash: everything stored except the batch position, the id and
+# Keap's update time (a record Keap re-saved with the same content is unchanged).
+CONTENT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "tags", "custom_fields", "keap_created_at")
+# The staging schema, in COPY order; tests check the names against entities.CONTACTS.
+CONTACT_SCHEMA = pl.Schema({**_ROW_SCHEMA, "content_hash": pl.Utf8})
 # Row tuple positions whose strings go to PostgreSQL (checked for lone surrogates on fallback),
 # with the Keap field each comes from.
 _TEXT_SOURCES = (
@@ -438,15 +444,15 @@ def _surrogate_field(row: tuple[Any, ...]) -> str | None:
 
 
 def _frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(CONTACT_SCHEMA)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(_ROW_SCHEMA)
     series = []
-    for (name, dtype), values in zip(CONTACT_SCHEMA.items(), columns, strict=True):
+    for (name, dtype), values in zip(_ROW_SCHEMA.items(), columns, strict=True):
         if dtype == _UTC_US:
             # Epoch microseconds -> Datetime: exact, and far faster than converting datetimes.
             series.append(pl.Series(name, values, dtype=pl.Int64).cast(_UTC_US))
         else:
             series.append(pl.Series(name, values, dtype=dtype))
-    return pl.DataFrame(series)
+    return add_content_hash(pl.DataFrame(series), CONTENT_COLUMNS)
 
 
 def normalize_contacts(records: Sequence[Any], *, fetched_at: datetime) -> NormalizeResult:

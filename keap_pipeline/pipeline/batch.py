@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +12,7 @@ import psycopg
 
 from keap_pipeline.db.cursors import advance_cursor
 from keap_pipeline.db.dead_letters import NewDeadLetter, record_dead_letters
-from keap_pipeline.db.load import UpsertCounts, copy_frame, relax_commit, upsert_staged
+from keap_pipeline.db.load import UpsertCounts, load_frame, relax_commit
 from keap_pipeline.entities import Entity
 
 log = logging.getLogger(__name__)
@@ -40,6 +39,7 @@ def load_isolating(
     merge_rule: str,
     counts: UpsertCounts,
     refused: list[NewDeadLetter],
+    diff: bool = True,
 ) -> None:
     """COPY + upsert under a savepoint; when PostgreSQL refuses the rows, halve until the culprit is alone.
 
@@ -48,9 +48,8 @@ def load_isolating(
     """
     try:
         with conn.transaction():
-            batch_id = uuid.uuid4()
-            copy_frame(conn, entity, frame, batch_id)
-            counts.add(upsert_staged(conn, entity, batch_id, strategy=strategy, merge_rule=merge_rule))
+            found = load_frame(conn, entity, frame, strategy=strategy, merge_rule=merge_rule, diff=diff)
+        counts.add(found)
         return
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
         if frame.height == 1:
@@ -69,7 +68,7 @@ def load_isolating(
             return
     half = frame.height // 2
     for part in (frame.slice(0, half), frame.slice(half)):
-        load_isolating(conn, entity, part, records, strategy, merge_rule, counts, refused)
+        load_isolating(conn, entity, part, records, strategy, merge_rule, counts, refused, diff)
 
 
 def load_batch(
@@ -82,6 +81,7 @@ def load_batch(
     strategy: str,
     merge_rule: str,
     fetched_at: datetime | None = None,
+    diff: bool = True,
 ) -> BatchOutcome:
     """Load one batch of raw Keap records in ONE transaction, cursor included.
 
@@ -94,6 +94,7 @@ def load_batch(
         strategy: conflict strategy.
         merge_rule: the merge rule for fields changed on both sides.
         fetched_at: when the pages were fetched (UTC); now when None.
+        diff: run the key/hash diff before staging full rows (see BatchSizer).
 
     Returns:
         The batch's counts, dead letters and highest Keap update time.
@@ -112,7 +113,7 @@ def load_batch(
             with conn.transaction():
                 relax_commit(conn)
                 if frame.height:
-                    load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused)
+                    load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused, diff)
                 record_dead_letters(conn, entity.name, [*letters, *refused], run_id)
                 if max_updated is not None:
                     advance_cursor(conn, entity.name, scope, max_updated, len(records), run_id)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from keap_pipeline.db.cursors import INCREMENTAL, get_cursor
 from keap_pipeline.entities import Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
 from keap_pipeline.pipeline.batch import load_batch
+from keap_pipeline.pipeline.batching import BatchSizer
 from keap_pipeline.pipeline.report import SyncReport
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def sync_entity(
     merge_rule: str = "manual",
     page_size: int = 1000,
     pages_per_batch: int = 1,
+    max_pages_per_batch: int = 10,
     run_id: str | None = None,
     progress: Progress | None = None,
 ) -> SyncReport:
@@ -51,8 +53,10 @@ def sync_entity(
         strategy: conflict strategy (keap_wins, supabase_wins, manual, merge).
         merge_rule: for merge: keap_wins, supabase_wins or manual.
         page_size: records per request (<= 1000).
-        pages_per_batch: pages per transaction (1000 changed rows per transaction keeps realtime
-            subscribers' latency low; see docs/benchmarks.md).
+        pages_per_batch: the fewest pages per transaction (1000 changed rows per transaction
+            keeps realtime subscribers' latency low; see docs/benchmarks.md).
+        max_pages_per_batch: the most pages per transaction, reached while pages change little
+            (pipeline.batching.BatchSizer).
         run_id: kept with the cursor and dead letters.
         progress: called after every committed batch with the running report.
 
@@ -75,14 +79,17 @@ def sync_entity(
         report.since = start
         pending: list[Any] = []
         pending_pages = 0
+        sizer = BatchSizer(min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch))
 
         def flush() -> None:
             nonlocal pending, pending_pages
             if not pending:
                 return
             outcome = load_batch(
-                conn, entity, pending, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule
+                conn, entity, pending, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule,
+                diff=sizer.diff,
             )
+            sizer.observe(outcome.counts, len(pending), pending_pages)
             report.batches += 1
             report.counts.add(outcome.counts)
             report.dead_lettered += outcome.dead_lettered
@@ -108,7 +115,7 @@ def sync_entity(
                 report.records_seen += len(page.records)
                 pending.extend(page.records)
                 pending_pages += 1
-                if pending_pages >= pages_per_batch:
+                if pending_pages >= sizer.pages:
                     flush()
             flush()
         except KeapQuotaExhausted as err:

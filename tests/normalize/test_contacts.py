@@ -405,7 +405,26 @@ def test_output_schema_is_exactly_the_staging_schema() -> None:
         "custom_fields": pl.Utf8,
         "keap_created_at": pl.Datetime("us", "UTC"),
         "keap_updated_at": pl.Datetime("us", "UTC"),
+        "content_hash": pl.Utf8,
     }
+
+
+def test_content_hash_changes_with_content_only() -> None:
+    base = normalize_contacts([contact()], fetched_at=FETCHED).frame
+    again = normalize_contacts([contact()], fetched_at=FETCHED).frame
+    assert base["content_hash"][0] == again["content_hash"][0]
+    assert len(base["content_hash"][0]) == 32
+    resaved = normalize_contacts([contact(update_time="2031-01-01T00:00:00.000Z")], fetched_at=FETCHED).frame
+    assert resaved["content_hash"][0] == base["content_hash"][0], "a re-save without changes is unchanged"
+    for changed in (
+        contact(given_name="Other"),
+        contact(family_name=None),
+        contact(tag_ids=["999"]),
+        contact(email_addresses=[]),
+        contact(create_time="2020-01-01T00:00:00.000Z"),
+    ):
+        frame = normalize_contacts([changed], fetched_at=FETCHED).frame
+        assert frame["content_hash"][0] != base["content_hash"][0], changed
 
 
 def test_fetched_at_must_be_aware() -> None:

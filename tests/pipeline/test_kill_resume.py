@@ -29,7 +29,9 @@ def _start_sync(base_url: str, url: str) -> subprocess.Popen[str]:
     env.pop("KEAP_PIPELINE_DATABASE_URL", None)
     return subprocess.Popen(  # noqa: S603 - our own command
         [sys.executable, "-m", "keap_pipeline.cli", "sync", "contacts", "--base-url", base_url,
-         "--database-url", url, "--no-pacing", "--page-size", str(PAGE)],
+         "--database-url", url, "--no-pacing", "--page-size", str(PAGE),
+         # one page per transaction, so that kill points fall between many small commits
+         "--max-pages-per-batch", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
