@@ -28,6 +28,11 @@ alter table public.sync_queue
     add constraint sync_queue_status_known
         check (status in ('pending', 'processing', 'completed', 'error', 'cancelled'));
 
+-- Conflict detection asks, per changed contact, whether a local change is still waiting to reach Keap.
+create index sync_queue_unsent_entity_idx
+    on public.sync_queue (entity_type, entity_id)
+    where status in ('pending', 'processing', 'error');
+
 -- Staging: COPY lands here, one batch_id per batch, and the upsert function consumes (deletes) its
 -- batch. UNLOGGED: staged rows are transient and rebuilt from Keap after a crash, so they need no WAL.
 -- A permanent table rather than a temp table: no DDL at run time, and it works behind transaction-mode
@@ -272,7 +277,8 @@ comment on function keap_pipeline.describe_conflict(text, uuid, jsonb, jsonb, te
 --   insert     no row with this keap_id yet
 --   stale      Keap's update time is older than the stored one (an old window replayed): nothing
 --   unchanged  the stored content equals Keap's: nothing is written (no version, audit, queue, tuple)
---   local      changed locally since the last sync, not in Keap: left for the outbound sync
+--   local      changed locally since the last sync (an unsent sync_queue item), not in Keap: left
+--              for the outbound sync
 --   update     changed in Keap only: overwritten
 --   conflict   changed in Keap AND locally since the last sync, resolved by p_strategy:
 --     keap_wins      overwrite; the local version is kept in sync_conflicts; its pending outbound
@@ -309,6 +315,7 @@ set jit = off
 as $$
 declare
     v record;
+    v_previous_source text := pg_catalog.current_setting('keap_pipeline.sync_source', true);
 begin
     if p_strategy is null or p_strategy not in ('keap_wins', 'supabase_wins', 'manual', 'merge') then
         raise exception 'unknown conflict strategy %', coalesce(p_strategy, 'NULL')
@@ -380,7 +387,17 @@ begin
                      is not distinct from
                      (l.email, l.first_name, l.last_name, l.phone, l.company, l.tags, l.custom_fields, l.keap_created_at)
                     then 'unchanged'
-                when l.updated_at > coalesce(l.last_synced_at, '-infinity'::timestamptz) then
+                -- changed locally since the last sync = a local change not yet (or not successfully)
+                -- sent to Keap: every app write queues one (sql/12), the ingestion's never do. Unlike
+                -- comparing updated_at with last_synced_at this stays right once the outbound sync has
+                -- delivered the change, and within one transaction.
+                when exists (
+                    select 1
+                    from public.sync_queue as q
+                    where q.entity_type = 'sync_contacts'
+                      and q.entity_id = l.id
+                      and q.status in ('pending', 'processing', 'error')
+                ) then
                     case
                         when l.keap_updated_at is null or d.keap_updated_at > l.keap_updated_at then 'conflict'
                         else 'local'
@@ -632,6 +649,8 @@ begin
             using errcode = '40001',
                   hint = 'Retry the batch (the loader does): its transaction is rolled back whole.';
     end if;
+    -- the caller's own source again (the statement's triggers have fired)
+    perform pg_catalog.set_config('keap_pipeline.sync_source', coalesce(v_previous_source, ''), true);
     return query
     select v.seen, v.duplicates, v.inserted, v.updated, v.unchanged, v.stale, v.local_pending, v.conflicts,
            v.conflicts_keap_wins, v.conflicts_supabase_wins, v.conflicts_merged, v.conflicts_parked;
@@ -643,3 +662,128 @@ comment on function keap_pipeline.upsert_contacts_from_stage(uuid, text, text) i
 
 revoke execute on function keap_pipeline.upsert_contacts_from_stage(uuid, text, text) from public;
 revoke execute on function keap_pipeline.merge_fields(jsonb, jsonb, jsonb, text) from public;
+
+-- The request's batch_upsert_contacts(jsonb[]), kept by name, signature and result, as a front of the
+-- pipeline's implementation: records are checked (a rejected one is kept in sync_queue with status
+-- 'error' and the reason, as the request did), the rest are staged and go through
+-- keap_pipeline.upsert_contacts_from_stage, so there is one upsert, not two. Conflicts (changed in
+-- Keap and locally since the last sync) are parked for manual resolution. A record without
+-- keap_updated_at counts as changed in Keap when the call is made (clock_timestamp()).
+-- Returns succeeded (valid records not in conflict, in-batch duplicates included), failed
+-- (rejected), conflicts.
+create function public.batch_upsert_contacts(p_contacts jsonb[])
+returns table (succeeded integer, failed integer, conflicts integer)
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+set jit = off
+as $$
+declare
+    v_batch uuid := pg_catalog.gen_random_uuid();
+    v_valid integer;
+    v_failed integer;
+    v_conflicts integer;
+begin
+    with input as (
+        select c.rec, c.ord
+        from unnest(coalesce(p_contacts, '{}'::jsonb[])) with ordinality as c(rec, ord)
+    ),
+    checked as (
+        select
+            i.rec,
+            i.ord,
+            case
+                when i.rec is null or jsonb_typeof(i.rec) <> 'object' then
+                    'record is not a JSON object'
+                when exists (
+                    select 1
+                    from pg_catalog.jsonb_object_keys(i.rec) as k(name)
+                    where k.name not in (
+                        'keap_id', 'email', 'first_name', 'last_name', 'phone', 'company',
+                        'tags', 'custom_fields', 'keap_updated_at'
+                    )
+                ) then
+                    'unknown field(s): ' || (
+                        select string_agg(k.name, ', ' order by k.name)
+                        from pg_catalog.jsonb_object_keys(i.rec) as k(name)
+                        where k.name not in (
+                            'keap_id', 'email', 'first_name', 'last_name', 'phone', 'company',
+                            'tags', 'custom_fields', 'keap_updated_at'
+                        )
+                    ) || '; known: keap_id, email, first_name, last_name, phone, company, tags, custom_fields, keap_updated_at'
+                when coalesce(jsonb_typeof(i.rec -> 'keap_id'), 'missing') not in ('string', 'number')
+                    or pg_catalog.btrim(i.rec ->> 'keap_id') = '' then
+                    'keap_id is missing or empty'
+                when exists (
+                    select 1
+                    from (values ('keap_id', 255), ('email', 255), ('first_name', 255), ('last_name', 255),
+                                 ('phone', 50), ('company', 255)) as f(name, max_length)
+                    where jsonb_typeof(i.rec -> f.name) not in ('string', 'number', 'null')
+                       or pg_catalog.length(i.rec ->> f.name) > f.max_length
+                ) then
+                    'a text field is not a string or is too long (keap_id, email, first_name, last_name, company: 255; phone: 50)'
+                when jsonb_typeof(i.rec -> 'tags') not in ('array', 'null') then
+                    'tags must be a JSON array'
+                when jsonb_typeof(i.rec -> 'custom_fields') not in ('object', 'null') then
+                    'custom_fields must be a JSON object'
+                when jsonb_typeof(i.rec -> 'keap_updated_at') not in ('string', 'null')
+                    or not keap_pipeline.is_timestamptz(i.rec ->> 'keap_updated_at') then
+                    'keap_updated_at must be an ISO-8601 timestamp with a time zone'
+            end as problem
+        from input as i
+    ),
+    rejected as (
+        insert into public.sync_queue (operation, entity_type, entity_id, payload, status, error_message)
+        select
+            'sync',
+            'sync_contacts',
+            null,
+            coalesce(ch.rec, 'null'::jsonb),
+            'error',
+            'batch_upsert_contacts: record ' || ch.ord || ' rejected: ' || ch.problem
+        from checked as ch
+        where ch.problem is not null
+        returning 1
+    ),
+    staged as (
+        insert into keap_pipeline.stage_contacts (
+            batch_id, ordinal, keap_id, email, first_name, last_name, phone, company, tags, custom_fields,
+            keap_created_at, keap_updated_at, content_hash
+        )
+        select
+            v_batch,
+            ch.ord::integer,
+            ch.rec ->> 'keap_id',
+            ch.rec ->> 'email',
+            ch.rec ->> 'first_name',
+            ch.rec ->> 'last_name',
+            ch.rec ->> 'phone',
+            ch.rec ->> 'company',
+            coalesce(nullif(ch.rec -> 'tags', 'null'::jsonb), '[]'::jsonb),
+            coalesce(nullif(ch.rec -> 'custom_fields', 'null'::jsonb), '{}'::jsonb),
+            null,
+            coalesce((ch.rec ->> 'keap_updated_at')::timestamptz, pg_catalog.clock_timestamp()),
+            -- no fingerprint: the upsert compares the content itself
+            null
+        from checked as ch
+        where ch.problem is null
+        returning 1
+    )
+    select (select pg_catalog.count(*) from staged)::integer, (select pg_catalog.count(*) from rejected)::integer
+    into v_valid, v_failed;
+
+    select u.conflicts
+    into v_conflicts
+    from keap_pipeline.upsert_contacts_from_stage(v_batch, 'manual', 'manual') as u;
+
+    return query
+    select v_valid - v_conflicts, v_failed, v_conflicts;
+end
+$$;
+
+comment on function public.batch_upsert_contacts(jsonb[]) is
+    'The request''s batch upsert: checks records, stages them, and runs keap_pipeline.upsert_contacts_from_stage (manual conflicts).';
+
+-- Like the pipeline's functions: it touches the internal schema, which the API roles cannot use.
+revoke execute on function public.batch_upsert_contacts(jsonb[]) from public, anon, authenticated, service_role;

@@ -2,5 +2,4 @@
 drop function public.drop_old_audit_partitions();
 drop function public.create_monthly_partition(date);
 drop function keap_pipeline.is_timestamptz(text);
-drop function public.batch_upsert_contacts(jsonb[]);
 drop function public.detect_sync_conflict(varchar, uuid, jsonb, jsonb);
