@@ -181,7 +181,6 @@ def keap_contacts_cursor_fresh(context: AssetCheckExecutionContext, postgres: Po
 keap_contacts_job = define_asset_job(
     "keap_contacts_job",
     selection=[AssetKey("keap_contacts")],
-    partitions_def=PARTITIONS,
     description="On demand: sync the chosen partitions' windows of Keap contacts (one run per range).",
 )
 

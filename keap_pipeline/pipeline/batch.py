@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,11 +15,55 @@ from keap_pipeline.db.cursors import advance_cursor
 from keap_pipeline.db.dead_letters import NewDeadLetter, record_dead_letters
 from keap_pipeline.db.load import UpsertCounts, load_frame, relax_commit
 from keap_pipeline.entities import Entity
+from keap_pipeline.normalize.result import NormalizeResult, Rejected
 
 log = logging.getLogger(__name__)
 
 # a batch whose contacts an app keeps editing while it loads is retried this often, then fails
 MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class NormalizedPage:
+    """One page of raw records with its normalized form (made ahead, in the read-ahead thread)."""
+
+    records: list[Any]
+    result: NormalizeResult
+
+
+def normalize_page(entity: Entity, records: list[Any]) -> NormalizedPage:
+    """Normalize one page of raw records.
+
+    Args:
+        entity: the entity (its normalizer).
+        records: the page's raw records, in Keap's order.
+
+    Returns:
+        The page with its normalized frame and rejections.
+    """
+    return NormalizedPage(records, entity.resolve_normalizer()(records, fetched_at=datetime.now(UTC)))
+
+
+def combine(pages: Sequence[NormalizedPage]) -> tuple[list[Any], NormalizeResult]:
+    """One batch out of several normalized pages: records concatenated, ordinals renumbered to match.
+
+    Args:
+        pages: at least one page.
+
+    Returns:
+        (all raw records, their combined NormalizeResult).
+    """
+    if len(pages) == 1:
+        return pages[0].records, pages[0].result
+    records: list[Any] = []
+    frames: list[pl.DataFrame] = []
+    rejected: list[Rejected] = []
+    for page in pages:
+        offset = len(records)
+        frames.append(page.result.frame.with_columns((pl.col("ordinal") + offset).cast(pl.Int32)))
+        records.extend(page.records)
+        rejected.extend(page.result.rejected)
+    return records, NormalizeResult(frame=pl.concat(frames), rejected=rejected, fetched_at=pages[0].result.fetched_at)
 
 
 @dataclass
@@ -82,6 +127,7 @@ def load_batch(
     merge_rule: str,
     fetched_at: datetime | None = None,
     diff: bool = True,
+    normalized: NormalizeResult | None = None,
 ) -> BatchOutcome:
     """Load one batch of raw Keap records in ONE transaction, cursor included.
 
@@ -95,12 +141,12 @@ def load_batch(
         merge_rule: the merge rule for fields changed on both sides.
         fetched_at: when the pages were fetched (UTC); now when None.
         diff: run the key/hash diff before staging full rows (see BatchSizer).
+        normalized: `records` already normalized (see combine); normalized here when None.
 
     Returns:
         The batch's counts, dead letters and highest Keap update time.
     """
-    normalize = entity.resolve_normalizer()
-    result = normalize(records, fetched_at=fetched_at or datetime.now(UTC))
+    result = normalized or entity.resolve_normalizer()(records, fetched_at=fetched_at or datetime.now(UTC))
     letters = [
         NewDeadLetter(keap_id=r.keap_id, record=r.record, reason=r.reason, field=r.field) for r in result.rejected
     ]

@@ -6,14 +6,14 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from keap_pipeline.db.connect import connect
 from keap_pipeline.db.cursors import INCREMENTAL, get_cursor
 from keap_pipeline.entities import Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
-from keap_pipeline.pipeline.batch import load_batch
+from keap_pipeline.pipeline.batch import NormalizedPage, combine, load_batch, normalize_page
 from keap_pipeline.pipeline.batching import BatchSizer
+from keap_pipeline.pipeline.prefetch import prefetch
 from keap_pipeline.pipeline.report import SyncReport
 
 log = logging.getLogger(__name__)
@@ -77,25 +77,25 @@ def sync_entity(
             start = cursor.value
             log.info("%s: resuming %s from cursor %s", entity.name, scope, start.isoformat())
         report.since = start
-        pending: list[Any] = []
-        pending_pages = 0
+        pending: list[NormalizedPage] = []
         sizer = BatchSizer(min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch))
 
         def flush() -> None:
-            nonlocal pending, pending_pages
+            nonlocal pending
             if not pending:
                 return
+            records, normalized = combine(pending)
             outcome = load_batch(
-                conn, entity, pending, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule,
-                diff=sizer.diff,
+                conn, entity, records, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule,
+                diff=sizer.diff, normalized=normalized,
             )
-            sizer.observe(outcome.counts, len(pending), pending_pages)
+            sizer.observe(outcome.counts, len(records), len(pending))
             report.batches += 1
             report.counts.add(outcome.counts)
             report.dead_lettered += outcome.dead_lettered
             if outcome.max_updated_at is not None:
                 report.cursor = max(report.cursor or outcome.max_updated_at, outcome.max_updated_at)
-            pending, pending_pages = [], 0
+            pending = []
             report.requests = client.stats.requests - requests_before
             report.quota_available = client.stats.quota_available
             report.seconds = time.monotonic() - started
@@ -103,19 +103,21 @@ def sync_entity(
                 progress(report)
 
         try:
-            for page in client.iter_pages(
+            pages = client.iter_pages(
                 entity.name,
                 fields=entity.fields,
                 since=start,
                 until=until,
                 order_by=entity.order_by,
                 page_size=page_size,
-            ):
+            )
+            # the next pages download and normalize in a thread while this batch loads (the client
+            # is used by that thread only; the pipeline thread waits on PostgreSQL meanwhile)
+            for page in prefetch((normalize_page(entity, p.records) for p in pages), depth=2):
                 report.pages += 1
                 report.records_seen += len(page.records)
-                pending.extend(page.records)
-                pending_pages += 1
-                if pending_pages >= sizer.pages:
+                pending.append(page)
+                if len(pending) >= sizer.pages:
                     flush()
             flush()
         except KeapQuotaExhausted as err:
