@@ -39,8 +39,10 @@ ui: install
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/python -m keap_pipeline.ui
 
+## lint: ruff on the code, tests and benchmarks; mypy on the package
 lint: install
 	$(BIN)/ruff check keap_pipeline tests bench
+	$(BIN)/mypy keap_pipeline
 
 bench: install
 	$(BIN)/python -m bench

@@ -75,12 +75,11 @@ def _bin(name: str) -> str:
 
 
 def _run_as_owner(args: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    kwargs: dict[str, object] = {}
-    if os.geteuid() == 0:
-        kwargs["user"] = SYSTEM_USER
+    # as root, run as the server's OS user (initdb/pg_ctl refuse root); user=None is run's default
+    user = SYSTEM_USER if os.geteuid() == 0 else None
     try:
         return subprocess.run(  # noqa: S603 - fixed binary, no shell
-            args, check=True, capture_output=True, text=True, timeout=timeout, **kwargs
+            args, check=True, capture_output=True, text=True, timeout=timeout, user=user
         )
     except subprocess.CalledProcessError as err:
         raise EmbeddedServerError(

@@ -152,9 +152,10 @@ def render(conn: psycopg.Connection, schemas: tuple[str, ...] = DEFAULT_SCHEMAS)
         t = tables[key]
         lines.append(f"    {_entity(t.schema, t.name)} {{")
         for column, pg_type, not_null in t.columns:
-            marks = ", ".join(m for m in ("PK", "FK", "UK") if m in t.keys.get(column, set()))
-            suffix = f" {marks}" if marks else ""
-            comment = "" if not_null or "PK" in marks else ' "nullable"'
+            column_marks = t.keys.get(column, set())
+            label = ", ".join(m for m in ("PK", "FK", "UK") if m in column_marks)
+            suffix = f" {label}" if label else ""
+            comment = "" if not_null or "PK" in column_marks else ' "nullable"'
             lines.append(f"        {_mermaid_type(pg_type)} {column}{suffix}{comment}")
         lines.append("    }")
     for parent, cardinality, child, column in sorted(relationships):

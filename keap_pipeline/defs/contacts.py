@@ -55,7 +55,8 @@ class ContactsSyncConfig(Config):
     page_size: int = Field(default=1000, ge=1, le=1000)
 
 
-def _metadata(report: SyncReport) -> dict[str, object]:
+# Values Dagster accepts as metadata (a subset of its RawMetadataValue, which lives in a private module).
+def _metadata(report: SyncReport) -> dict[str, MetadataValue | int | float | str]:
     c = report.counts
     return {
         "records_seen": report.records_seen,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import NoReturn
 
 MASK = "***"
 
@@ -63,7 +64,7 @@ class Secret:
     def __format__(self, spec: str) -> str:
         return MASK
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         # pickling would write the clear value wherever the pickle goes
         raise TypeError("Secret values cannot be pickled")
 

@@ -58,17 +58,19 @@ _EPOCH = timestamps.EPOCH
 _MICROSECOND = timestamps.MICROSECOND
 
 # The columns one record's row is built of, in order (the content hash is appended after).
+# Data type instances, not classes: pl.Schema stores instances either way, and a dict of
+# instances is typed as one (a dict mixing classes and instances is not).
 _ROW_SCHEMA = pl.Schema(
     {
-        "ordinal": pl.Int32,
-        "keap_id": pl.Utf8,
-        "email": pl.Utf8,
-        "first_name": pl.Utf8,
-        "last_name": pl.Utf8,
-        "phone": pl.Utf8,
-        "company": pl.Utf8,
-        "tags": pl.Utf8,
-        "custom_fields": pl.Utf8,
+        "ordinal": pl.Int32(),
+        "keap_id": pl.Utf8(),
+        "email": pl.Utf8(),
+        "first_name": pl.Utf8(),
+        "last_name": pl.Utf8(),
+        "phone": pl.Utf8(),
+        "company": pl.Utf8(),
+        "tags": pl.Utf8(),
+        "custom_fields": pl.Utf8(),
         "keap_created_at": _UTC_US,
         "keap_updated_at": _UTC_US,
     }
@@ -77,7 +79,7 @@ _ROW_SCHEMA = pl.Schema(
 # Keap's update time (a record Keap re-saved with the same content is unchanged).
 CONTENT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "tags", "custom_fields", "keap_created_at")
 # The staging schema, in COPY order; tests check the names against entities.CONTACTS.
-CONTACT_SCHEMA = pl.Schema({**_ROW_SCHEMA, "content_hash": pl.Utf8})
+CONTACT_SCHEMA = pl.Schema({**_ROW_SCHEMA, "content_hash": pl.Utf8()})
 # Row tuple positions whose strings go to PostgreSQL (checked for lone surrogates on fallback),
 # with the Keap field each comes from.
 _TEXT_SOURCES = (
@@ -113,15 +115,21 @@ def _not_json(value: Any) -> Any:
 # small object; build it once with the same settings as _CANONICAL (tests hold them equal).
 # markers=None skips the cycle check: values decoded from JSON cannot be cyclic (a cyclic
 # Python object ends in RecursionError, which is rejected).
-if json.encoder.c_make_encoder is not None:
-    _c_encode = json.encoder.c_make_encoder(
-        None, _not_json, json.encoder.c_encode_basestring, None, ":", ",", True, False, False
+# c_make_encoder is private to json.encoder and typeshed does not declare it, hence getattr;
+# encode_basestring is the C function whenever c_make_encoder exists (and is what
+# JSONEncoder itself uses with ensure_ascii=False).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
+    _c_encode = _c_make_encoder(
+        None, _not_json, json.encoder.encode_basestring, None, ":", ",", True, False, False
     )
 
     def _canonical_json(value: Any) -> str:
         return "".join(_c_encode(value, 0))
 else:  # pragma: no cover - CPython always has the C accelerator
-    _canonical_json = _CANONICAL.encode
+
+    def _canonical_json(value: Any) -> str:
+        return _CANONICAL.encode(value)
 
 
 class _Reject(Exception):  # noqa: N818 - control flow inside this module, never escapes it

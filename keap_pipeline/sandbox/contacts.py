@@ -245,7 +245,7 @@ class ContactFactory:
             One JSON object text per id.
         """
         salt = self.salt
-        out = []
+        out: list[str] = []
         append = out.append
         for ident in idents:
             h, h2 = mix(ident, salt)

@@ -136,7 +136,8 @@ def _apply(out: Parsed, name: str, op: str, raw: str, spec: Field) -> None:
         out.ids = wanted if out.ids is None else out.ids & wanted
     elif kind == "idcmp":
         value = _int(name, raw)
-        out.id_checks.append(lambda i, op=op, value=value: _compare(op, i, value))
+        # op and value are locals of this call, so the closure binds this clause's values
+        out.id_checks.append(lambda i: _compare(op, i, value))
     elif kind in ("time_lo", "time_hi"):
         bound = _time(name, raw)
         assert extract is not None
@@ -148,7 +149,8 @@ def _apply(out: Parsed, name: str, op: str, raw: str, spec: Field) -> None:
         if raw not in ("true", "false"):
             raise ApiError(400, f"filter {name}: {raw!r} must be true or false")
         assert extract is not None
-        out.record_checks.append(lambda r, want=(raw == "true"): bool(extract(r)) == want)
+        want = raw == "true"
+        out.record_checks.append(lambda r: bool(extract(r)) == want)
     elif kind == "num":
         try:
             number = float(raw)
@@ -157,9 +159,9 @@ def _apply(out: Parsed, name: str, op: str, raw: str, spec: Field) -> None:
         assert extract is not None
         out.record_checks.append(lambda r: _compare(op, extract(r), number))
     elif kind == "oneof":
-        wanted = frozenset(part for part in raw.split(",") if part)
+        choices = frozenset(part for part in raw.split(",") if part)
         assert extract is not None
-        out.record_checks.append(lambda r: _any(extract(r), lambda v: v in wanted))
+        out.record_checks.append(lambda r: _any(extract(r), lambda v: v in choices))
     else:  # text / exact on a record property (possibly a list of values)
         assert extract is not None
         test = _text_match(raw) if kind == "text" else (lambda v, raw=raw: v == raw)

@@ -44,7 +44,7 @@ class Quota:
             s_used = self._second[1] if self._second[0] == sec else 0
             m_used = self._minute[1] if self._minute[0] == minute else 0
             d_used = self._day[1] if self._day[0] == day else 0
-            retry = 0
+            retry: float = 0
             if lim.per_day is not None and d_used >= lim.per_day:
                 retry = (day + 1) * 86_400 - now
             elif lim.per_minute is not None and m_used >= lim.per_minute:

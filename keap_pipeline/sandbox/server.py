@@ -168,12 +168,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, api.error_body(404, f"no such resource: {url.path}"), state.quota.peek())
             return
         rest = url.path[len(_PREFIX):]
+        route_error: ApiError | None = None
         try:
             op, entity, ident = api.route(self.command, rest)
         except ApiError as err:  # answered after auth and quota, as Keap's gateway does
             op, entity, ident, route_error = "", "", None, err
-        else:
-            route_error = None
         if not self._authorized():
             message = "Invalid API key or access token: send X-Keap-API-Key or Authorization: Bearer"
             self._answer(401, api.error_body(401, message), state.quota.peek(), op, rest, url.query, body)
@@ -184,8 +183,8 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(429, api.error_body(429, "Quota Exceeded"), headers, op, rest, url.query, body)
             return
         if route_error is not None:
-            payload = api.error_body(route_error.status, route_error.message)
-            self._answer(route_error.status, payload, quota_headers, op, rest, url.query, body)
+            error_payload = api.error_body(route_error.status, route_error.message)
+            self._answer(route_error.status, error_payload, quota_headers, op, rest, url.query, body)
             return
         if self._fault(op.startswith("list"), op, quota_headers):
             return
