@@ -84,10 +84,10 @@ begin
             ),
             audit as (
                 insert into public.sync_audit_log (
-                    entity_type, entity_id, operation, old_data, new_data, changed_fields,
+                    id, entity_type, entity_id, operation, old_data, new_data, changed_fields,
                     sync_source, sync_destination, user_id
                 )
-                select $1, c.id, 'INSERT', null, c.row_data, null,
+                select keap_pipeline.uuid_v7(), $1, c.id, 'INSERT', null, c.row_data, null,
                        $2, case when $2 = 'keap' then 'supabase' else 'keap' end, $3
                 from changed as c
             ),
@@ -164,10 +164,10 @@ begin
             ),
             audit as (
                 insert into public.sync_audit_log (
-                    entity_type, entity_id, operation, old_data, new_data, changed_fields,
+                    id, entity_type, entity_id, operation, old_data, new_data, changed_fields,
                     sync_source, sync_destination, user_id
                 )
-                select $1, c.id, 'UPDATE', c.old_data, c.new_data, c.changed_fields,
+                select keap_pipeline.uuid_v7(), $1, c.id, 'UPDATE', c.old_data, c.new_data, c.changed_fields,
                        $2, case when $2 = 'keap' then 'supabase' else 'keap' end, $3
                 from changed as c
             ),
@@ -215,10 +215,10 @@ begin
             ),
             audit as (
                 insert into public.sync_audit_log (
-                    entity_type, entity_id, operation, old_data, new_data, changed_fields,
+                    id, entity_type, entity_id, operation, old_data, new_data, changed_fields,
                     sync_source, sync_destination, user_id
                 )
-                select $1, c.id, 'DELETE', c.row_data, null, null,
+                select keap_pipeline.uuid_v7(), $1, c.id, 'DELETE', c.row_data, null, null,
                        $2, case when $2 = 'keap' then 'supabase' else 'keap' end, $3
                 from changed as c
             ),

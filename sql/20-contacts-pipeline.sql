@@ -455,11 +455,13 @@ begin
     ),
     ins as (
         insert into public.sync_contacts (
-            keap_id, email, first_name, last_name, phone, company, tags, custom_fields,
+            id, keap_id, email, first_name, last_name, phone, company, tags, custom_fields,
             source_system, keap_created_at, keap_updated_at, keap_hash, last_synced_at, sync_status,
             created_by
         )
         select
+            -- time-ordered ids: bulk inserts append to the id indexes (keap_pipeline.uuid_v7)
+            keap_pipeline.uuid_v7(),
             r.keap_id, r.email, r.first_name, r.last_name, r.phone, r.company, r.tags, r.custom_fields,
             'keap', r.keap_created_at, r.keap_updated_at, r.content_hash, pg_catalog.now(), 'completed',
             -- created by the ingestion, not by a user (and the column default need not run per row)
@@ -538,10 +540,10 @@ begin
     ),
     status_rows as (
         insert into public.sync_status as s (
-            entity_type, entity_id, keap_id, supabase_id, sync_direction,
+            id, entity_type, entity_id, keap_id, supabase_id, sync_direction,
             last_sync_at, last_sync_status, last_sync_error, retry_count, next_retry_at
         )
-        select 'sync_contacts', w.id, w.keap_id, w.id, 'keap_to_supabase',
+        select keap_pipeline.uuid_v7(), 'sync_contacts', w.id, w.keap_id, w.id, 'keap_to_supabase',
                pg_catalog.now(), w.status, null, 0, null
         from written as w
         on conflict (entity_type, entity_id)
