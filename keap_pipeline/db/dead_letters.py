@@ -131,6 +131,27 @@ def dead_letter_summary(conn: psycopg.Connection, entity: str) -> tuple[int, lis
     return (int(total[0]) if total else 0), [(r, int(c)) for r, c in rows]
 
 
+def close_superseded(conn: psycopg.Connection, entity: str, loaded_keap_ids: Sequence[str]) -> int:
+    """Close the open dead letters of records that have now loaded (Keap sent a version that could).
+
+    Args:
+        conn: the batch's connection (closed together with the load).
+        entity: entity name.
+        loaded_keap_ids: the keap_ids the batch loaded.
+
+    Returns:
+        How many dead letters were closed (status 'replayed').
+    """
+    if not loaded_keap_ids:
+        return 0
+    cur = conn.execute(
+        "update keap_pipeline.dead_letters set status = 'replayed', replayed_at = now()"
+        " where entity = %s and status = 'open' and keap_id = any(%s)",
+        (entity, list(loaded_keap_ids)),
+    )
+    return cur.rowcount
+
+
 def mark_replayed(conn: psycopg.Connection, ids: Sequence[int]) -> None:
     """Mark dead letters replayed (inside the transaction that loaded them)."""
     if ids:

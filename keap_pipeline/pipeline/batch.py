@@ -12,7 +12,7 @@ import polars as pl
 import psycopg
 
 from keap_pipeline.db.cursors import advance_cursor
-from keap_pipeline.db.dead_letters import NewDeadLetter, record_dead_letters
+from keap_pipeline.db.dead_letters import NewDeadLetter, close_superseded, record_dead_letters
 from keap_pipeline.db.load import UpsertCounts, load_frame, relax_commit
 from keap_pipeline.entities import Entity
 from keap_pipeline.normalize.result import NormalizeResult, Rejected
@@ -161,6 +161,10 @@ def load_batch(
                 if frame.height:
                     load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused, diff)
                 record_dead_letters(conn, entity.name, [*letters, *refused], run_id)
+                refused_ids = {r.keap_id for r in refused}
+                close_superseded(
+                    conn, entity.name, [k for k in frame["keap_id"].to_list() if k not in refused_ids]
+                )
                 if max_updated is not None:
                     advance_cursor(conn, entity.name, scope, max_updated, len(records), run_id)  # type: ignore[arg-type]
         except psycopg.errors.SerializationFailure as err:

@@ -104,3 +104,19 @@ def test_bad_records_are_dead_lettered_listed_replayed_and_checked(sandbox, migr
 
     check = _check(migrated_database)
     assert check.metadata["open_dead_letters"].value == 2
+
+
+def test_a_dead_letter_closes_when_keap_sends_a_version_that_loads(sandbox, migrated_database: str) -> None:
+    handle = sandbox(contacts=50)
+    handle.state.update_contact(7, {"email_addresses": [{"email": LONG_EMAIL, "field": "EMAIL1"}]})
+    first = sync(handle, migrated_database, run_id="run-bad")
+    assert first.dead_lettered == 1
+    assert _letters(migrated_database)["7"]["status"] == "open"
+    # fixed in Keap: the next incremental sync loads it, and its dead letter is no longer open
+    handle.state.update_contact(7, {"email_addresses": [{"email": "fixed@example.com", "field": "EMAIL1"}]})
+    second = sync(handle, migrated_database, run_id="run-fixed")
+    assert second.dead_lettered == 0
+    letter = _letters(migrated_database)["7"]
+    assert letter["status"] == "replayed" and letter["replayed_at"] is not None
+    assert scalar(migrated_database, "select email from public.sync_contacts where keap_id = '7'") == "fixed@example.com"
+    assert _check(migrated_database).passed
