@@ -55,19 +55,19 @@ def _materialize(base_url: str, database_url: str, *, mode: str, strategy: str) 
     return {k: v.value for k, v in mats[0].metadata.items()}
 
 
-def _change_keap(client: KeapClient, ids: list[str]) -> None:
+def _change_keap(client: KeapClient, ids: list[str], tag: str) -> None:
     for n, ident in enumerate(ids):
-        client.update_contact(ident, {"family_name": f"Changed-in-Keap-{n}"}, update_mask=["family_name"])
+        client.update_contact(ident, {"family_name": f"Keap-{tag}-{n}"}, update_mask=["family_name"])
     client.create_contact(
         {"given_name": "Nadia", "family_name": "Demo-Created", "email_addresses": [{"email": "nadia@example.com", "field": "EMAIL1"}]}
     )
 
 
-def _change_locally(database_url: str, keap_ids: list[str]) -> None:
+def _change_locally(database_url: str, keap_ids: list[str], tag: str) -> None:
     # as an app would: a plain UPDATE (audited as supabase, queued for Keap)
     with psycopg.connect(database_url) as conn:
         conn.execute(
-            "update public.sync_contacts set first_name = 'Edited-in-app' where keap_id = any(%s)", (keap_ids,)
+            "update public.sync_contacts set first_name = %s where keap_id = any(%s)", (f"App-{tag}", keap_ids)
         )
 
 
@@ -100,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(database_url) as conn:
             keap_ids = [r[0] for r in conn.execute(
                 "select keap_id from public.sync_contacts order by keap_id::bigint limit 27")]
+        # a tag per run, so that a second `make demo` changes the same contacts again
+        tag = datetime.now(UTC).strftime("%H%M%S")
         with KeapClient(sandbox.base_url, ApiKeyAuth(SANDBOX_API_KEY), pacing=False) as client:
-            _change_keap(client, keap_ids[:20])
-        _change_locally(database_url, keap_ids[17:27])
+            _change_keap(client, keap_ids[:20], tag)
+        _change_locally(database_url, keap_ids[17:27], tag)
 
         log.info("\n3. the incremental sync (from the stored cursor), conflict strategy %s", args.strategy)
         second = _materialize(sandbox.base_url, database_url, mode="incremental", strategy=args.strategy)

@@ -224,8 +224,10 @@ comment on function keap_pipeline.merge_fields(jsonb, jsonb, jsonb, text) is
     'Three-way field merge for conflict strategy merge; NULL means a field changed on both sides and p_rule is manual.';
 
 -- One conflicting record, described for resolution: the two sides as jsonb, the fields that differ,
--- and for strategy merge the merged record (NULL = park). The base of the merge is the record as the
--- last completed Keap sync wrote it (its newest keap-sourced audit row with sync_status completed).
+-- and for strategy merge the merged record (NULL = park). The base of the merge is Keap's version as
+-- last seen: written as is (the newest keap-sourced audit row with sync_status completed), or, when
+-- it was not written as is (merged with local values, kept local, parked), recorded in the newest
+-- sync_conflicts row of the record; whichever is newer.
 -- Called only for conflicting rows, so its per-row lookups cost nothing on the bulk path.
 create function keap_pipeline.describe_conflict(
     p_entity_type text,
@@ -253,14 +255,30 @@ as $$
                 p_incoming,
                 p_local,
                 (
-                    select a.new_data
-                    from public.sync_audit_log as a
-                    where a.entity_type = p_entity_type
-                      and a.entity_id = p_entity_id
-                      and a.sync_source = 'keap'
-                      and a.new_data ->> 'sync_status' = 'completed'
-                    -- versions order the rows of one record even within one transaction (equal created_at)
-                    order by a.created_at desc, (a.new_data ->> 'version')::integer desc
+                    select b.data
+                    from (
+                        (
+                            select a.new_data as data, a.created_at as seen_at, 1 as rank
+                            from public.sync_audit_log as a
+                            where a.entity_type = p_entity_type
+                              and a.entity_id = p_entity_id
+                              and a.sync_source = 'keap'
+                              and a.new_data ->> 'sync_status' = 'completed'
+                            -- versions order the rows of one record within one transaction (equal created_at)
+                            order by a.created_at desc, (a.new_data ->> 'version')::integer desc
+                            limit 1
+                        )
+                        union all
+                        (
+                            select k.keap_data, k.detected_at, 0
+                            from public.sync_conflicts as k
+                            where k.entity_type = p_entity_type
+                              and k.entity_id = p_entity_id
+                            order by k.detected_at desc
+                            limit 1
+                        )
+                    ) as b
+                    order by b.seen_at desc, b.rank
                     limit 1
                 ),
                 p_merge_rule

@@ -170,6 +170,23 @@ def test_merge_takes_fields_changed_on_one_side_from_that_side(both_changed, mig
     assert sorted(conflict["conflict_fields"]) == ["first_name", "last_name"]
 
 
+def test_a_second_merge_uses_keaps_last_seen_version_as_its_base(both_changed, migrated_database: str) -> None:
+    # round one: local first_name, Keap family_name -> merged, the local part waits to go out
+    handle = both_changed({"first_name": "Local 1"}, {"family_name": "Keap 1"})
+    first = sync(handle, migrated_database, strategy="merge", merge_rule="manual")
+    assert (first.counts.conflicts_merged, first.counts.conflicts_parked) == (1, 0)
+    # round two, the same fields again on the same sides: Keap's version of round one is the base
+    # (its family_name reached the row through the merge, so locally it is unchanged since then)
+    _local_update(migrated_database, first_name="Local 2")
+    handle.state.update_contact(ID, {"family_name": "Keap 2"})
+    second = sync(handle, migrated_database, strategy="merge", merge_rule="manual")
+    assert (second.counts.conflicts, second.counts.conflicts_merged, second.counts.conflicts_parked) == (1, 1, 0)
+    row = _row(migrated_database)
+    assert (row["first_name"], row["last_name"], row["sync_status"]) == ("Local 2", "Keap 2", "pending")
+    [item] = _queue(migrated_database)
+    assert (item["payload"]["first_name"], item["payload"]["last_name"]) == ("Local 2", "Keap 2")
+
+
 @pytest.mark.parametrize(
     ("rule", "first_name", "status", "queue"),
     [
