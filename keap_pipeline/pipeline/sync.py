@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from keap_pipeline.db.connect import connect
-from keap_pipeline.db.cursors import INCREMENTAL, get_cursor
+from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor, get_cursor
 from keap_pipeline.entities import Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
 from keap_pipeline.pipeline.batch import NormalizedPage, combine, load_batch, normalize_page
@@ -41,7 +41,9 @@ def sync_entity(
 
     Where to start: the stored cursor of `scope` when it is later than `since` (a killed run
     resumes where its last committed batch ended; the bound is inclusive, and re-reading
-    records already loaded writes nothing), else `since` (None: from the beginning).
+    records already loaded writes nothing), else `since` (None: from the beginning). A window
+    (`until` given, scope not INCREMENTAL) that was loaded to its end has its cursor at `until`
+    and is read again in full when synced again.
 
     Args:
         client: a Keap client.
@@ -73,7 +75,12 @@ def sync_entity(
         cursor = get_cursor(conn, entity.name, scope)
         conn.rollback()
         start = since
-        if cursor is not None and (start is None or cursor.value > start):
+        finished_window = until is not None and cursor is not None and cursor.value >= until
+        if finished_window:
+            # a window that was synced to its end is read again in full (a deliberate re-run,
+            # say after a fix); only an interrupted window resumes from its cursor
+            log.info("%s: %s was completed before; reading it again in full", entity.name, scope)
+        elif cursor is not None and (start is None or cursor.value > start):
             start = cursor.value
             log.info("%s: resuming %s from cursor %s", entity.name, scope, start.isoformat())
         report.since = start
@@ -120,6 +127,10 @@ def sync_entity(
                 if len(pending) >= sizer.pages:
                     flush()
             flush()
+            if until is not None and scope != INCREMENTAL:
+                # the whole window is loaded: mark it complete (see finished_window above)
+                with conn.transaction():
+                    advance_cursor(conn, entity.name, scope, until, 0, run_id)
         except KeapQuotaExhausted as err:
             flush()  # the pages already fetched are loaded and the cursor saved
             report.stopped_early = str(err)

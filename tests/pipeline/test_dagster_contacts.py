@@ -76,9 +76,9 @@ def test_backfill_range_is_one_run_loading_only_its_window(sandbox, migrated_dat
     with connect(migrated_database) as conn:
         cursor = get_cursor(conn, "contacts", window_scope(since, until))
         assert get_cursor(conn, "contacts", INCREMENTAL) is None
-    assert cursor is not None and cursor.value == max(
-        datetime.fromisoformat(r["update_time"]) for r in in_window.values()
-    )
+    # loaded to its end: the window's cursor says so (an interrupted window would resume from it)
+    assert cursor is not None and cursor.value == until
+    assert max(datetime.fromisoformat(r["update_time"]) for r in in_window.values()) < until
 
     meta = {k: v.value for k, v in mats[0].metadata.items()}
     n = len(in_window)
@@ -92,6 +92,18 @@ def test_backfill_range_is_one_run_loading_only_its_window(sandbox, migrated_dat
     assert 0 < meta["quota_left"] <= 30_000 - meta["requests"]
     assert meta["seconds"] > 0 and meta["records_per_second"] > 0
     assert meta["scope"] == window_scope(since, until)
+
+    # the same range again (say after a fix): read in full, nothing written since nothing changed
+    again = materialize(
+        [keap_contacts],
+        resources=_resources(handle, migrated_database),
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: START, ASSET_PARTITION_RANGE_END_TAG: END},
+        run_config={"ops": {"keap_contacts": {"config": {"page_size": 7}}}},
+    )
+    second = {k: v.value for k, v in again.asset_materializations_for_node("keap_contacts")[0].metadata.items()}
+    assert second["records_seen"] == second["unchanged"] == n
+    assert (second["inserted"], second["updated"]) == (0, 0)
 
 
 def test_incremental_mode_syncs_from_the_cursor_and_the_checks_report(sandbox, migrated_database: str, instance) -> None:
