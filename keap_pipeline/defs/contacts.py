@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -133,6 +134,12 @@ def keap_contacts(
             )
     except (KeapPipelineError, ValueError) as err:
         raise Failure(description=f"contacts sync failed: {err}") from None
+    except psycopg.OperationalError as err:
+        raise Failure(
+            description=f"contacts sync failed, the database is unreachable ({postgres.safe_url()}): "
+            f"{str(err).strip()}; check KEAP_PIPELINE_DATABASE_URL and that the server runs. Batches "
+            "committed before the failure are kept with their cursor; the next run resumes."
+        ) from None
     context.log.info(report.summary())
     if report.stopped_early:
         raise Failure(

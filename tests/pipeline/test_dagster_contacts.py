@@ -163,3 +163,25 @@ def test_code_location_loads_assets_job_schedule_and_checks() -> None:
     assert schedule.job_name == "keap_contacts_job"
     checks = {key.name for key in repo.asset_graph.asset_check_keys}
     assert checks == {"keap_contacts_dead_letters", "keap_contacts_cursor_fresh"}
+
+
+def test_an_unreachable_database_fails_the_run_with_a_message_and_no_password(sandbox, instance) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    handle = sandbox(contacts=10)
+    url = f"postgresql://keap:s3cret-pw@127.0.0.1:{port}/nowhere?connect_timeout=2"
+    result = materialize(
+        [keap_contacts],
+        resources=_resources(handle, url),
+        instance=instance,
+        partition_key="2024-01-01",
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    text = str(failure.event_specific_data.error)  # type: ignore[union-attr]
+    assert "database is unreachable" in text and "KEAP_PIPELINE_DATABASE_URL" in text
+    assert "s3cret-pw" not in text and "***" in text
