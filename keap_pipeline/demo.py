@@ -28,7 +28,11 @@ log = logging.getLogger("keap_pipeline.demo")
 def _materialize(base_url: str, database_url: str, *, mode: str, strategy: str) -> dict[str, object]:
     from dagster import DagsterInstance, materialize
 
-    from keap_pipeline.defs.contacts import keap_contacts, keap_contacts_cursor_fresh, keap_contacts_dead_letters
+    from keap_pipeline.defs.contacts import (
+        keap_contacts,
+        keap_contacts_cursor_fresh,
+        keap_contacts_dead_letters,
+    )
     from keap_pipeline.defs.keap import KeapResource
     from keap_pipeline.defs.resources import PostgresResource
     from keap_pipeline.defs.schema import sync_schema
