@@ -1,6 +1,7 @@
 """The keap_contacts asset (time-window partitions on Keap's update time), its checks, job and schedule."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import psycopg
 from dagster import (
@@ -44,19 +45,22 @@ KEAP_POOL = "keap_api"
 
 
 class ContactsSyncConfig(Config):
-    """How a keap_contacts run syncs."""
+    """How a keap_contacts run syncs (the Launchpad offers and checks these values)."""
 
-    mode: str = Field(
+    mode: Literal["window", "incremental"] = Field(
         default="window",
         description="window: the run's partition range (backfills); incremental: from the stored cursor to now (the schedule)",
     )
-    strategy: str = Field(default="keap_wins", description="conflict strategy: keap_wins, supabase_wins, manual, merge")
-    merge_rule: str = Field(default="manual", description="for merge, fields changed on both sides: keap_wins, supabase_wins, manual")
-    pages_per_batch: int = Field(default=1, ge=1, le=50, description="Keap pages per database transaction")
+    strategy: Literal["keap_wins", "supabase_wins", "manual", "merge"] = Field(
+        default="keap_wins", description="what to do with a contact changed in Keap and locally since the last sync"
+    )
+    merge_rule: Literal["keap_wins", "supabase_wins", "manual"] = Field(
+        default="manual", description="for strategy merge: a field changed on both sides (manual = park the contact)"
+    )
+    pages_per_batch: int = Field(default=1, ge=1, le=50, description="fewest Keap pages per database transaction")
     page_size: int = Field(default=1000, ge=1, le=1000)
 
 
-# Values Dagster accepts as metadata (a subset of its RawMetadataValue, which lives in a private module).
 def _metadata(report: SyncReport) -> dict[str, MetadataValue | int | float | str]:
     c = report.counts
     return {
@@ -103,12 +107,10 @@ def keap_contacts(
     """Sync the run's window of Keap contacts (or, incremental, everything since the cursor)."""
     if config.mode == "incremental":
         since, until, scope = None, None, INCREMENTAL
-    elif config.mode == "window":
+    else:
         window = context.partition_time_window
         since, until = window.start.astimezone(UTC), window.end.astimezone(UTC)
         scope = window_scope(since, until)
-    else:
-        raise Failure(description=f"unknown mode {config.mode!r}: use window or incremental")
 
     def progress(report: SyncReport) -> None:
         context.log.info(
