@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import psycopg
@@ -69,17 +68,14 @@ def test_batch_upsert_handles_thousands_and_is_idempotent(db: psycopg.Connection
          "custom_fields": {"score": i}, "keap_updated_at": "2026-01-01T00:00:00.000Z"}
         for i in range(n)
     ]
-    started = time.perf_counter()
     assert _upsert(db, records) == (n, 0, 0)
-    first = time.perf_counter() - started
     assert db.execute("select count(*) from public.sync_contacts where keap_id ~ '^[0-9]+$'").fetchone() == (n,)
     audited = db.execute("select count(*) from public.sync_audit_log where sync_source = 'keap'").fetchone()[0]
     # the same batch again changes nothing: no new audit rows, no queue rows
     assert _upsert(db, records) == (n, 0, 0)
     assert db.execute("select count(*) from public.sync_audit_log where sync_source = 'keap'").fetchone()[0] == audited
     assert db.execute("select count(*) from public.sync_queue").fetchone() == (0,)
-    # > 1000 records/second (the request's requirement), with a wide margin for a shared machine
-    assert first < n / 1000, f"{n} records took {first:.2f}s"
+    # speed (the request's "> 1000 records/second") is measured by bench/bench_db_stage.py, not here
 
 
 def test_batch_upsert_rejects_are_counted_and_kept_with_the_reason(db: psycopg.Connection) -> None:
