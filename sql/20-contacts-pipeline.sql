@@ -19,19 +19,23 @@ alter table public.sync_contacts
 comment on column public.sync_contacts.keap_hash is
     'md5 of the normalized Keap content last seen for this contact (NULL: unknown, compare content).';
 
--- keap_wins conflict resolution supersedes the record's pending outbound item: it must not later push
--- the losing local value over the winning Keap value. 'cancelled' says so without deleting the item.
+-- Two queue states the request did not have:
+-- 'cancelled': keap_wins conflict resolution supersedes the record's unsent outbound item; it must not
+--   later push the losing local value over the winning Keap value. Kept, not deleted.
+-- 'held': a record parked for manual resolution keeps its unsent outbound item out of the outbound
+--   sync's way (it would otherwise push the local side before anyone decided); resolving the conflict
+--   releases it (keap_pipeline.release_held_outbound).
 alter table public.sync_queue
     drop constraint sync_queue_status_known;
 
 alter table public.sync_queue
     add constraint sync_queue_status_known
-        check (status in ('pending', 'processing', 'completed', 'error', 'cancelled'));
+        check (status in ('pending', 'processing', 'completed', 'error', 'cancelled', 'held'));
 
 -- Conflict detection asks, per changed contact, whether a local change is still waiting to reach Keap.
 create index sync_queue_unsent_entity_idx
     on public.sync_queue (entity_type, entity_id)
-    where status in ('pending', 'processing', 'error');
+    where status in ('pending', 'processing', 'error', 'held');
 
 -- Staging: COPY lands here, one batch_id per batch, and the upsert function consumes (deletes) its
 -- batch. UNLOGGED: staged rows are transient and rebuilt from Keap after a crash, so they need no WAL.
@@ -302,7 +306,8 @@ comment on function keap_pipeline.describe_conflict(text, uuid, jsonb, jsonb, te
 --     keap_wins      overwrite; the local version is kept in sync_conflicts; its pending outbound
 --                    item is cancelled
 --     supabase_wins  keep local, remember Keap's update time, queue the local row to Keap
---     manual         park: sync_status 'conflict', nothing overwritten, one open sync_conflicts row
+--     manual         park: sync_status 'conflict', nothing overwritten, one open sync_conflicts row,
+--                    the record's unsent outbound item held until the conflict is resolved
 --     merge          keap_pipeline.merge_fields with p_merge_rule for fields changed on both sides;
 --                    parks like manual when that rule is 'manual' and such a field exists
 create function keap_pipeline.upsert_contacts_from_stage(
@@ -414,7 +419,7 @@ begin
                     from public.sync_queue as q
                     where q.entity_type = 'sync_contacts'
                       and q.entity_id = l.id
-                      and q.status in ('pending', 'processing', 'error')
+                      and q.status in ('pending', 'processing', 'error', 'held')
                 ) then
                     case
                         when l.keap_updated_at is null or d.keap_updated_at > l.keap_updated_at then 'conflict'
@@ -642,7 +647,36 @@ begin
           and u.action = 'conflict'
           and q.entity_type = 'sync_contacts'
           and q.entity_id = u.id
-          and q.status = 'pending'
+          and q.status in ('pending', 'held')
+    ),
+    held as (
+        -- a parked record's unsent outbound item waits for the conflict's resolution; an item it
+        -- held before is superseded by the newer one (one held item per record)
+        update public.sync_queue as q
+        set status = case when q.status = 'pending' then 'held' else 'cancelled' end,
+            completed_at = case when q.status = 'pending' then null else pg_catalog.now() end,
+            error_message = case
+                when q.status = 'pending'
+                    then 'held: changed in Keap too; resolve the open sync_conflicts row to release it'
+                else 'superseded: a newer local change of the record is held instead'
+            end
+        from upd as u
+        where u.kind = 'park'
+          and q.entity_type = 'sync_contacts'
+          and q.entity_id = u.id
+          and (
+              q.status = 'pending'
+              or (
+                  q.status = 'held'
+                  and exists (
+                      select 1
+                      from public.sync_queue as p
+                      where p.entity_type = 'sync_contacts'
+                        and p.entity_id = u.id
+                        and p.status = 'pending'
+                  )
+              )
+          )
     )
     select
         (select pg_catalog.count(*) from src)::integer as seen,
@@ -682,6 +716,73 @@ comment on function keap_pipeline.upsert_contacts_from_stage(uuid, text, text) i
 
 revoke execute on function keap_pipeline.upsert_contacts_from_stage(uuid, text, text) from public;
 revoke execute on function keap_pipeline.merge_fields(jsonb, jsonb, jsonb, text) from public;
+
+-- Resolving a conflict (setting sync_conflicts.resolved_at, as a person or a tool does) releases the
+-- record's held outbound item: back to 'pending' when the resolver left the row as it was (the local
+-- side stands), or 'cancelled' when the resolver's own edit already queued a newer item (which then
+-- carries the resolution). Statement-level and set-based, like the sync triggers.
+create function keap_pipeline.release_held_outbound()
+returns trigger
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+    with resolved as (
+        select distinct n.entity_type, n.entity_id
+        from new_rows as n
+        join old_rows as o
+            on o.id = n.id
+        where o.resolved_at is null
+          and n.resolved_at is not null
+    ),
+    candidates as (
+        -- per record: its held items, newest first, and whether a newer pending item exists
+        select
+            q.id,
+            pg_catalog.row_number() over (
+                partition by q.entity_type, q.entity_id
+                order by q.created_at desc, q.id desc
+            ) as newest,
+            exists (
+                select 1
+                from public.sync_queue as p
+                where p.entity_type = q.entity_type
+                  and p.entity_id = q.entity_id
+                  and p.status = 'pending'
+            ) as has_pending
+        from public.sync_queue as q
+        join resolved as r
+            on r.entity_type = q.entity_type
+           and r.entity_id = q.entity_id
+        where q.status = 'held'
+    )
+    update public.sync_queue as q
+    set status = case when c.newest = 1 and not c.has_pending then 'pending' else 'cancelled' end,
+        completed_at = case when c.newest = 1 and not c.has_pending then null else pg_catalog.now() end,
+        error_message = case
+            when c.newest = 1 and not c.has_pending then null
+            else 'superseded: the conflict was resolved by a newer change'
+        end
+    from candidates as c
+    where q.id = c.id;
+    return null;
+end
+$$;
+
+comment on function keap_pipeline.release_held_outbound() is
+    'sync_conflicts trigger: a resolved conflict releases (or, when superseded, cancels) the record''s held outbound item.';
+
+-- SECURITY DEFINER: an admin resolving a conflict may not write the queue directly. EXECUTE is checked
+-- when the trigger is created, not when it fires, so it is revoked from everyone else.
+revoke execute on function keap_pipeline.release_held_outbound() from public;
+
+create trigger sync_conflicts_release_held
+    after update on public.sync_conflicts
+    referencing old table as old_rows new table as new_rows
+    for each statement
+    execute function keap_pipeline.release_held_outbound();
 
 -- The request's batch_upsert_contacts(jsonb[]), kept by name, signature and result, as a front of the
 -- pipeline's implementation: records are checked (a rejected one is kept in sync_queue with status

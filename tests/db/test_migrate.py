@@ -155,3 +155,21 @@ def test_cli_reports_a_failing_migration_without_a_traceback(
     assert cli_main(["migrate", "--database-url", fresh_database]) == 2
     err = capsys.readouterr().err
     assert "98-bad.sql" in err and "line 1" in err and "syntax error" in err
+
+
+def test_rolling_back_20_keeps_queue_items_in_the_old_vocabulary(migrated_database: str) -> None:
+    with psycopg.connect(migrated_database) as conn:
+        assert conn.execute(
+            "select * from public.batch_upsert_contacts(array['{\"keap_id\":\"q1\"}'::jsonb, '{\"keap_id\":\"q2\"}'::jsonb])"
+        ).fetchone() == (2, 0, 0)
+        # app edits queue one pending item per contact; make them held and cancelled, as 20 would
+        conn.execute("update public.sync_contacts set first_name = 'app' where keap_id in ('q1', 'q2')")
+        conn.execute(
+            "update public.sync_queue q set status = case c.keap_id when 'q1' then 'held' else 'cancelled' end"
+            " from public.sync_contacts c where c.id = q.entity_id"
+        )
+    rollback(migrated_database, 17)
+    with psycopg.connect(migrated_database) as conn:
+        statuses = sorted(r[0] for r in conn.execute("select status from public.sync_queue"))
+    assert statuses == ["completed", "pending"]
+    migrate(migrated_database)

@@ -192,9 +192,8 @@ def test_a_second_merge_uses_keaps_last_seen_version_as_its_base(both_changed, m
     [
         ("keap_wins", "Keap", "completed", ["cancelled"]),
         ("supabase_wins", "Local", "pending", ["pending"]),
-        # current behaviour, questioned in the issue: the app's pending outbound item stays pending
-        # while the record is parked, so the outbound sync may push the local value before anyone resolves it
-        ("manual", "Local", "conflict", ["pending"]),
+        # parked: the app's outbound item is held, so the local value does not go out before someone decides
+        ("manual", "Local", "conflict", ["held"]),
     ],
 )
 def test_merge_field_changed_on_both_sides_follows_the_rule(
@@ -212,6 +211,42 @@ def test_merge_field_changed_on_both_sides_follows_the_rule(
     assert (conflict["resolved_at"] is None) == (rule == "manual")
     sync(handle, migrated_database, strategy="merge", merge_rule=rule)
     assert len(_conflicts(migrated_database)) == 1
+
+
+def _resolve(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "update public.sync_conflicts set resolved_at = now(), resolution_strategy = 'manual',"
+            " resolution_notes = 'decided by a person' where resolved_at is null"
+        )
+
+
+def test_a_parked_records_outbound_item_is_held_until_the_conflict_is_resolved(
+    both_changed, migrated_database: str
+) -> None:
+    handle = both_changed({"first_name": "Local"}, {"given_name": "Keap"})
+    sync(handle, migrated_database, strategy="manual")
+    [item] = _queue(migrated_database)
+    assert item["status"] == "held" and "resolve" in item["error_message"]
+    # still a local change waiting: a later Keap change is a conflict again, not an overwrite
+    handle.state.update_contact(ID, {"given_name": "Keap again"})
+    again = sync(handle, migrated_database, strategy="manual")
+    assert again.counts.conflicts_parked == 1 and _row(migrated_database)["first_name"] == "Local"
+    # resolved as it stands (the local side): the held item goes out after all
+    _resolve(migrated_database)
+    [item] = _queue(migrated_database)
+    assert item["status"] == "pending" and item["error_message"] is None
+    assert item["payload"]["first_name"] == "Local"
+
+
+def test_resolving_by_editing_the_row_supersedes_the_held_item(both_changed, migrated_database: str) -> None:
+    handle = both_changed({"first_name": "Local"}, {"given_name": "Keap"})
+    sync(handle, migrated_database, strategy="manual")
+    # the person takes Keap's value: that edit is queued, newer than the held one
+    _local_update(migrated_database, first_name="Keap")
+    _resolve(migrated_database)
+    queue = sorted((q["status"], q["payload"]["first_name"]) for q in _queue(migrated_database))
+    assert queue == [("cancelled", "Local"), ("pending", "Keap")]
 
 
 def _contact(ident: str, updated: str, name: str) -> dict[str, Any]:
