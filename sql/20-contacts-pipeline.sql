@@ -494,39 +494,41 @@ begin
         returning id, keap_id
     ),
     upd as (
+        -- 'overwrite' writes Keap's values (a merge whose result equals Keap's is an overwrite too);
+        -- 'merge_pending' the merged ones; 'keep_local' and 'park' keep the row's own
         update public.sync_contacts as t
         set email = case r.kind
-                when 'overwrite' then coalesce(r.merged ->> 'email', r.email)
+                when 'overwrite' then r.email
                 when 'merge_pending' then r.merged ->> 'email'
                 else t.email
             end,
             first_name = case r.kind
-                when 'overwrite' then coalesce(r.merged ->> 'first_name', r.first_name)
+                when 'overwrite' then r.first_name
                 when 'merge_pending' then r.merged ->> 'first_name'
                 else t.first_name
             end,
             last_name = case r.kind
-                when 'overwrite' then coalesce(r.merged ->> 'last_name', r.last_name)
+                when 'overwrite' then r.last_name
                 when 'merge_pending' then r.merged ->> 'last_name'
                 else t.last_name
             end,
             phone = case r.kind
-                when 'overwrite' then coalesce(r.merged ->> 'phone', r.phone)
+                when 'overwrite' then r.phone
                 when 'merge_pending' then r.merged ->> 'phone'
                 else t.phone
             end,
             company = case r.kind
-                when 'overwrite' then coalesce(r.merged ->> 'company', r.company)
+                when 'overwrite' then r.company
                 when 'merge_pending' then r.merged ->> 'company'
                 else t.company
             end,
             tags = case r.kind
-                when 'overwrite' then coalesce(r.merged -> 'tags', r.tags)
+                when 'overwrite' then r.tags
                 when 'merge_pending' then r.merged -> 'tags'
                 else t.tags
             end,
             custom_fields = case r.kind
-                when 'overwrite' then coalesce(r.merged -> 'custom_fields', r.custom_fields)
+                when 'overwrite' then r.custom_fields
                 when 'merge_pending' then r.merged -> 'custom_fields'
                 else t.custom_fields
             end,

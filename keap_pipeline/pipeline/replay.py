@@ -73,7 +73,8 @@ def replay_dead_letters(
         ]
         with conn.transaction():
             for letter in letters:
-                result = normalize([letter.record()], fetched_at=datetime.now(UTC))
+                record = letter.record()
+                result = normalize([record], fetched_at=datetime.now(UTC))
                 if result.rejected:
                     rejected = result.rejected[0]
                     _still_failing(conn, letter, rejected.reason, rejected.field)
@@ -81,7 +82,7 @@ def replay_dead_letters(
                     continue
                 refused: list[NewDeadLetter] = []
                 load_isolating(
-                    conn, entity, result.frame, [letter.record()], strategy, merge_rule, report.counts, refused
+                    conn, entity, result.frame, [record], strategy, merge_rule, report.counts, refused
                 )
                 if refused:
                     _still_failing(conn, letter, refused[0].reason, refused[0].field)
