@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ from keap_pipeline.db.load import UpsertCounts, copy_frame, load_frame, relax_co
 from keap_pipeline.entities import CONTACTS
 from keap_pipeline.normalize.contacts import normalize_contacts
 from keap_pipeline.pipeline.batching import BatchSizer
+from keap_pipeline.pipeline.parallel import LoaderPool
 
 REFERENCE_SQL = Path(__file__).with_name("reference_batch_upsert.sql")
 
@@ -47,43 +49,70 @@ def frames(records_batches: list[list[dict]]) -> list[pl.DataFrame]:
     return out
 
 
-def load_ours(url: str, batches: list[pl.DataFrame]) -> tuple[float, UpsertCounts, int]:
-    """Load as the pipeline does: pages grouped into transactions by its BatchSizer."""
+def load_ours(url: str, batches: list[pl.DataFrame], loaders: int = 1) -> tuple[float, UpsertCounts, int]:
+    """Load as the pipeline does: pages grouped into transactions by its BatchSizer, on `loaders`
+    connections through its LoaderPool (commits in page order, the cursor in each batch's transaction)."""
     total = UpsertCounts()
     sizer = BatchSizer()
     transactions = 0
-    with psycopg.connect(url, prepare_threshold=None) as conn:
-        started = time.perf_counter()
+
+    def load(conn: psycopg.Connection, batch: tuple[pl.DataFrame, int, bool], before_commit) -> UpsertCounts:  # type: ignore[no-untyped-def]
+        frame, _, diff = batch
+        with conn.transaction():
+            relax_commit(conn)
+            counts = load_frame(conn, CONTACTS, frame, diff=diff)
+            before_commit()
+            advance_cursor(conn, "contacts", INCREMENTAL, frame["keap_updated_at"].max(), frame.height, "bench")  # type: ignore[arg-type]
+        return counts
+
+    def committed(batch: tuple[pl.DataFrame, int, bool], counts: UpsertCounts) -> None:
+        nonlocal transactions
+        frame, pages, _ = batch
+        sizer.observe(counts, frame.height, pages)
+        total.add(counts)
+        transactions += 1
+
+    pool: LoaderPool[tuple[pl.DataFrame, int, bool], UpsertCounts] = LoaderPool(
+        open_connection=lambda: psycopg.connect(url, prepare_threshold=None),
+        size=loaders, load=load, committed=committed,
+    )
+    started = time.perf_counter()
+    with pool:
         i = 0
         while i < len(batches):
             pages = batches[i : i + sizer.pages]
             i += len(pages)
             frame = pl.concat(pages).with_columns(pl.int_range(pl.len(), dtype=pl.Int32).alias("ordinal"))
-            with conn.transaction():
-                relax_commit(conn)
-                counts = load_frame(conn, CONTACTS, frame, diff=sizer.diff)
-                advance_cursor(conn, "contacts", INCREMENTAL, frame["keap_updated_at"].max(), frame.height, "bench")  # type: ignore[arg-type]
-            sizer.observe(counts, frame.height, len(pages))
-            total.add(counts)
-            transactions += 1
-        return time.perf_counter() - started, total, transactions
+            pool.submit((frame, len(pages), sizer.diff), frame["keap_id"].to_list())
+    return time.perf_counter() - started, total, transactions
 
 
-def load_plain_copy(url: str, batches: list[pl.DataFrame]) -> float:
+def load_plain_copy(url: str, batches: list[pl.DataFrame], connections: int = 1) -> float:
+    """COPY every page into an unindexed table (a transaction per page), pages split over `connections`."""
     with psycopg.connect(url) as conn:
         conn.execute(
-            "create table copy_target (batch_id uuid, ordinal integer, keap_id varchar(255), email varchar(255),"
+            "create table if not exists copy_target (batch_id uuid, ordinal integer, keap_id varchar(255), email varchar(255),"
             " first_name varchar(255), last_name varchar(255), phone varchar(50), company varchar(255),"
             " tags jsonb, custom_fields jsonb, keap_created_at timestamptz, keap_updated_at timestamptz,"
             " content_hash uuid)"
         )
+        conn.execute("truncate copy_target")
         conn.commit()
-        target = CONTACTS.__class__(**{**CONTACTS.__dict__, "staging_table": "public.copy_target"})
-        started = time.perf_counter()
-        for frame in batches:
-            with conn.transaction():
-                copy_frame(conn, target, frame, uuid.uuid4())
-        return time.perf_counter() - started
+    target = CONTACTS.__class__(**{**CONTACTS.__dict__, "staging_table": "public.copy_target"})
+
+    def work(part: list[pl.DataFrame]) -> None:
+        with psycopg.connect(url) as conn:
+            for frame in part:
+                with conn.transaction():
+                    copy_frame(conn, target, frame, uuid.uuid4())
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(batches[k::connections],)) for k in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def load_reference(url: str, batches: list[pl.DataFrame]) -> float:
@@ -140,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--loaders", type=int, default=2, help="parallel loaders (and COPY connections) to compare with 1")
     parser.add_argument("--write", action="store_true", help="write the figures into docs/benchmarks.md")
     args = parser.parse_args(argv)
 
@@ -148,14 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     n = args.contacts
     print(f"{n:,} contacts in {len(first)} batches of {args.batch}; {server_version(args.database_url)}")
 
+    k = args.loaders
     copy_url = fresh_database(args.database_url, "bench_copy", migrated=False)
     t_copy = load_plain_copy(copy_url, first)
-    print(f"plain COPY, unindexed table:      {t_copy:8.2f} s  {n / t_copy:>10,.0f} rows/s")
+    print(f"plain COPY, unindexed table, 1 connection:   {t_copy:8.2f} s  {n / t_copy:>10,.0f} rows/s")
+    t_copy_k = load_plain_copy(copy_url, first, connections=k)
+    print(f"plain COPY, unindexed table, {k} connections:  {t_copy_k:8.2f} s  {n / t_copy_k:>10,.0f} rows/s")
 
-    ours_url = fresh_database(args.database_url, "bench_ours")
-    t_ours, counts, tx_first = load_ours(ours_url, first)
+    ours_1_url = fresh_database(args.database_url, "bench_ours")
+    t_ours_1, counts, _ = load_ours(ours_1_url, first, loaders=1)
     assert counts.inserted == n, counts
-    print(f"ours, first load (COPY+upsert+audit): {t_ours:8.2f} s  {n / t_ours:>10,.0f} rows/s  ({tx_first} transactions)")
+    print(f"ours, first load, 1 loader:                  {t_ours_1:8.2f} s  {n / t_ours_1:>10,.0f} rows/s")
+    ours_url = fresh_database(args.database_url, "bench_ours")
+    t_ours, counts, tx_first = load_ours(ours_url, first, loaders=k)
+    assert counts.inserted == n, counts
+    print(f"ours, first load, {k} loaders:                 {t_ours:8.2f} s  {n / t_ours:>10,.0f} rows/s  ({tx_first} transactions)")
 
     changed = change_one_percent(records)
     second = frames(records)
@@ -164,13 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         conn.execute("select pg_stat_force_next_flush()") if conn.info.server_version >= 150000 else None
     time.sleep(1)
     before = table_writes(ours_url)
-    t_resync, recounts, tx_resync = load_ours(ours_url, second)
+    t_resync, recounts, tx_resync = load_ours(ours_url, second, loaders=k)
     time.sleep(1)
     after = table_writes(ours_url)
     assert recounts.updated == changed and recounts.unchanged == n - changed, recounts
     writes = after[0] - before[0]
     audits = after[1] - before[1]
-    print(f"ours, re-sync with 1% changed:    {t_resync:8.2f} s  {n / t_resync:>10,.0f} rows/s"
+    print(f"ours, re-sync with 1% changed, {k} loaders:    {t_resync:8.2f} s  {n / t_resync:>10,.0f} rows/s"
           f"  ({changed:,} updated, {writes:,} tuple writes, {audits:,} audit rows, {tx_resync} transactions)")
 
     t_ref = None
@@ -180,23 +217,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reference (request's row-by-row): {t_ref:8.2f} s  {n / t_ref:>10,.0f} rows/s")
 
     if args.write:
+        def ref(t: float) -> str:
+            return f"{t_ref / t:.1f}x" if t_ref else ""
+
         lines = [
             f"Measured {machine()}; {server_version(args.database_url)}; commit {git_revision()}.",
-            f"Rerun: `.venv/bin/python -m bench.bench_db_stage --database-url URL --contacts {n} --write`.",
+            f"Rerun: `.venv/bin/python -m bench.bench_db_stage --database-url URL --contacts {n} --loaders {k} --write`.",
             f"{n:,} sandbox contacts (the pipeline's fields), normalized before timing, in pages of {args.batch:,};"
             f" ours groups pages into transactions as the pipeline does (BatchSizer: one page while rows change,"
             f" up to ten while they do not): {tx_first} transactions for the first load, {tx_resync} for the"
-            f" re-sync. The plain COPY and the reference commit every page.",
+            f" re-sync, loaded through the pipeline's LoaderPool (batches on `loaders` connections at once,"
+            f" committed in page order with the cursor). The plain COPY and the reference commit every page;"
+            f" the plain COPY with {k} connections splits the pages between them.",
             "",
-            "| what | seconds | rows/s | vs. plain COPY | vs. reference |",
-            "| --- | ---: | ---: | ---: | ---: |",
-            f"| plain COPY into an unindexed table | {t_copy:.2f} | {n / t_copy:,.0f} | 1.00 | |",
-            f"| ours, first load: COPY + set-based upsert + audit + sync_status | {t_ours:.2f} | {n / t_ours:,.0f} |"
-            f" {t_copy / t_ours:.2f} | {(t_ref / t_ours) if t_ref else float('nan'):.1f}x |",
-            f"| ours, re-sync, 1% changed | {t_resync:.2f} | {n / t_resync:,.0f} | | |",
+            "| what | connections | seconds | rows/s | vs. plain COPY, 1 connection | vs. plain COPY, same connections | vs. reference |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| plain COPY into an unindexed table | 1 | {t_copy:.2f} | {n / t_copy:,.0f} | 1.00 | 1.00 | |",
+            f"| plain COPY into an unindexed table | {k} | {t_copy_k:.2f} | {n / t_copy_k:,.0f} | {t_copy / t_copy_k:.2f} | 1.00 | |",
+            f"| ours, first load: COPY + set-based upsert + audit + sync_status | 1 | {t_ours_1:.2f} | {n / t_ours_1:,.0f} |"
+            f" {t_copy / t_ours_1:.2f} | {t_copy / t_ours_1:.2f} | {ref(t_ours_1)} |",
+            f"| ours, first load (the default: {k} loaders) | {k} | {t_ours:.2f} | {n / t_ours:,.0f} |"
+            f" {t_copy / t_ours:.2f} | {t_copy_k / t_ours:.2f} | {ref(t_ours)} |",
+            f"| ours, re-sync, 1% changed | {k} | {t_resync:.2f} | {n / t_resync:,.0f} | | | |",
         ]
         if t_ref:
-            lines.append(f"| reference: the request's row-by-row batch_upsert_contacts | {t_ref:.2f} | {n / t_ref:,.0f} | {t_copy / t_ref:.2f} | 1.0x |")
+            lines.append(f"| reference: the request's row-by-row batch_upsert_contacts | 1 | {t_ref:.2f} | {n / t_ref:,.0f} | {t_copy / t_ref:.2f} | | 1.0x |")
         lines += [
             "",
             f"Re-sync writes: {changed:,} contacts changed in Keap -> {recounts.updated:,} updated, "

@@ -20,7 +20,7 @@ import time
 from bench.common import fresh_database, git_revision, machine, server_version, write_section
 
 
-def _one(database_url: str, contacts: int) -> dict[str, float]:
+def _one(database_url: str, contacts: int, loaders: int) -> dict[str, float]:
     from keap_pipeline.entities import CONTACTS
     from keap_pipeline.keap import ApiKeyAuth, KeapClient
     from keap_pipeline.pipeline.sync import sync_entity
@@ -30,7 +30,7 @@ def _one(database_url: str, contacts: int) -> dict[str, float]:
     with running_sandbox(config, subprocess_mode=True) as sandbox:
         with KeapClient(sandbox.base_url, ApiKeyAuth("bench-key"), pacing=False) as client:
             started = time.perf_counter()
-            report = sync_entity(client, database_url, CONTACTS, run_id="bench")
+            report = sync_entity(client, database_url, CONTACTS, run_id="bench", loaders=loaders)
             seconds = time.perf_counter() - started
     assert report.counts.inserted == contacts, report.summary()
     return {
@@ -46,38 +46,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--contacts", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--loaders", type=int, nargs="+", default=[1, 2], help="parallel loaders to compare")
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-loaders", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(_one(args.database_url, args.child)))
+        print(json.dumps(_one(args.database_url, args.child, args.child_loaders)))
         return 0
     rows = []
     for n in args.contacts:
-        url = fresh_database(args.database_url, "bench_e2e")
-        out = subprocess.run(  # noqa: S603 - this module, fixed arguments
-            [sys.executable, "-m", "bench.bench_end_to_end", "--database-url", url, "--child", str(n)],
-            capture_output=True, text=True, check=True,
-        )
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append((n, result))
-        print(f"{n:>9,} contacts: {result['seconds']:7.1f} s  {result['records_per_second']:>9,.0f} records/s"
-              f"  peak RSS {result['peak_rss_mb']:.0f} MB  ({result['batches']} transactions)")
+        for loaders in args.loaders:
+            url = fresh_database(args.database_url, "bench_e2e")
+            out = subprocess.run(  # noqa: S603 - this module, fixed arguments
+                [sys.executable, "-m", "bench.bench_end_to_end", "--database-url", url, "--child", str(n),
+                 "--child-loaders", str(loaders)],
+                capture_output=True, text=True, check=True,
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append((n, loaders, result))
+            print(f"{n:>9,} contacts, {loaders} loader(s): {result['seconds']:7.1f} s"
+                  f"  {result['records_per_second']:>9,.0f} records/s  peak RSS {result['peak_rss_mb']:.0f} MB"
+                  f"  ({result['batches']} transactions)")
     if args.write:
         lines = [
             f"Measured {machine()}; {server_version(args.database_url)}; commit {git_revision()}.",
             "Rerun: `.venv/bin/python -m bench.bench_end_to_end --database-url URL --contacts "
-            + " ".join(str(n) for n, _ in rows) + " --write`.",
+            + " ".join(dict.fromkeys(str(n) for n, _, _ in rows)) + " --loaders "
+            + " ".join(dict.fromkeys(str(k) for _, k, _ in rows)) + " --write`.",
             "The sandbox runs in its own process (no rate limits); one pipeline process pages it with the"
             " pipeline's fields (pacing off), normalizes, COPYs and upserts into a fresh migrated database:"
-            " a first load. Peak RSS is the pipeline process's own (ru_maxrss).",
+            " a first load. Loaders = batches loading at once, each on its own connection (`--loaders`,"
+            " default 2). Peak RSS is the pipeline process's own (ru_maxrss).",
             "",
-            "| contacts | seconds | records/s | pipeline peak RSS MB | transactions |",
-            "| ---: | ---: | ---: | ---: | ---: |",
+            "| contacts | loaders | seconds | records/s | pipeline peak RSS MB | transactions |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         lines += [
-            f"| {n:,} | {r['seconds']:.1f} | {r['records_per_second']:,.0f} | {r['peak_rss_mb']:.0f} | {r['batches']:,} |"
-            for n, r in rows
+            f"| {n:,} | {k} | {r['seconds']:.1f} | {r['records_per_second']:,.0f} | {r['peak_rss_mb']:.0f}"
+            f" | {r['batches']:,} |"
+            for n, k, r in rows
         ]
         write_section("End to end", "\n".join(lines))
     return 0

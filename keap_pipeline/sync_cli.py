@@ -50,6 +50,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             page_size=args.page_size,
             pages_per_batch=args.pages_per_batch,
             max_pages_per_batch=args.max_pages_per_batch,
+            loaders=args.loaders,
             run_id=f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}",
             progress=lambda r: print(
                 f"  {r.pages} pages, {r.records_seen} records, {r.records_per_second:,.0f}/s", flush=True
@@ -101,6 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--max-pages-per-batch", type=int, default=10,
         help="most pages per transaction, reached while pages change little (default 10)",
+    )
+    p.add_argument(
+        "--loaders", type=int, default=2, choices=range(1, 9), metavar="1..8",
+        help="batches loading at once, each on its own database connection; they commit in page order (default 2)",
     )
     p.add_argument("--page-size", type=int, default=1000, choices=range(1, 1001), metavar="1..1000",
                    help="records per Keap request (default 1000, Keap's maximum)")

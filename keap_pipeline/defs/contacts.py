@@ -59,6 +59,10 @@ class ContactsSyncConfig(Config):
     )
     pages_per_batch: int = Field(default=1, ge=1, le=50, description="fewest Keap pages per database transaction")
     page_size: int = Field(default=1000, ge=1, le=1000)
+    loaders: int = Field(
+        default=2, ge=1, le=8,
+        description="batches loading at once, each on its own database connection; they commit in page order",
+    )
 
 
 def _metadata(report: SyncReport) -> dict[str, MetadataValue | int | float | str]:
@@ -131,6 +135,7 @@ def keap_contacts(
                 merge_rule=config.merge_rule,
                 page_size=config.page_size,
                 pages_per_batch=config.pages_per_batch,
+                loaders=config.loaders,
                 run_id=context.run.run_id,
                 progress=progress,
             )

@@ -210,7 +210,7 @@ class KeapClient:
     def _pages(self, spec: EndpointSpec, params: dict[str, str], token: str | None) -> Iterator[Page]:
         def fetch(query: dict[str, str]) -> FetchResult:
             response, spent = self.request("GET", spec.path, params=query)
-            return FetchResult(self._json(response, spec.path), spent, self._pacer.quota)
+            return FetchResult(self._json(response, spec.path), spent, self._pacer.quota, response.content)
 
         for page in paging.iter_pages(spec, params, fetch, page_token=token):
             self.stats.pages += 1

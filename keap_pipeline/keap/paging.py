@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from keap_pipeline.keap.endpoints import EndpointSpec
@@ -24,6 +24,9 @@ class Page:
     next_page_token: str | None
     requests: int
     quota: QuotaState | None
+    # the response body as received: a consumer that must keep the records for a while can keep
+    # these bytes (about a fifth of the decoded dicts' memory) and decode again when needed
+    raw: bytes | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         # records are customer data: say how many, not what
@@ -40,6 +43,7 @@ class FetchResult:
     body: Any
     requests: int
     quota: QuotaState | None
+    raw: bytes | None = None
 
 
 def records_of(spec: EndpointSpec, body: Any) -> tuple[list[dict[str, Any]], str | None]:
@@ -114,6 +118,6 @@ def iter_pages(
                 "Keap would serve the same pages again, so the listing stops here"
             )
         log.debug("%s page %d: %d records", spec.name, number, len(records))
-        yield Page(spec.name, number, records, token, result.requests, result.quota)
+        yield Page(spec.name, number, records, token, result.requests, result.quota, result.raw)
         if token is None:
             return

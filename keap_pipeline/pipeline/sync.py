@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
+
+import psycopg
 
 from keap_pipeline.db.connect import connect
 from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor, get_cursor
 from keap_pipeline.entities import Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
-from keap_pipeline.pipeline.batch import NormalizedPage, combine, load_batch, normalize_page
+from keap_pipeline.normalize.result import NormalizeResult
+from keap_pipeline.pipeline.batch import (
+    BatchOutcome,
+    NormalizedPage,
+    combine,
+    load_batch,
+    normalize_page,
+)
 from keap_pipeline.pipeline.batching import BatchSizer
+from keap_pipeline.pipeline.parallel import LoaderPool
 from keap_pipeline.pipeline.prefetch import prefetch
 from keap_pipeline.pipeline.report import SyncReport
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[SyncReport], None]
+# what a loader gets: the raw records, their normalized form, how many pages, whether to diff first
+Batch = tuple[Sequence[Any], NormalizeResult, int, bool]
 
 
 def sync_entity(
@@ -36,6 +49,7 @@ def sync_entity(
     max_pages_per_batch: int = 10,
     run_id: str | None = None,
     progress: Progress | None = None,
+    loaders: int = 2,
 ) -> SyncReport:
     """Page `entity` from Keap ordered by update time and load it, one transaction per batch of pages.
 
@@ -61,6 +75,8 @@ def sync_entity(
             (pipeline.batching.BatchSizer).
         run_id: kept with the cursor and dead letters.
         progress: called after every committed batch with the running report.
+        loaders: how many batches load at once, each on its own connection (pipeline.parallel);
+            they still commit in page order. 1 loads one batch at a time.
 
     Returns:
         The report; `stopped_early` says why when the daily quota ran out (everything loaded
@@ -87,29 +103,42 @@ def sync_entity(
         pending: list[NormalizedPage] = []
         sizer = BatchSizer(min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch))
 
-        def flush() -> None:
-            nonlocal pending
-            if not pending:
-                return
-            records, normalized = combine(pending)
-            outcome = load_batch(
-                conn, entity, records, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule,
-                diff=sizer.diff, normalized=normalized,
+        def load(loader: psycopg.Connection, batch: Batch, before_commit: Callable[[], None]) -> BatchOutcome:
+            records, normalized, _, diff = batch
+            return load_batch(
+                loader, entity, records, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule,
+                diff=diff, normalized=normalized, before_commit=before_commit,
             )
-            sizer.observe(outcome.counts, len(records), len(pending))
+
+        def committed(batch: Batch, outcome: BatchOutcome) -> None:
+            # runs in commit order, one batch at a time (LoaderPool)
+            records, _, page_count, _ = batch
+            sizer.observe(outcome.counts, len(records), page_count)
             report.batches += 1
             report.counts.add(outcome.counts)
             report.dead_lettered += outcome.dead_lettered
             if outcome.max_updated_at is not None:
                 report.cursor = max(report.cursor or outcome.max_updated_at, outcome.max_updated_at)
-            pending = []
             report.requests = client.stats.requests - requests_before
             report.quota_available = client.stats.quota_available
             report.seconds = time.monotonic() - started
             if progress:
                 progress(report)
 
-        try:
+        pool: LoaderPool[Batch, BatchOutcome] = LoaderPool(
+            open_connection=lambda: connect(database_url), size=loaders, load=load, committed=committed
+        )
+
+        def flush() -> None:
+            nonlocal pending
+            if not pending:
+                return
+            records, normalized = combine(pending)
+            keys = {*normalized.frame["keap_id"].to_list(), *(r.keap_id for r in normalized.rejected if r.keap_id)}
+            pool.submit((records, normalized, len(pending), sizer.diff), keys)
+            pending = []
+
+        with pool:
             pages = client.iter_pages(
                 entity.name,
                 fields=entity.fields,
@@ -118,23 +147,24 @@ def sync_entity(
                 order_by=entity.order_by,
                 page_size=page_size,
             )
-            # the next pages download and normalize in a thread while this batch loads (the client
-            # is used by that thread only; the pipeline thread waits on PostgreSQL meanwhile)
-            for page in prefetch((normalize_page(entity, p.records) for p in pages), depth=2):
-                report.pages += 1
-                report.records_seen += len(page.records)
-                pending.append(page)
-                if len(pending) >= sizer.pages:
-                    flush()
+            try:
+                # the next pages download and normalize in a thread while the loaders work (the
+                # client is used by that thread only; the loaders wait on PostgreSQL meanwhile)
+                for page in prefetch((normalize_page(entity, p.records, p.raw) for p in pages), depth=2):
+                    report.pages += 1
+                    report.records_seen += len(page.records)
+                    pending.append(page)
+                    if len(pending) >= sizer.pages:
+                        flush()
+            except KeapQuotaExhausted as err:
+                # the pages already fetched are loaded and the cursor saved (below, and as the pool closes)
+                report.stopped_early = str(err)
+                log.warning("%s: stopping early, cursor saved: %s", entity.name, err)
             flush()
-            if until is not None and scope != INCREMENTAL:
-                # the whole window is loaded: mark it complete (see finished_window above)
-                with conn.transaction():
-                    advance_cursor(conn, entity.name, scope, until, 0, run_id)
-        except KeapQuotaExhausted as err:
-            flush()  # the pages already fetched are loaded and the cursor saved
-            report.stopped_early = str(err)
-            log.warning("%s: stopping early, cursor saved: %s", entity.name, err)
+        if until is not None and scope != INCREMENTAL and report.stopped_early is None:
+            # the whole window is loaded: mark it complete (see finished_window above)
+            with conn.transaction():
+                advance_cursor(conn, entity.name, scope, until, 0, run_id)
     report.requests = client.stats.requests - requests_before
     report.quota_available = client.stats.quota_available
     report.seconds = time.monotonic() - started
