@@ -1,4 +1,4 @@
-"""sql/22: the partial indexes skip rows no query can find through them, and still serve the queries that need them."""
+"""sql/22 and 23: the partial indexes skip rows no query can find through them; the one email index serves every email lookup."""
 
 from __future__ import annotations
 
@@ -43,9 +43,11 @@ def test_only_rows_with_a_user_or_an_unsynced_state_are_indexed(contacts: psycop
     # ANALYZE counted each index's entries from its sample (all 203 rows here): 3 rows, not 203
     entries = dict(contacts.execute(
         "select relname, reltuples::integer from pg_class where relname in"
-        " ('idx_sync_contacts_created_by', 'idx_sync_contacts_sync_status', 'idx_sync_contacts_email')"
+        " ('idx_sync_contacts_created_by', 'idx_sync_contacts_sync_status', 'idx_sync_contacts_email_status')"
     ).fetchall())
-    assert entries == {"idx_sync_contacts_created_by": 3, "idx_sync_contacts_sync_status": 3, "idx_sync_contacts_email": 203}
+    assert entries == {
+        "idx_sync_contacts_created_by": 3, "idx_sync_contacts_sync_status": 3, "idx_sync_contacts_email_status": 203,
+    }
 
 
 def test_the_rls_lookup_and_the_work_lists_still_use_them(contacts: psycopg.Connection) -> None:
@@ -55,6 +57,11 @@ def test_the_rls_lookup_and_the_work_lists_still_use_them(contacts: psycopg.Conn
     assert "idx_sync_contacts_sync_status" in pending
     work = _plan(contacts, "select id from public.sync_contacts where sync_status in ('error', 'conflict')")
     assert "idx_sync_contacts_sync_status" in work
+    # sql/23: no idx_sync_contacts_email; the (email, sync_status) index serves lookups by email alone,
+    # soft-deleted rows included
+    by_email = _plan(contacts, "select id from public.sync_contacts where email = 'c7@example.com'")
+    assert "idx_sync_contacts_email_status" in by_email
+    assert contacts.execute("select to_regclass('public.idx_sync_contacts_email')").fetchone() == (None,)
     rows = contacts.execute(
         "select count(*) from public.sync_contacts where created_by = %s or updated_by = %s", (USER, USER)
     ).fetchone()
