@@ -1,8 +1,8 @@
 -- 21: contacts batches load side by side (keap-pipeline's parallel loaders).
 -- upsert_contacts_from_stage as in 20, with two changes:
 -- * no transaction-wide advisory lock: it made every loader of contacts wait for the one before to
---   COMMIT, so a second connection could never load at the same time (measured: two loaders spent a
---   third of their time waiting on it). Concurrent batches stay correct without it (see the comment
+--   COMMIT, so a second connection could never load at the same time (measured: with two loaders,
+--   32 of 79 samples of their pg_stat_activity were waiting on it). Concurrent batches stay correct without it (see the comment
 --   in the body): the keap_id unique key and the optimistic version check turn a collision into an
 --   error the loader retries;
 -- * sync_status rows of the contacts the statement inserts are a plain insert; only rows of updated

@@ -38,6 +38,7 @@ class PageBytes(Sequence[Any]):
         self._raw = raw
         self._list_key = list_key
         self._count = count
+        self._decoded: list[Any] | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -45,7 +46,10 @@ class PageBytes(Sequence[Any]):
     def __getitem__(self, index: int) -> Any:  # type: ignore[override]
         if not isinstance(index, int):
             raise TypeError("PageBytes supports integer indexes only")
-        return decode_json(self._raw)[self._list_key][index]
+        if self._decoded is None:
+            # decoded once per page that has a refused record, kept while its batch lives
+            self._decoded = decode_json(self._raw)[self._list_key]
+        return self._decoded[index]
 
 
 class BatchRecords(Sequence[Any]):
