@@ -176,7 +176,8 @@ class LoaderPool(Generic[B, R]):
                     self._turns.done(job.seq)
                 except BaseException as err:  # noqa: BLE001 - stops the run; raised in the caller
                     if not isinstance(err, RunAborted):
-                        log.error("batch %s failed: %s", job.seq, err)
+                        # the error itself is raised in the caller; its text may quote record values
+                        log.warning("batch %s failed (%s): the batches after it roll back", job.seq, type(err).__name__)
                     self._turns.fail(err)
                 finally:
                     with self._state:

@@ -95,8 +95,10 @@ def test_a_failed_batch_stops_the_run_earlier_batches_commit_later_ones_roll_bac
         with pool:
             for batch in range(10):
                 pool.submit(batch, [str(batch)])
-    assert committed == [0, 1, 2]
-    assert rolled_back and min(rolled_back) == 4, "the batches after it waited for their turn and rolled back"
+    assert committed == [0, 1, 2], "the batches before it committed, none after it"
+    # the batches in flight beside it (4 and 5, unless the machine was too slow to start them before
+    # it failed) waited for their turn and rolled back
+    assert all(batch > 3 for batch in rolled_back)
 
 
 def test_commit_turns_refuse_a_commit_out_of_turn() -> None:
