@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
@@ -16,8 +18,8 @@ from keap_pipeline.db.dead_letters import (
     mark_replayed,
 )
 from keap_pipeline.db.load import UpsertCounts
-from keap_pipeline.entities import ENTITIES
-from keap_pipeline.pipeline.batch import load_isolating
+from keap_pipeline.entities import ENTITIES, Entity
+from keap_pipeline.pipeline.batch import MAX_ATTEMPTS, load_isolating, loaded_concurrently
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,33 @@ def _still_failing(conn: psycopg.Connection, letter: DeadLetter, reason: str, fi
         " last_seen_at = now() where id = %s",
         (reason, field_name, letter.id),
     )
+
+
+def _replay(
+    conn: psycopg.Connection,
+    entity: Entity,
+    normalize: Callable[..., Any],
+    letters: list[DeadLetter],
+    strategy: str,
+    merge_rule: str,
+    report: ReplayReport,
+) -> None:
+    for letter in letters:
+        record = letter.record()
+        result = normalize([record], fetched_at=datetime.now(UTC))
+        if result.rejected:
+            rejected = result.rejected[0]
+            _still_failing(conn, letter, rejected.reason, rejected.field)
+            report.still_failing.append((letter.id, rejected.reason))
+            continue
+        refused: list[NewDeadLetter] = []
+        load_isolating(conn, entity, result.frame, [record], strategy, merge_rule, report.counts, refused)
+        if refused:
+            _still_failing(conn, letter, refused[0].reason, refused[0].field)
+            report.still_failing.append((letter.id, refused[0].reason))
+        else:
+            report.replayed.append(letter.id)
+    mark_replayed(conn, report.replayed)
 
 
 def replay_dead_letters(
@@ -66,29 +95,26 @@ def replay_dead_letters(
     """
     entity = ENTITIES[entity_name]
     normalize = entity.resolve_normalizer()
-    report = ReplayReport()
     with connect(database_url) as conn:
         letters = [
             d for d in list_dead_letters(conn, entity_name, status="open", limit=limit) if ids is None or d.id in ids
         ]
-        with conn.transaction():
-            for letter in letters:
-                record = letter.record()
-                result = normalize([record], fetched_at=datetime.now(UTC))
-                if result.rejected:
-                    rejected = result.rejected[0]
-                    _still_failing(conn, letter, rejected.reason, rejected.field)
-                    report.still_failing.append((letter.id, rejected.reason))
-                    continue
-                refused: list[NewDeadLetter] = []
-                load_isolating(
-                    conn, entity, result.frame, [record], strategy, merge_rule, report.counts, refused
-                )
-                if refused:
-                    _still_failing(conn, letter, refused[0].reason, refused[0].field)
-                    report.still_failing.append((letter.id, refused[0].reason))
-                else:
-                    report.replayed.append(letter.id)
-            mark_replayed(conn, report.replayed)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            report = ReplayReport()
+            try:
+                with conn.transaction():
+                    _replay(conn, entity, normalize, letters, strategy, merge_rule, report)
+            except (
+                psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, psycopg.errors.UniqueViolation
+            ) as err:
+                # a loader or an app wrote one of these records meanwhile (there is no lock between
+                # them, sql/21): the replay is rolled back whole and runs again, as a batch is
+                if attempt == MAX_ATTEMPTS or (
+                    isinstance(err, psycopg.errors.UniqueViolation) and not loaded_concurrently(entity, err)
+                ):
+                    raise
+                log.info("replay retried (%s/%s): %s", attempt, MAX_ATTEMPTS, err.diag.message_primary)
+                continue
+            break
     log.info("replayed %d dead letters, %d still failing", len(report.replayed), len(report.still_failing))
     return report

@@ -120,3 +120,48 @@ def test_a_dead_letter_closes_when_keap_sends_a_version_that_loads(sandbox, migr
     assert letter["status"] == "replayed" and letter["replayed_at"] is not None
     assert scalar(migrated_database, "select email from public.sync_contacts where keap_id = '7'") == "fixed@example.com"
     assert _check(migrated_database).passed
+
+
+def test_a_replay_racing_a_loader_on_the_same_contact_is_retried_not_failed(sandbox, migrated_database: str, caplog) -> None:
+    """No lock between loaders and replays (sql/21): a replay that meets a contact a loader inserted
+    meanwhile rolls back and runs again, and then finds the row instead of failing on its key."""
+    import logging
+    import threading
+
+    from keap_pipeline.db.dead_letters import NewDeadLetter, record_dead_letters
+    from keap_pipeline.pipeline.replay import replay_dead_letters
+
+    handle = sandbox(contacts=5)
+    record = {k: v for k, v in handle.state.contact(3).items() if k in CONTACTS.fields}
+    with psycopg.connect(migrated_database) as conn:
+        record_dead_letters(conn, "contacts", [NewDeadLetter(keap_id="3", record=record, reason="test")], "run-x")
+    caplog.set_level(logging.INFO, logger="keap_pipeline.pipeline.replay")
+
+    loader = psycopg.connect(migrated_database)
+    try:
+        # a loader inserts contact 3 and has not committed yet: the replay's insert waits on its key
+        loader.execute(
+            "select * from public.batch_upsert_contacts(array[%s::jsonb])",
+            (json.dumps({"keap_id": "3", "email": "loader@example.com"}),),
+        )
+        result: dict[str, object] = {}
+
+        def run_replay() -> None:
+            try:
+                result["r"] = replay_dead_letters(migrated_database, "contacts")
+            except Exception as err:  # noqa: BLE001 - asserted below
+                result["error"] = err
+
+        replay = threading.Thread(target=run_replay)
+        replay.start()
+        replay.join(timeout=1.0)
+        assert replay.is_alive(), "the replay waits for the loader's uncommitted row"
+        loader.commit()
+        replay.join(timeout=30)
+    finally:
+        loader.close()
+    assert "error" not in result, result.get("error")
+    report = result["r"]
+    assert report.replayed == [_letters(migrated_database)["3"]["id"]] and report.still_failing == []  # type: ignore[attr-defined]
+    assert any("replay retried" in r.getMessage() for r in caplog.records)
+    assert scalar(migrated_database, "select count(*) from public.sync_contacts where keap_id = '3'") == 1
