@@ -1,12 +1,15 @@
--- 21: contacts batches load side by side (keap-pipeline's parallel loaders).
--- upsert_contacts_from_stage as in 20, with two changes:
+-- 21: contacts batches load side by side (keap-pipeline's parallel loaders), and cost less each.
+-- upsert_contacts_from_stage as in 20, with these changes:
 -- * no transaction-wide advisory lock: it made every loader of contacts wait for the one before to
 --   COMMIT, so a second connection could never load at the same time (measured: with two loaders,
---   32 of 79 samples of their pg_stat_activity were waiting on it). Concurrent batches stay correct without it (see the comment
---   in the body): the keap_id unique key and the optimistic version check turn a collision into an
---   error the loader retries;
--- * sync_status rows of the contacts the statement inserts are a plain insert; only rows of updated
---   contacts take ON CONFLICT (speculative insertion costs an extra index probe per row).
+--   32 of 79 samples of their pg_stat_activity were waiting on it). Concurrent batches stay correct
+--   without it (see the comment in the body): the keap_id unique key and the optimistic version
+--   check turn a collision into an error the loader retries;
+-- * sync_status rows of the contacts the statement inserts are a plain insert (speculative
+--   insertion, as ON CONFLICT needs, costs an extra index probe per row), keyed by the contact's own
+--   id (sync_status holds one row per record: a shared key, not a third uuid to generate per
+--   contact); only rows of updated contacts take ON CONFLICT;
+-- * the per-batch counts read the classified rows once (count ... filter) instead of nine times.
 -- CREATE OR REPLACE keeps the function's grants and revokes.
 
 create or replace function keap_pipeline.upsert_contacts_from_stage(
@@ -258,12 +261,13 @@ begin
     ),
     new_status_rows as (
         -- a contact inserted by this statement has a new id, so it has no sync_status row yet: a plain
-        -- insert (no speculative insertion, as ON CONFLICT needs)
+        -- insert (no speculative insertion, as ON CONFLICT needs). The row shares the contact's id
+        -- (sync_status is one row per record: a shared key, not a third uuid to generate per contact)
         insert into public.sync_status (
             id, entity_type, entity_id, keap_id, supabase_id, sync_direction,
             last_sync_at, last_sync_status, last_sync_error, retry_count, next_retry_at
         )
-        select keap_pipeline.uuid_v7(), 'sync_contacts', i.id, i.keap_id, i.id, 'keap_to_supabase',
+        select i.id, 'sync_contacts', i.id, i.keap_id, i.id, 'keap_to_supabase',
                pg_catalog.now(), 'completed', null, 0, null
         from ins as i
     ),
@@ -391,16 +395,27 @@ begin
         (select pg_catalog.count(*) from ranked as r where r.rn > 1)::integer as duplicates,
         (select pg_catalog.count(*) from ins)::integer as inserted,
         (select pg_catalog.count(*) from upd as u where u.action = 'update')::integer as updated,
-        (select pg_catalog.count(*) from resolved as r where r.action = 'unchanged')::integer as unchanged,
-        (select pg_catalog.count(*) from resolved as r where r.action = 'stale')::integer as stale,
-        (select pg_catalog.count(*) from resolved as r where r.action = 'local')::integer as local_pending,
-        (select pg_catalog.count(*) from resolved as r where r.action = 'conflict')::integer as conflicts,
-        (select pg_catalog.count(*) from resolved as r where r.action = 'conflict' and r.kind = 'overwrite' and p_strategy = 'keap_wins')::integer as conflicts_keap_wins,
-        (select pg_catalog.count(*) from resolved as r where r.kind = 'keep_local')::integer as conflicts_supabase_wins,
-        (select pg_catalog.count(*) from resolved as r where p_strategy = 'merge' and r.kind in ('overwrite', 'merge_pending') and r.action = 'conflict')::integer as conflicts_merged,
-        (select pg_catalog.count(*) from resolved as r where r.kind = 'park')::integer as conflicts_parked,
-        (select pg_catalog.count(*) from resolved as r where r.kind <> 'none')::integer as meant,
+        c.unchanged, c.stale, c.local_pending, c.conflicts, c.conflicts_keap_wins, c.conflicts_supabase_wins,
+        c.conflicts_merged, c.conflicts_parked, c.meant,
         (select pg_catalog.count(*) from upd)::integer as written
+    from (
+        -- one pass over the classified rows for all their counts
+        select
+            (pg_catalog.count(*) filter (where r.action = 'unchanged'))::integer as unchanged,
+            (pg_catalog.count(*) filter (where r.action = 'stale'))::integer as stale,
+            (pg_catalog.count(*) filter (where r.action = 'local'))::integer as local_pending,
+            (pg_catalog.count(*) filter (where r.action = 'conflict'))::integer as conflicts,
+            (pg_catalog.count(*) filter (
+                where r.action = 'conflict' and r.kind = 'overwrite' and p_strategy = 'keap_wins'
+            ))::integer as conflicts_keap_wins,
+            (pg_catalog.count(*) filter (where r.kind = 'keep_local'))::integer as conflicts_supabase_wins,
+            (pg_catalog.count(*) filter (
+                where p_strategy = 'merge' and r.kind in ('overwrite', 'merge_pending') and r.action = 'conflict'
+            ))::integer as conflicts_merged,
+            (pg_catalog.count(*) filter (where r.kind = 'park'))::integer as conflicts_parked,
+            (pg_catalog.count(*) filter (where r.kind <> 'none'))::integer as meant
+        from resolved as r
+    ) as c
     into v;
     -- new_status_rows, status_rows, new_conflicts, refreshed_conflicts, outbound and cancelled are not read above:
     -- data-modifying WITH queries run exactly once whether or not the main query reads them.

@@ -31,5 +31,5 @@ def test_ingested_contacts_and_their_audit_rows_get_time_ordered_ids(db: psycopg
         " join public.sync_audit_log a on a.entity_id = c.id where c.keap_id = 'v7-1'"
     ).fetchone()
     assert {uuid.UUID(str(x)).version for x in (contact, status, audit)} == {7}
-    # sql/24: the sync_status row of an ingested contact shares the contact's id (one row per record)
+    # sql/21: the sync_status row of an ingested contact shares the contact's id (one row per record)
     assert status == contact and audit != contact
