@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import threading
 import time
 import uuid
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--loaders", type=int, default=2, help="parallel loaders (and COPY connections) to compare with 1")
+    parser.add_argument("--repeat", type=int, default=1, help="first-load runs (ours and the plain COPY, in pairs); medians are reported")
     parser.add_argument("--write", action="store_true", help="write the figures into docs/benchmarks.md")
     args = parser.parse_args(argv)
 
@@ -179,20 +181,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n:,} contacts in {len(first)} batches of {args.batch}; {server_version(args.database_url)}")
 
     k = args.loaders
-    copy_url = fresh_database(args.database_url, "bench_copy", migrated=False)
-    t_copy = load_plain_copy(copy_url, first)
-    print(f"plain COPY, unindexed table, 1 connection:   {t_copy:8.2f} s  {n / t_copy:>10,.0f} rows/s")
-    t_copy_k = load_plain_copy(copy_url, first, connections=k)
-    print(f"plain COPY, unindexed table, {k} connections:  {t_copy_k:8.2f} s  {n / t_copy_k:>10,.0f} rows/s")
+    # the first load with k loaders and the one-connection plain COPY, in pairs on fresh databases:
+    # the machine's speed drifts by several percent between runs, so both are taken as medians
+    copy_times: list[float] = []
+    ours_times: list[float] = []
+    for run in range(args.repeat):
+        copy_url = fresh_database(args.database_url, "bench_copy", migrated=False)
+        copy_times.append(load_plain_copy(copy_url, first))
+        ours_url = fresh_database(args.database_url, "bench_ours")
+        t_run, counts, tx_first = load_ours(ours_url, first, loaders=k)
+        assert counts.inserted == n, counts
+        ours_times.append(t_run)
+        print(f"run {run + 1}/{args.repeat}: plain COPY, 1 connection {n / copy_times[-1]:>9,.0f} rows/s;"
+              f" ours, first load, {k} loaders {n / t_run:>8,.0f} rows/s ({tx_first} transactions);"
+              f" ratio {copy_times[-1] / t_run:.3f}")
+    t_copy = statistics.median(copy_times)
+    t_ours = statistics.median(ours_times)
+    ratios = [c / o for c, o in zip(copy_times, ours_times, strict=True)]
+    print(f"medians: plain COPY {n / t_copy:,.0f} rows/s, ours {n / t_ours:,.0f} rows/s;"
+          f" ratio of medians {t_copy / t_ours:.3f}; per-run ratios {min(ratios):.3f}-{max(ratios):.3f}")
 
-    ours_1_url = fresh_database(args.database_url, "bench_ours")
+    copy_k_url = fresh_database(args.database_url, "bench_copy", migrated=False)
+    t_copy_k = load_plain_copy(copy_k_url, first, connections=k)
+    print(f"plain COPY, unindexed table, {k} connections:  {t_copy_k:8.2f} s  {n / t_copy_k:>10,.0f} rows/s")
+    ours_1_url = fresh_database(args.database_url, "bench_ours_1")
     t_ours_1, counts, _ = load_ours(ours_1_url, first, loaders=1)
     assert counts.inserted == n, counts
     print(f"ours, first load, 1 loader:                  {t_ours_1:8.2f} s  {n / t_ours_1:>10,.0f} rows/s")
-    ours_url = fresh_database(args.database_url, "bench_ours")
-    t_ours, counts, tx_first = load_ours(ours_url, first, loaders=k)
-    assert counts.inserted == n, counts
-    print(f"ours, first load, {k} loaders:                 {t_ours:8.2f} s  {n / t_ours:>10,.0f} rows/s  ({tx_first} transactions)")
 
     changed = change_one_percent(records)
     second = frames(records)
@@ -222,13 +237,18 @@ def main(argv: list[str] | None = None) -> int:
 
         lines = [
             f"Measured {machine()}; {server_version(args.database_url)}; commit {git_revision()}.",
-            f"Rerun: `.venv/bin/python -m bench.bench_db_stage --database-url URL --contacts {n} --loaders {k} --write`.",
+            f"Rerun: `.venv/bin/python -m bench.bench_db_stage --database-url URL --contacts {n} --loaders {k}"
+            f" --repeat {args.repeat} --write`.",
             f"{n:,} sandbox contacts (the pipeline's fields), normalized before timing, in pages of {args.batch:,};"
             f" ours groups pages into transactions as the pipeline does (BatchSizer: one page while rows change,"
             f" up to ten while they do not): {tx_first} transactions for the first load, {tx_resync} for the"
             f" re-sync, loaded through the pipeline's LoaderPool (batches on `loaders` connections at once,"
             f" committed in page order with the cursor). The plain COPY and the reference commit every page;"
-            f" the plain COPY with {k} connections splits the pages between them.",
+            f" the plain COPY with {k} connections splits the pages between them."
+            f" The one-connection plain COPY and ours with {k} loaders ran {args.repeat} time(s) in pairs on fresh"
+            f" databases; their rows give the medians. Per run, plain COPY / ours / ratio: "
+            + "; ".join(f"{n / c:,.0f} / {n / o:,.0f} / {c / o:.3f}" for c, o in zip(copy_times, ours_times, strict=True))
+            + f" (ratio of the medians {t_copy / t_ours:.3f}).",
             "",
             "| what | connections | seconds | rows/s | vs. plain COPY, 1 connection | vs. plain COPY, same connections | vs. reference |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
