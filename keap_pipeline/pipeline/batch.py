@@ -138,6 +138,18 @@ def loaded_concurrently(entity: Entity, err: psycopg.Error) -> bool:
     return err.diag.table_name == table and err.diag.schema_name == schema and err.diag.constraint_name == f"{table}_keap_id_key"
 
 
+def worth_retrying(entity: Entity, err: psycopg.Error) -> bool:
+    """Whether a transaction that loads `entity` failed only because a concurrent one got there first.
+
+    An app or another run's loader changed (40001) or inserted (a duplicate keap_id) one of its
+    records between classification and write, or the two deadlocked and PostgreSQL picked this
+    one (40P01): run the whole transaction again, and it sees the other's rows.
+    """
+    return isinstance(err, (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)) or (
+        loaded_concurrently(entity, err)
+    )
+
+
 @dataclass
 class BatchOutcome:
     """What one committed batch did."""
@@ -247,12 +259,8 @@ def load_batch(
                     before_commit()
                 if max_updated is not None:
                     advance_cursor(conn, entity.name, scope, max_updated, len(records), run_id)  # type: ignore[arg-type]
-        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, psycopg.errors.UniqueViolation) as err:
-            # an app or another run's loader changed (or inserted) one of the batch's records between
-            # classification and write, or the two deadlocked and PostgreSQL picked this one
-            if attempt == MAX_ATTEMPTS or (
-                isinstance(err, psycopg.errors.UniqueViolation) and not loaded_concurrently(entity, err)
-            ):
+        except psycopg.Error as err:
+            if attempt == MAX_ATTEMPTS or not worth_retrying(entity, err):
                 raise
             log.info("%s: batch retried (%s/%s): %s", entity.name, attempt, MAX_ATTEMPTS, err.diag.message_primary)
             continue

@@ -83,7 +83,6 @@ class CommitTurns:
 class _Job(Generic[B]):
     seq: int
     batch: B
-    keys: frozenset[str]
 
 
 _STOP = object()
@@ -156,7 +155,7 @@ class LoaderPool(Generic[B, R]):
             seq = self._seq
             self._seq += 1
             self._in_flight[seq] = job_keys
-        self._jobs.put(_Job(seq, batch, job_keys))
+        self._jobs.put(_Job(seq, batch))
 
     def _run(self) -> None:
         conn: psycopg.Connection | None = None

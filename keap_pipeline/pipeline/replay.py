@@ -19,7 +19,7 @@ from keap_pipeline.db.dead_letters import (
 )
 from keap_pipeline.db.load import UpsertCounts
 from keap_pipeline.entities import ENTITIES, Entity
-from keap_pipeline.pipeline.batch import MAX_ATTEMPTS, load_isolating, loaded_concurrently
+from keap_pipeline.pipeline.batch import MAX_ATTEMPTS, load_isolating, worth_retrying
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +104,10 @@ def replay_dead_letters(
             try:
                 with conn.transaction():
                     _replay(conn, entity, normalize, letters, strategy, merge_rule, report)
-            except (
-                psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, psycopg.errors.UniqueViolation
-            ) as err:
+            except psycopg.Error as err:
                 # a loader or an app wrote one of these records meanwhile (there is no lock between
                 # them, sql/21): the replay is rolled back whole and runs again, as a batch is
-                if attempt == MAX_ATTEMPTS or (
-                    isinstance(err, psycopg.errors.UniqueViolation) and not loaded_concurrently(entity, err)
-                ):
+                if attempt == MAX_ATTEMPTS or not worth_retrying(entity, err):
                     raise
                 log.info("replay retried (%s/%s): %s", attempt, MAX_ATTEMPTS, err.diag.message_primary)
                 continue
