@@ -32,8 +32,10 @@ from bench.common import (
 )
 from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor
 from keap_pipeline.db.load import UpsertCounts, copy_frame, load_frame, relax_commit
+from keap_pipeline.db.locks import bound_lock_waits
 from keap_pipeline.entities import CONTACTS
 from keap_pipeline.normalize.contacts import normalize_contacts
+from keap_pipeline.pipeline.batch import DEFAULT_LOCK_TIMEOUT_SECONDS
 from keap_pipeline.pipeline.batching import BatchSizer
 from keap_pipeline.pipeline.parallel import LoaderPool
 
@@ -57,12 +59,14 @@ def load_ours(url: str, batches: list[pl.DataFrame], loaders: int = 1) -> tuple[
     sizer = BatchSizer()
     transactions = 0
 
-    def load(conn: psycopg.Connection, batch: tuple[pl.DataFrame, int, bool], before_commit) -> UpsertCounts:  # type: ignore[no-untyped-def]
+    def load(conn: psycopg.Connection, batch: tuple[pl.DataFrame, int, bool], turn) -> UpsertCounts:  # type: ignore[no-untyped-def]
         frame, _, diff = batch
         with conn.transaction():
+            turn.begin()
             relax_commit(conn)
+            bound_lock_waits(conn, DEFAULT_LOCK_TIMEOUT_SECONDS)
             counts = load_frame(conn, CONTACTS, frame, diff=diff)
-            before_commit()
+            turn()
             advance_cursor(conn, "contacts", INCREMENTAL, frame["keap_updated_at"].max(), frame.height, "bench")  # type: ignore[arg-type]
         return counts
 

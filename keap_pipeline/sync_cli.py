@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from datetime import UTC, datetime
 
 from keap_pipeline.errors import KeapPipelineError
@@ -11,6 +12,10 @@ from keap_pipeline.errors import KeapPipelineError
 
 class CommandLineError(KeapPipelineError):
     """A sub-command was called with settings it cannot work with."""
+
+
+# `sync` / `dead-letters replay` found another run of the entity in progress (EX_TEMPFAIL: try again later)
+EXIT_RUN_LOCKED = 75
 
 
 def _instant(text: str) -> datetime:
@@ -24,6 +29,7 @@ def _instant(text: str) -> datetime:
 def _cmd_sync(args: argparse.Namespace) -> int:
     from keap_pipeline.db.connect import resolve_database_url
     from keap_pipeline.db.cursors import INCREMENTAL, window_scope
+    from keap_pipeline.db.locks import RunLocked
     from keap_pipeline.entities import ENTITIES
     from keap_pipeline.keap import ApiKeyAuth, KeapClient
     from keap_pipeline.pipeline.sync import sync_entity
@@ -38,24 +44,34 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         scope = window_scope(args.since, args.until)
     url = resolve_database_url(args.database_url)
     with KeapClient(base_url, ApiKeyAuth(api_key), pacing=not args.no_pacing) as client:
-        report = sync_entity(
-            client,
-            url,
-            entity,
-            since=args.since,
-            until=args.until,
-            scope=scope,
-            strategy=args.strategy,
-            merge_rule=args.merge_rule,
-            page_size=args.page_size,
-            pages_per_batch=args.pages_per_batch,
-            max_pages_per_batch=args.max_pages_per_batch,
-            loaders=args.loaders,
-            run_id=f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}",
-            progress=lambda r: print(
-                f"  {r.pages} pages, {r.records_seen} records, {r.records_per_second:,.0f}/s", flush=True
-            ),
-        )
+        try:
+            report = sync_entity(
+                client,
+                url,
+                entity,
+                since=args.since,
+                until=args.until,
+                scope=scope,
+                strategy=args.strategy,
+                merge_rule=args.merge_rule,
+                page_size=args.page_size,
+                pages_per_batch=args.pages_per_batch,
+                max_pages_per_batch=args.max_pages_per_batch,
+                loaders=args.loaders,
+                run_id=f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}",
+                progress=lambda r: print(
+                    f"  {r.pages} pages, {r.records_seen} records, {r.records_per_second:,.0f}/s", flush=True
+                ),
+                lock_wait_seconds=args.wait,
+                lock_timeout_seconds=args.lock_timeout,
+                stall_seconds=args.stall_timeout,
+                on_lock_wait=lambda holder: print(
+                    f"  another {entity.name} run is in progress: {holder}; waiting up to {args.wait:g} s", flush=True
+                ),
+            )
+        except RunLocked as err:
+            print(f"keap-pipeline sync: {err}", file=sys.stderr)
+            return EXIT_RUN_LOCKED
     print(report.summary())
     return 3 if report.stopped_early else 0
 
@@ -79,7 +95,15 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
             )
         print(f"{len(letters)} dead letter(s)")
         return 0
-    report = replay_dead_letters(url, args.entity, ids=args.ids or None, strategy=args.strategy)
+    from keap_pipeline.db.locks import RunLocked
+
+    try:
+        report = replay_dead_letters(
+            url, args.entity, ids=args.ids or None, strategy=args.strategy, lock_wait_seconds=args.wait
+        )
+    except RunLocked as err:
+        print(f"keap-pipeline dead-letters: {err}", file=sys.stderr)
+        return EXIT_RUN_LOCKED
     print(f"replayed {len(report.replayed)}: {report.replayed}")
     for ident, reason in report.still_failing:
         print(f"still failing {ident}: {reason}")
@@ -111,6 +135,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="records per Keap request (default 1000, Keap's maximum)")
     p.add_argument("--base-url", help="Keap API root (default KEAP_BASE_URL)")
     p.add_argument("--no-pacing", action="store_true", help="do not pace requests (sandbox benchmarks only)")
+    _add_wait(p)
+    p.add_argument(
+        "--lock-timeout", type=float, default=30.0, metavar="SECONDS",
+        help="a loader's longest wait for one row lock before its batch is retried (default 30; 0 = no bound)",
+    )
+    p.add_argument(
+        "--stall-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="stop the run when no batch commits for this long, naming what it waits on (default 300; 0 = never)",
+    )
     p.add_argument("--database-url", metavar="URL", help="default KEAP_PIPELINE_DATABASE_URL, else the embedded server")
     p.set_defaults(func=_cmd_sync)
 
@@ -121,5 +154,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--id", dest="ids", type=int, action="append", help="replay only this id (repeatable)")
     p.add_argument("--strategy", choices=CONFLICT_STRATEGIES, default="keap_wins")
+    _add_wait(p)
     p.add_argument("--database-url", metavar="URL", help="default KEAP_PIPELINE_DATABASE_URL, else the embedded server")
     p.set_defaults(func=_cmd_dead_letters)
+
+
+def _add_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait", type=float, default=60.0, metavar="SECONDS",
+        help="when another run of the entity is in progress (a sync, a replay, a Dagster run), wait this long "
+        f"for it, then exit with status {EXIT_RUN_LOCKED} naming it (default 60; 0 = do not wait)",
+    )

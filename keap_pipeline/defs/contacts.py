@@ -63,6 +63,18 @@ class ContactsSyncConfig(Config):
         default=2, ge=1, le=8,
         description="batches loading at once, each on its own database connection; they commit in page order",
     )
+    lock_wait_seconds: float = Field(
+        default=300.0, ge=0, le=86_400,
+        description="when another contacts run holds the run lock (a CLI sync or replay beside this run), wait "
+        "this long for it, then fail naming it",
+    )
+    lock_timeout_seconds: float = Field(
+        default=30.0, ge=0, le=3_600, description="a loader's longest wait for one row lock before its batch is retried"
+    )
+    stall_seconds: float = Field(
+        default=300.0, ge=0, le=86_400,
+        description="stop the run when no batch commits for this long, naming what the loaders wait on (0 = never)",
+    )
 
 
 def _metadata(report: SyncReport) -> dict[str, MetadataValue | int | float | str]:
@@ -138,6 +150,12 @@ def keap_contacts(
                 loaders=config.loaders,
                 run_id=context.run.run_id,
                 progress=progress,
+                lock_wait_seconds=config.lock_wait_seconds,
+                lock_timeout_seconds=config.lock_timeout_seconds,
+                stall_seconds=config.stall_seconds,
+                on_lock_wait=lambda holder: context.log.info(
+                    f"contacts: another run is in progress ({holder}); waiting up to {config.lock_wait_seconds:g} s"
+                ),
             )
     except (KeapPipelineError, ValueError) as err:
         raise Failure(description=f"contacts sync failed: {err}") from None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import psycopg
@@ -15,14 +16,26 @@ import psycopg
 from keap_pipeline.db.cursors import advance_cursor
 from keap_pipeline.db.dead_letters import NewDeadLetter, close_superseded, record_dead_letters
 from keap_pipeline.db.load import UpsertCounts, load_frame, relax_commit
+from keap_pipeline.db.locks import bound_lock_waits
 from keap_pipeline.entities import Entity
+from keap_pipeline.errors import KeapPipelineError
 from keap_pipeline.keap.client import decode_json
 from keap_pipeline.normalize.result import NormalizeResult, Rejected
+from keap_pipeline.pipeline.parallel import TurnYielded
+
+if TYPE_CHECKING:
+    from keap_pipeline.pipeline.parallel import Turn
 
 log = logging.getLogger(__name__)
 
 # a batch whose contacts an app keeps editing while it loads is retried this often, then fails
 MAX_ATTEMPTS = 5
+# a loader waits at most this long for any one row lock, then retries its batch (issue 15)
+DEFAULT_LOCK_TIMEOUT_SECONDS = 30.0
+
+
+class LockWaitsExhausted(KeapPipelineError):
+    """A batch timed out waiting for row locks in every attempt; the run stops with its cursor exact."""
 
 
 class PageBytes(Sequence[Any]):
@@ -145,9 +158,27 @@ def worth_retrying(entity: Entity, err: psycopg.Error) -> bool:
     records between classification and write, or the two deadlocked and PostgreSQL picked this
     one (40P01): run the whole transaction again, and it sees the other's rows.
     """
-    return isinstance(err, (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)) or (
-        loaded_concurrently(entity, err)
-    )
+    return isinstance(
+        err,
+        (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable),
+    ) or loaded_concurrently(entity, err)
+
+
+def retry_pause(attempt: int) -> None:
+    """A short, growing pause before attempt `attempt + 1`, so the transaction that won can finish."""
+    time.sleep(min(1.0, 0.05 * 2**attempt))
+
+
+def give_up(entity: Entity, err: psycopg.Error, attempts: int, lock_timeout_seconds: float) -> BaseException:
+    """The error to raise after the last attempt: lock timeouts become a message that says what to do."""
+    if isinstance(err, psycopg.errors.LockNotAvailable):
+        return LockWaitsExhausted(
+            f"a batch of {entity.name} waited more than {lock_timeout_seconds:g} s for rows another transaction "
+            f"holds, in each of {attempts} attempts (a long transaction of an app or an operator on these rows?). "
+            "Nothing of this batch was written; the batches before it are committed with their cursor, and the "
+            "next run resumes there. pg_stat_activity shows who holds the rows; raise the wait with `--lock-timeout`."
+        )
+    return err
 
 
 @dataclass
@@ -214,7 +245,8 @@ def load_batch(
     fetched_at: datetime | None = None,
     diff: bool = True,
     normalized: NormalizeResult | None = None,
-    before_commit: Callable[[], None] | None = None,
+    turn: Turn | None = None,
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
 ) -> BatchOutcome:
     """Load one batch of raw Keap records in ONE transaction, cursor included.
 
@@ -229,9 +261,11 @@ def load_batch(
         fetched_at: when the pages were fetched (UTC); now when None.
         diff: run the key/hash diff before staging full rows (see BatchSizer).
         normalized: `records` already normalized (see combine); normalized here when None.
-        before_commit: called inside the transaction after the batch's rows are written and
-            before the cursor moves and it commits (a parallel loader waits for its turn there;
-            pipeline.parallel); an exception it raises rolls the batch back.
+        turn: the batch's commit turn (pipeline.parallel): `turn.begin()` runs first in each
+            attempt's transaction, `turn()` after the batch's rows are written and before the
+            cursor moves and it commits; an exception it raises rolls the batch back.
+        lock_timeout_seconds: the longest wait for any one lock, then the attempt is retried
+            (0 = no bound).
 
     Returns:
         The batch's counts, dead letters and highest Keap update time.
@@ -242,12 +276,18 @@ def load_batch(
     ]
     frame: pl.DataFrame = result.frame
     max_updated = frame["keap_updated_at"].max() if frame.height else None
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    attempt = 0
+    yields = 0
+    while True:
+        attempt += 1
         counts = UpsertCounts()
         refused: list[NewDeadLetter] = []
         try:
             with conn.transaction():
+                if turn is not None:
+                    turn.begin()
                 relax_commit(conn)
+                bound_lock_waits(conn, lock_timeout_seconds)
                 if frame.height:
                     load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused, diff)
                 record_dead_letters(conn, entity.name, [*letters, *refused], run_id)
@@ -255,14 +295,27 @@ def load_batch(
                 close_superseded(
                     conn, entity.name, [k for k in frame["keap_id"].to_list() if k not in refused_ids]
                 )
-                if before_commit is not None:
-                    before_commit()
+                if turn is not None:
+                    turn()
                 if max_updated is not None:
                     advance_cursor(conn, entity.name, scope, max_updated, len(records), run_id)  # type: ignore[arg-type]
         except psycopg.Error as err:
-            if attempt == MAX_ATTEMPTS or not worth_retrying(entity, err):
+            if not worth_retrying(entity, err):
                 raise
+            if attempt == MAX_ATTEMPTS:
+                raise give_up(entity, err, attempt, lock_timeout_seconds) from err
             log.info("%s: batch retried (%s/%s): %s", entity.name, attempt, MAX_ATTEMPTS, err.diag.message_primary)
+            retry_pause(attempt)
+            continue
+        except TurnYielded:
+            # the batch before this one restarted: this one let go of its rows and redoes its work,
+            # which is not an attempt of its own (bounded: the batch before it restarts at most
+            # MAX_ATTEMPTS - 1 times before it commits or fails the run)
+            yields += 1
+            attempt -= 1
+            if yields > MAX_ATTEMPTS * MAX_ATTEMPTS:
+                raise
+            log.info("%s: batch redone after the batch before it restarted", entity.name)
             continue
         break
     return BatchOutcome(

@@ -18,8 +18,16 @@ from keap_pipeline.db.dead_letters import (
     mark_replayed,
 )
 from keap_pipeline.db.load import UpsertCounts
+from keap_pipeline.db.locks import bound_lock_waits, run_lock
 from keap_pipeline.entities import ENTITIES, Entity
-from keap_pipeline.pipeline.batch import MAX_ATTEMPTS, load_isolating, worth_retrying
+from keap_pipeline.pipeline.batch import (
+    DEFAULT_LOCK_TIMEOUT_SECONDS,
+    MAX_ATTEMPTS,
+    give_up,
+    load_isolating,
+    retry_pause,
+    worth_retrying,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,8 @@ def replay_dead_letters(
     strategy: str = "keap_wins",
     merge_rule: str = "manual",
     limit: int = 10_000,
+    lock_wait_seconds: float = 60.0,
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
 ) -> ReplayReport:
     """Load open dead letters again, each in its own savepoint; the ones that load are marked replayed.
 
@@ -89,13 +99,23 @@ def replay_dead_letters(
         strategy: conflict strategy for the upsert.
         merge_rule: merge rule for the upsert.
         limit: at most this many.
+        lock_wait_seconds: how long to wait for a sync of the entity to finish (a replay holds
+            the entity's run lock, as a sync does: db.locks).
+        lock_timeout_seconds: the longest wait for one row lock before the replay is retried.
 
     Returns:
         Which ids were replayed and which still fail (with the reason).
+
+    Raises:
+        RunLocked: a sync (or replay) of the entity kept its run lock for longer than lock_wait_seconds.
     """
     entity = ENTITIES[entity_name]
     normalize = entity.resolve_normalizer()
-    with connect(database_url) as conn:
+    holder = f"keap-pipeline {entity_name} dead-letter replay"
+    with (
+        run_lock(database_url, entity_name, wait_seconds=lock_wait_seconds, holder=holder),
+        connect(database_url, application_name=holder) as conn,
+    ):
         letters = [
             d for d in list_dead_letters(conn, entity_name, status="open", limit=limit) if ids is None or d.id in ids
         ]
@@ -103,13 +123,17 @@ def replay_dead_letters(
             report = ReplayReport()
             try:
                 with conn.transaction():
+                    bound_lock_waits(conn, lock_timeout_seconds)
                     _replay(conn, entity, normalize, letters, strategy, merge_rule, report)
             except psycopg.Error as err:
-                # a loader or an app wrote one of these records meanwhile (there is no lock between
-                # them, sql/21): the replay is rolled back whole and runs again, as a batch is
-                if attempt == MAX_ATTEMPTS or not worth_retrying(entity, err):
+                # an app (or a writer that holds no run lock) wrote one of these records meanwhile:
+                # the replay is rolled back whole and runs again, as a batch is
+                if not worth_retrying(entity, err):
                     raise
+                if attempt == MAX_ATTEMPTS:
+                    raise give_up(entity, err, attempt, lock_timeout_seconds) from err
                 log.info("replay retried (%s/%s): %s", attempt, MAX_ATTEMPTS, err.diag.message_primary)
+                retry_pause(attempt)
                 continue
             break
     log.info("replayed %d dead letters, %d still failing", len(report.replayed), len(report.still_failing))

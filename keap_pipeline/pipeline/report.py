@@ -28,6 +28,7 @@ class SyncReport:
     quota_available: int | None = None
     seconds: float = 0.0
     stopped_early: str | None = None
+    waited_for_lock_seconds: float = 0.0
 
     @property
     def records_per_second(self) -> float:
@@ -51,5 +52,6 @@ class SyncReport:
             f"{c.inserted} inserted, {c.updated} updated, {c.unchanged} unchanged, {c.stale} stale, "
             f"{c.conflicts} conflicts ({self.strategy}), {self.dead_lettered} dead-lettered, "
             f"{self.requests} requests, {self.seconds:.1f}s, {self.records_per_second:,.0f} records/s"
+            + (f"; waited {self.waited_for_lock_seconds:.1f}s for another run" if self.waited_for_lock_seconds >= 0.1 else "")
             + (f"; stopped early: {self.stopped_early}" if self.stopped_early else "")
         )

@@ -12,10 +12,12 @@ import psycopg
 
 from keap_pipeline.db.connect import connect
 from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor, get_cursor
+from keap_pipeline.db.locks import run_lock
 from keap_pipeline.entities import Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.batch import (
+    DEFAULT_LOCK_TIMEOUT_SECONDS,
     BatchOutcome,
     NormalizedPage,
     combine,
@@ -23,7 +25,7 @@ from keap_pipeline.pipeline.batch import (
     normalize_page,
 )
 from keap_pipeline.pipeline.batching import BatchSizer
-from keap_pipeline.pipeline.parallel import LoaderPool
+from keap_pipeline.pipeline.parallel import LoaderPool, Turn
 from keap_pipeline.pipeline.prefetch import prefetch
 from keap_pipeline.pipeline.report import SyncReport
 
@@ -32,6 +34,15 @@ log = logging.getLogger(__name__)
 Progress = Callable[[SyncReport], None]
 # what a loader gets: the raw records, their normalized form, how many pages, whether to diff first
 Batch = tuple[Sequence[Any], NormalizeResult, int, bool]
+# how long a run waits for another run of the same entity to finish, by default
+DEFAULT_LOCK_WAIT_SECONDS = 60.0
+# a run whose batches in flight commit nothing for this long is stopped (pipeline.parallel)
+DEFAULT_STALL_SECONDS = 300.0
+
+
+def run_holder(entity: Entity, run_id: str | None) -> str:
+    """How this run shows itself in pg_stat_activity to a run that waits for it."""
+    return f"keap-pipeline {entity.name} {run_id or 'run'}"
 
 
 def sync_entity(
@@ -50,6 +61,10 @@ def sync_entity(
     run_id: str | None = None,
     progress: Progress | None = None,
     loaders: int = 2,
+    lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+    stall_seconds: float = DEFAULT_STALL_SECONDS,
+    on_lock_wait: Callable[[str], None] | None = None,
 ) -> SyncReport:
     """Page `entity` from Keap ordered by update time and load it, one transaction per batch of pages.
 
@@ -77,17 +92,36 @@ def sync_entity(
         progress: called after every committed batch with the running report.
         loaders: how many batches load at once, each on its own connection (pipeline.parallel);
             they still commit in page order. 1 loads one batch at a time.
+        lock_wait_seconds: how long to wait for another run of this entity (a sync or a
+            replay: they hold the entity's run lock, db.locks) before giving up with RunLocked.
+        lock_timeout_seconds: a loader's longest wait for one row lock before its batch is
+            retried (0 = no bound).
+        stall_seconds: stop the run when batches in flight commit nothing for this long
+            (StalledRun; 0 = never).
+        on_lock_wait: told (with who holds it) when the run has to wait for another run.
 
     Returns:
         The report; `stopped_early` says why when the daily quota ran out (everything loaded
         until then is committed, cursor included).
+
+    Raises:
+        RunLocked: another run of the entity held its run lock for longer than lock_wait_seconds.
+        StalledRun: the loaders made no progress for stall_seconds.
+        LockWaitsExhausted: a batch timed out on row locks in every attempt.
     """
     if entity.time_filter is None:
         raise ValueError(f"{entity.name} has no time filter; it cannot be synced by update time")
     started = time.monotonic()
     report = SyncReport(entity=entity.name, scope=scope, strategy=strategy, since=since, until=until)
     requests_before = client.stats.requests
-    with connect(database_url) as conn:
+    with (
+        run_lock(
+            database_url, entity.name, wait_seconds=lock_wait_seconds, holder=run_holder(entity, run_id),
+            on_wait=on_lock_wait,
+        ) as lock,
+        connect(database_url) as conn,
+    ):
+        report.waited_for_lock_seconds = lock.waited_seconds
         cursor = get_cursor(conn, entity.name, scope)
         conn.rollback()
         start = since
@@ -103,11 +137,11 @@ def sync_entity(
         pending: list[NormalizedPage] = []
         sizer = BatchSizer(min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch))
 
-        def load(loader: psycopg.Connection, batch: Batch, before_commit: Callable[[], None]) -> BatchOutcome:
+        def load(loader: psycopg.Connection, batch: Batch, turn: Turn) -> BatchOutcome:
             records, normalized, _, diff = batch
             return load_batch(
                 loader, entity, records, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule,
-                diff=diff, normalized=normalized, before_commit=before_commit,
+                diff=diff, normalized=normalized, turn=turn, lock_timeout_seconds=lock_timeout_seconds,
             )
 
         def committed(batch: Batch, outcome: BatchOutcome) -> None:
@@ -126,7 +160,8 @@ def sync_entity(
                 progress(report)
 
         pool: LoaderPool[Batch, BatchOutcome] = LoaderPool(
-            open_connection=lambda: connect(database_url), size=loaders, load=load, committed=committed
+            open_connection=lambda: connect(database_url, application_name=run_holder(entity, run_id)[:63]),
+            size=loaders, load=load, committed=committed, stall_seconds=stall_seconds, name=entity.name,
         )
 
         def flush() -> None:

@@ -1,0 +1,227 @@
+"""Locks PostgreSQL can see: one run per entity at a time, commit turns as lock waits, bounded row-lock waits.
+
+Why these exist (issue 15): a parallel loader that has written its batch waits for its commit
+turn (the batch before it must commit first). Done in Python alone, that wait is invisible to
+PostgreSQL, so a cycle through it (run 1's loader waits on run 2's rows, run 2's later batch
+waits for its turn behind its earlier batch, which waits on run 1's rows) is a deadlock that
+nothing breaks. Here:
+
+- a whole run of an entity holds that entity's *run lock* (a transaction-level advisory lock
+  on a connection of its own), so two runs of one entity never load side by side: the second
+  waits for it, bounded, or stops with a message naming the holder;
+- each batch transaction holds its *turn lock* (run key, batch number) from its first statement
+  to its end, and a batch waiting for its turn waits on that lock in PostgreSQL: any cycle
+  through a commit turn (with an app's transaction, a replay, anything) is one PostgreSQL's
+  deadlock detector sees and breaks (40P01, which a batch retries);
+- loader transactions carry a lock_timeout, so a row-lock wait nobody foresaw ends in an error
+  the batch retries instead of a hang.
+
+Every lock is transaction-scoped or taken and released inside one transaction, so all of this
+works through transaction-mode poolers (Supavisor, PgBouncer) as well as on direct connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+
+from keap_pipeline.db.connect import connect
+from keap_pipeline.errors import KeapPipelineError
+
+log = logging.getLogger(__name__)
+
+# advisory-lock namespaces (the first int4 of the two-key form): "kprn" for run locks; a run's
+# turn locks use a random key of their own that is never this one
+RUN_LOCK_CLASS = 0x6B70_726E
+_POLL_SECONDS = 0.5
+
+
+class RunLocked(KeapPipelineError):
+    """Another run of the same entity holds its run lock, and it was not released within the wait."""
+
+
+def entity_lock_key(entity: str) -> int:
+    """The run lock's second key of an entity: a stable signed 32-bit number of its name."""
+    value = zlib.crc32(entity.encode("utf-8"))
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def holder_of_run_lock(conn: psycopg.Connection, entity: str) -> str | None:
+    """Who holds `entity`'s run lock: its application name, backend pid and how long it has held it.
+
+    Returns:
+        A description for messages (no values of any record), or None when nobody holds it.
+    """
+    row = conn.execute(
+        "select a.pid, coalesce(nullif(a.application_name, ''), '?'), a.xact_start,"
+        " extract(epoch from now() - a.xact_start)::bigint"
+        " from pg_catalog.pg_locks l"
+        " left join pg_catalog.pg_stat_activity a on a.pid = l.pid"
+        " where l.locktype = 'advisory' and l.granted"
+        " and l.classid::bigint = (%s::bigint & 4294967295) and l.objid::bigint = (%s::bigint & 4294967295)"
+        " and l.objsubid = 2 and l.pid is distinct from pg_catalog.pg_backend_pid()",
+        (RUN_LOCK_CLASS, entity_lock_key(entity)),
+    ).fetchone()
+    if row is None:
+        return None
+    pid, app, started, seconds = row
+    since = f" since {started.isoformat(timespec='seconds')} ({seconds} s)" if started is not None else ""
+    return f"'{app}' (backend pid {pid}){since}"
+
+
+@dataclass
+class RunLock:
+    """A held run lock: the connection that holds it, and how long the run waited for it."""
+
+    entity: str
+    waited_seconds: float
+    conn: psycopg.Connection
+
+    def held(self) -> bool:
+        """Whether the lock is still held (its connection is alive and its transaction open)."""
+        if self.conn.closed:
+            return False
+        try:
+            row = self.conn.execute(
+                "select count(*) from pg_catalog.pg_locks where locktype = 'advisory' and granted"
+                " and pid = pg_catalog.pg_backend_pid()"
+                " and classid::bigint = (%s::bigint & 4294967295) and objid::bigint = (%s::bigint & 4294967295)",
+                (RUN_LOCK_CLASS, entity_lock_key(self.entity)),
+            ).fetchone()
+        except psycopg.Error:
+            return False
+        return bool(row and row[0])
+
+
+@contextmanager
+def run_lock(
+    database_url: str,
+    entity: str,
+    *,
+    wait_seconds: float,
+    holder: str,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[RunLock]:
+    """Hold `entity`'s run lock for the block: at most one run (sync, replay) of an entity at a time.
+
+    The lock is a transaction-level advisory lock on a connection of its own, kept in an open,
+    idle transaction that holds no snapshot and no transaction id (it does not hold back VACUUM)
+    and survives transaction-mode poolers. If its connection dies, PostgreSQL releases it.
+
+    Args:
+        database_url: the sync database.
+        entity: e.g. 'contacts'.
+        wait_seconds: how long to wait for another run to finish; 0 = not at all.
+        holder: this run, as pg_stat_activity shows it to the next one (application_name);
+            no secrets, no record values.
+        on_wait: told once, with the holder's description, when this run has to wait.
+
+    Yields:
+        The held lock (with how long it waited).
+
+    Raises:
+        RunLocked: another run kept the lock for longer than `wait_seconds`.
+    """
+    conn = connect(database_url, application_name=holder[:63])
+    try:
+        # an idle transaction is how the lock is held: a server-wide idle-in-transaction timeout
+        # must not end it (it would release the lock under a running run)
+        conn.execute("select pg_catalog.set_config('idle_in_transaction_session_timeout', '0', true)")
+        started = time.monotonic()
+        told = False
+        while True:
+            row = conn.execute(
+                "select pg_catalog.pg_try_advisory_xact_lock(%s, %s)", (RUN_LOCK_CLASS, entity_lock_key(entity))
+            ).fetchone()
+            if row and row[0]:
+                break
+            other = holder_of_run_lock(conn, entity) or "another run (it has just finished or is not visible to this role)"
+            waited = time.monotonic() - started
+            if waited >= wait_seconds:
+                raise RunLocked(
+                    f"another {entity} run is in progress: {other}. It loads what this run would; "
+                    f"run again after it ends" + (f" (waited {waited:.0f} s)" if wait_seconds else "")
+                    + ", or allow a longer wait (`--wait SECONDS`, or the asset's `lock_wait_seconds`)."
+                )
+            if not told:
+                told = True
+                log.info("%s: waiting up to %.0f s for %s to finish", entity, wait_seconds, other)
+                if on_wait is not None:
+                    on_wait(other)
+            time.sleep(min(_POLL_SECONDS, max(0.0, wait_seconds - waited)))
+        yield RunLock(entity=entity, waited_seconds=time.monotonic() - started, conn=conn)
+    finally:
+        try:
+            if not conn.closed:
+                conn.rollback()
+        finally:
+            conn.close()
+
+
+def new_run_key() -> int:
+    """A random first key for one run's turn locks (signed 32 bits, never the run-lock class)."""
+    while True:
+        key = secrets.randbits(32) - (1 << 31)
+        if key != RUN_LOCK_CLASS:
+            return key
+
+
+def take_turn_lock(conn: psycopg.Connection, run_key: int, seq: int) -> None:
+    """First statement of batch `seq`'s transaction: hold its turn lock until it commits or rolls back."""
+    conn.execute("select pg_catalog.pg_advisory_xact_lock(%s, %s)", (run_key, seq))
+
+
+def wait_on_turn_lock(conn: psycopg.Connection, run_key: int, seq: int) -> None:
+    """Wait, inside this transaction and visibly to PostgreSQL, until batch `seq`'s transaction ends.
+
+    Returns at once when batch `seq` has no transaction open (it has not begun, is between two
+    attempts, or is done): then it holds no row locks either, so the wait that follows in Python
+    can be part of no cycle. The shared lock is released again at once.
+    """
+    conn.execute(
+        "select pg_catalog.pg_advisory_unlock_shared(%s, %s)"
+        " from (select pg_catalog.pg_advisory_lock_shared(%s, %s) offset 0) as waited",
+        (run_key, seq, run_key, seq),
+    )
+
+
+def bound_lock_waits(conn: psycopg.Connection, lock_timeout_seconds: float) -> None:
+    """This transaction waits at most this long for any one lock (0 = no bound), then fails with 55P03."""
+    conn.execute(
+        "select pg_catalog.set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_seconds * 1000)}ms",)
+    )
+
+
+def describe_waits(conn: psycopg.Connection, pids: Sequence[int]) -> list[str]:
+    """What each of these backends is doing and waiting on, and who blocks it (no query texts, no values).
+
+    Args:
+        conn: any connection to the database (not one of `pids`).
+        pids: backend pids of the loaders.
+
+    Returns:
+        One line per backend found.
+    """
+    rows = conn.execute(
+        "select a.pid, a.state, a.wait_event_type, a.wait_event,"
+        " extract(epoch from now() - a.state_change)::bigint,"
+        " (select pg_catalog.string_agg(format('pid %%s (%%s, %%s)', b.pid, coalesce(nullif(b.application_name, ''), '?'), b.state), '; ')"
+        "    from pg_catalog.pg_stat_activity b where b.pid = any(pg_catalog.pg_blocking_pids(a.pid)))"
+        " from pg_catalog.pg_stat_activity a where a.pid = any(%s) order by a.pid",
+        (list(pids),),
+    ).fetchall()
+    out = []
+    for pid, state, wait_type, wait_event, seconds, blockers in rows:
+        waiting = f"waiting on {wait_type}/{wait_event}" if wait_type else "not waiting in PostgreSQL"
+        line = f"backend {pid}: {state or '?'} for {seconds} s, {waiting}"
+        if blockers:
+            line += f", blocked by {blockers}"
+        out.append(line)
+    return out
