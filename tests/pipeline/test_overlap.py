@@ -11,9 +11,14 @@ runs never finished within the join bound).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,10 +28,19 @@ import pytest
 import keap_pipeline.pipeline.batch as batch_module
 import keap_pipeline.pipeline.sync as sync_module
 from keap_pipeline.db.cursors import INCREMENTAL, get_cursor
-from tests.pipeline.conftest import expected_rows, sandbox_records, scalar, sync, table_rows
+from tests.pipeline.conftest import (
+    API_KEY,
+    expected_rows,
+    sandbox_records,
+    scalar,
+    sync,
+    table_rows,
+)
 
 # how long a run may take here before the test calls it hung (they take about a second)
 HUNG_AFTER = 60.0
+# the stress tests load 100k contacts twice (their stall watchdogs fire after 60 s without a commit)
+STRESS_BOUND = 600.0
 
 
 def _until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -130,11 +144,14 @@ class Runs:
         self.threads[name] = threading.Thread(target=run, name=f"run-{name}", daemon=True)
         self.threads[name].start()
 
-    def join(self) -> list[str]:
-        """Join every run; returns the names of those that did not finish within HUNG_AFTER."""
-        deadline = time.monotonic() + HUNG_AFTER
-        for thread in self.threads.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
+    def join(self, bound: float = HUNG_AFTER) -> list[str]:
+        """Join every run; returns the names of those that did not finish within `bound` seconds."""
+        deadline = time.monotonic() + bound
+        joined: set[str] = set()
+        while set(self.threads) - joined:  # a run may start another while this waits
+            for name, thread in list(self.threads.items()):
+                thread.join(max(0.0, deadline - time.monotonic()))
+                joined.add(name)
         return [name for name, thread in self.threads.items() if thread.is_alive()]
 
     def unstick(self) -> None:
@@ -311,3 +328,164 @@ def _incremental_cursor(url: str) -> Any:
     with psycopg.connect(url) as conn:
         cursor = get_cursor(conn, "contacts", INCREMENTAL)
     return cursor.value if cursor else None
+
+
+@contextlib.contextmanager
+def _no_run_lock(*args: Any, **kwargs: Any) -> Iterator[Any]:
+    """A run that holds no run lock: as one whose lock connection a pooler or an operator killed."""
+    yield types.SimpleNamespace(waited_seconds=0.0)
+
+
+@pytest.mark.parametrize(
+    ("join_after", "second_holds_lock"),
+    [(1, True), (40_000, True), (90_000, True), (1, False), (50_000, False)],
+    ids=["join-at-start", "join-at-40k", "join-at-90k", "no-lock-join-at-start", "no-lock-join-at-50k"],
+)
+def test_stress_two_first_loads_of_100k_contacts_end_exact_wherever_the_second_joins(
+    sandbox, migrated_database: str, monkeypatch: pytest.MonkeyPatch, caplog, join_after: int, second_holds_lock: bool
+) -> None:
+    """Two full first loads of the same 100,000 contacts, the second started once the first has
+    seen `join_after` records. With the run lock the second waits; without it (its lock lost) the
+    two load side by side, and every cycle they form is one PostgreSQL breaks. Both end; the
+    tables equal the sandbox."""
+    handle = sandbox(contacts=100_000)
+    runs = Runs(migrated_database)
+    joined = threading.Event()
+    caplog.set_level(logging.INFO, logger="keap_pipeline.pipeline.batch")
+    if not second_holds_lock:
+        real_lock = sync_module.run_lock
+
+        def lock_for(url: str, entity: str, **kwargs: Any) -> Any:
+            if kwargs["holder"].endswith(" second"):
+                return _no_run_lock()
+            return real_lock(url, entity, **kwargs)
+
+        monkeypatch.setattr(sync_module, "run_lock", lock_for)
+
+    def progress(report: Any) -> None:
+        if report.records_seen >= join_after and not joined.is_set():
+            joined.set()
+            runs.start("second", handle, page_size=1000, loaders=2, stall_seconds=60)
+
+    try:
+        runs.start("first", handle, page_size=1000, loaders=2, stall_seconds=60, progress=progress)
+        assert joined.wait(HUNG_AFTER), "the first run made progress"
+        assert runs.join(STRESS_BOUND) == [], "a run hung"
+    finally:
+        if any(t.is_alive() for t in runs.threads.values()):
+            runs.unstick()
+    assert runs.errors == {}
+    inserted = runs.reports["first"].counts.inserted + runs.reports["second"].counts.inserted
+    assert inserted == 100_000
+    collisions = [r.getMessage() for r in caplog.records if "retried" in r.getMessage() or "redone" in r.getMessage()]
+    if not second_holds_lock and join_after == 1:
+        assert collisions, "the runs did load the same pages side by side (else this proves nothing)"
+    if second_holds_lock:
+        assert runs.reports["second"].waited_for_lock_seconds > 0 or join_after > 90_000
+    assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
+    assert scalar(migrated_database, "select count(*) from public.sync_status") == 100_000
+    assert scalar(migrated_database, "select count(*) from keap_pipeline.dead_letters") == 0
+
+
+def test_stress_a_dead_letter_replay_racing_a_sync_ends_exact(sandbox, migrated_database: str) -> None:
+    """Dead letters replayed while a sync of 30,000 changed contacts runs: the replay waits for the
+    sync's run lock (or the sync for the replay's), both end, every letter is replayed, the table
+    equals the sandbox."""
+    from keap_pipeline.pipeline.replay import replay_dead_letters
+
+    handle = sandbox(contacts=30_000)
+    refused = list(range(7, 30_000, 600))  # 50 contacts in every part of the timeline
+    for ident in refused:
+        handle.state.update_contact(ident, {"company": {"company_name": "Refused Ltd"}})
+    with psycopg.connect(migrated_database) as conn:
+        conn.execute(
+            "alter table public.sync_contacts add constraint test_refused_company"
+            " check (company is distinct from 'Refused Ltd')"
+        )
+    first = sync(handle, migrated_database, page_size=1000, loaders=2, run_id="first")
+    assert first.dead_lettered == len(refused)
+    with psycopg.connect(migrated_database) as conn:
+        conn.execute("alter table public.sync_contacts drop constraint test_refused_company")
+    for ident in range(2, 30_001, 2):  # half the contacts change in Keap, none of the refused (odd) ones
+        handle.state.update_contact(ident, {"given_name": f"Changed{ident}"})
+
+    runs = Runs(migrated_database)
+    replayed: dict[str, Any] = {}
+
+    def progress(report: Any) -> None:
+        if report.batches == 2 and "started" not in replayed:
+            replayed["started"] = True
+
+            def replay() -> None:
+                try:
+                    replayed["report"] = replay_dead_letters(migrated_database, "contacts")
+                except BaseException as err:  # noqa: BLE001 - asserted below
+                    replayed["error"] = err
+
+            thread = threading.Thread(target=replay, daemon=True)
+            runs.threads["replay"] = thread
+            thread.start()
+
+    try:
+        runs.start("sync", handle, page_size=500, loaders=2, stall_seconds=60, progress=progress)
+        assert runs.join(STRESS_BOUND) == [], "the sync or the replay hung"
+    finally:
+        if any(t.is_alive() for t in runs.threads.values()):
+            runs.unstick()
+    assert runs.errors == {} and "error" not in replayed, replayed.get("error")
+    report = replayed["report"]
+    assert report.still_failing == []
+    # the replay loads each letter the sync did not close first (the sync re-reads the record at its
+    # cursor, which may be a refused one: it loads now and closes its letter itself)
+    closed_by_sync = scalar(
+        migrated_database,
+        "select count(*) from keap_pipeline.dead_letters where status = 'replayed' and not (id = any(%s))",
+        (report.replayed,),
+    )
+    assert len(report.replayed) + closed_by_sync == len(refused) and len(report.replayed) >= len(refused) - 1
+    assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
+    assert scalar(migrated_database, "select count(*) from keap_pipeline.dead_letters where status = 'open'") == 0
+
+
+def _cli(*args: str, url: str, base_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KEAP_API_KEY": API_KEY}
+    env.pop("KEAP_PIPELINE_DATABASE_URL", None)
+    extra = ["--base-url", base_url, "--no-pacing"] if base_url else []
+    return subprocess.run(  # noqa: S603 - our own command
+        [sys.executable, "-m", "keap_pipeline.cli", *args, *extra, "--database-url", url],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_a_cli_run_beside_another_run_waits_for_it_or_exits_75_naming_it(sandbox, migrated_database: str) -> None:
+    """What a user sees when `keap-pipeline sync` meets a run in progress (here: a Dagster run's
+    lock, held by the test): with --wait 0 it exits 75 at once naming the holder; with a wait it
+    says it waits and loads once the other run ends. A replay meets the same lock."""
+    from keap_pipeline.db.locks import run_lock
+
+    handle = sandbox(contacts=300)
+    with run_lock(migrated_database, "contacts", wait_seconds=0, holder="keap-pipeline contacts 3f2a-dagster-run"):
+        refused = _cli("sync", "contacts", "--wait", "0", url=migrated_database, base_url=handle.base_url)
+        replay = _cli("dead-letters", "replay", "--wait", "0", url=migrated_database)
+    assert refused.returncode == 75, refused.stderr
+    assert "another contacts run is in progress: 'keap-pipeline contacts 3f2a-dagster-run' (backend pid" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert scalar(migrated_database, "select count(*) from public.sync_contacts") == 0
+    assert replay.returncode == 75 and "another contacts run is in progress" in replay.stderr
+
+    released = threading.Event()
+
+    def hold_briefly() -> None:
+        with run_lock(migrated_database, "contacts", wait_seconds=0, holder="keap-pipeline contacts other"):
+            released.wait(30)
+
+    holder = threading.Thread(target=hold_briefly, daemon=True)
+    holder.start()
+    time.sleep(0.2)  # the holder has the lock (a run_lock call takes milliseconds); the assertion below checks it
+    threading.Timer(2.0, released.set).start()
+    waited = _cli("sync", "contacts", "--wait", "60", url=migrated_database, base_url=handle.base_url)
+    holder.join()
+    assert waited.returncode == 0, waited.stderr
+    assert "another contacts run is in progress: 'keap-pipeline contacts other'" in waited.stdout
+    assert "waited" in waited.stdout and "for another run" in waited.stdout
+    assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
