@@ -32,6 +32,7 @@ from bench.common import (
 )
 from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor
 from keap_pipeline.db.load import UpsertCounts, copy_frame, load_frame, relax_commit
+from keap_pipeline.db.roles import as_ingestion
 from keap_pipeline.entities import CONTACTS
 from keap_pipeline.normalize.contacts import normalize_contacts
 from keap_pipeline.pipeline.batching import BatchSizer
@@ -60,6 +61,7 @@ def load_ours(url: str, batches: list[pl.DataFrame], loaders: int = 1) -> tuple[
     def load(conn: psycopg.Connection, batch: tuple[pl.DataFrame, int, bool], before_commit) -> UpsertCounts:  # type: ignore[no-untyped-def]
         frame, _, diff = batch
         with conn.transaction():
+            as_ingestion(conn)
             relax_commit(conn)
             counts = load_frame(conn, CONTACTS, frame, diff=diff)
             before_commit()

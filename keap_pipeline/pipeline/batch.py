@@ -15,6 +15,7 @@ import psycopg
 from keap_pipeline.db.cursors import advance_cursor
 from keap_pipeline.db.dead_letters import NewDeadLetter, close_superseded, record_dead_letters
 from keap_pipeline.db.load import UpsertCounts, load_frame, relax_commit
+from keap_pipeline.db.roles import as_ingestion
 from keap_pipeline.entities import Entity
 from keap_pipeline.keap.client import decode_json
 from keap_pipeline.normalize.result import NormalizeResult, Rejected
@@ -247,6 +248,7 @@ def load_batch(
         refused: list[NewDeadLetter] = []
         try:
             with conn.transaction():
+                as_ingestion(conn)
                 relax_commit(conn)
                 if frame.height:
                     load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused, diff)

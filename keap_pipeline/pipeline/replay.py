@@ -18,6 +18,7 @@ from keap_pipeline.db.dead_letters import (
     mark_replayed,
 )
 from keap_pipeline.db.load import UpsertCounts
+from keap_pipeline.db.roles import as_ingestion
 from keap_pipeline.entities import ENTITIES, Entity
 from keap_pipeline.pipeline.batch import MAX_ATTEMPTS, load_isolating, worth_retrying
 
@@ -103,6 +104,7 @@ def replay_dead_letters(
             report = ReplayReport()
             try:
                 with conn.transaction():
+                    as_ingestion(conn)
                     _replay(conn, entity, normalize, letters, strategy, merge_rule, report)
             except psycopg.Error as err:
                 # a loader or an app wrote one of these records meanwhile (there is no lock between
