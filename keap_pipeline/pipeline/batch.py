@@ -17,6 +17,7 @@ from keap_pipeline.db.cursors import advance_cursor
 from keap_pipeline.db.dead_letters import NewDeadLetter, close_superseded, record_dead_letters
 from keap_pipeline.db.load import UpsertCounts, load_frame, relax_commit
 from keap_pipeline.db.locks import bound_lock_waits
+from keap_pipeline.db.roles import as_ingestion
 from keap_pipeline.entities import Entity
 from keap_pipeline.errors import KeapPipelineError
 from keap_pipeline.keap.client import decode_json
@@ -286,6 +287,7 @@ def load_batch(
             with conn.transaction():
                 if turn is not None:
                     turn.begin()
+                as_ingestion(conn)
                 relax_commit(conn)
                 bound_lock_waits(conn, lock_timeout_seconds)
                 if frame.height:

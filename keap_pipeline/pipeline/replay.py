@@ -19,6 +19,7 @@ from keap_pipeline.db.dead_letters import (
 )
 from keap_pipeline.db.load import UpsertCounts
 from keap_pipeline.db.locks import bound_lock_waits, run_lock
+from keap_pipeline.db.roles import as_ingestion
 from keap_pipeline.entities import ENTITIES, Entity
 from keap_pipeline.pipeline.batch import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
@@ -124,6 +125,7 @@ def replay_dead_letters(
             try:
                 with conn.transaction():
                     bound_lock_waits(conn, lock_timeout_seconds)
+                    as_ingestion(conn)
                     _replay(conn, entity, normalize, letters, strategy, merge_rule, report)
             except psycopg.Error as err:
                 # an app (or a writer that holds no run lock) wrote one of these records meanwhile:

@@ -17,11 +17,14 @@ ALL_TABLES = [
 def seeded(db: psycopg.Connection) -> psycopg.Connection:
     """Users, one contact each for Alice and Bob, one ingested contact (no owner), one open conflict."""
     create_users(db)
+    # rows linked to Keap records (a keap_id) are written by the ingestion's role only (sql/24)
+    db.execute("set local role keap_pipeline_ingest")
     db.execute(
         "insert into public.sync_contacts (keap_id, email, created_by) values"
         " ('a', 'a@example.com', %s), ('b', 'b@example.com', %s), ('k', 'k@example.com', null)",
         (ALICE, BOB),
     )
+    db.execute("reset role")
     db.execute(
         "select detect_sync_conflict('sync_contacts', (select id from public.sync_contacts where keap_id = 'a'),"
         " '{\"email\": \"x\"}', '{\"email\": \"y\"}')"
@@ -59,15 +62,18 @@ def test_owner_sees_and_edits_only_own_rows(seeded: psycopg.Connection) -> None:
     act_as(seeded, "authenticated", ALICE)
     assert _visible_contacts(seeded) == ["a"]
     assert seeded.execute("update public.sync_contacts set first_name = 'A' where keap_id in ('a', 'b', 'k')").rowcount == 1
-    assert seeded.execute("delete from public.sync_contacts where keap_id = 'b'").rowcount == 0
     # a new row is owned by its author by default
     seeded.execute("insert into public.sync_contacts (email) values ('new@example.com')")
     assert len(_visible_contacts(seeded)) == 2
+    # soft delete only (sql/24): app users may not DELETE, not even their own rows
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        seeded.execute("delete from public.sync_contacts where keap_id = 'a'")
 
 
 def test_a_user_cannot_create_rows_owned_by_someone_else(seeded: psycopg.Connection) -> None:
     act_as(seeded, "authenticated", ALICE)
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+    # created_by is not the user's to write at all (sql/24: column privileges; it defaults to auth.uid())
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
         seeded.execute("insert into public.sync_contacts (email, created_by) values ('x@example.com', %s)", (BOB,))
 
 
@@ -134,7 +140,7 @@ def test_internal_schema_is_closed_to_api_roles(db: psycopg.Connection) -> None:
         assert db.execute("select has_schema_privilege(%s, 'keap_pipeline', 'usage')", (role,)).fetchone() == (False,)
 
 
-def test_trigger_function_is_security_definer_with_empty_search_path(db: psycopg.Connection) -> None:
+def test_functions_have_a_fixed_search_path_and_only_the_trigger_is_security_definer(db: psycopg.Connection) -> None:
     rows = db.execute(
         "select p.proname, p.prosecdef, p.proconfig from pg_catalog.pg_proc p"
         " join pg_catalog.pg_namespace n on n.oid = p.pronamespace"
@@ -144,7 +150,8 @@ def test_trigger_function_is_security_definer_with_empty_search_path(db: psycopg
     ).fetchall()
     assert len(rows) == 7
     for name, secdef, config in rows:
-        assert 'search_path=""' in (config or []), name
+        # SECURITY DEFINER: pg_catalog first, pg_temp last (sql/24); the rest run as their caller, path ''
+        assert ("search_path=pg_catalog, pg_temp" if secdef else 'search_path=""') in (config or []), name
         assert secdef == (name == "trigger_sync_on_update"), name
 
 

@@ -135,6 +135,7 @@ def test_batch_upsert_restores_the_callers_sync_source(db: psycopg.Connection) -
 
 
 def test_money_keeps_four_decimals_and_large_amounts(db: psycopg.Connection) -> None:
+    db.execute("set local role keap_pipeline_ingest")  # rows with a keap_id are the ingestion's (sql/24)
     db.execute(
         "insert into public.sync_orders (keap_id, order_date, total_amount, currency, status)"
         " values ('o-1', now(), 123456789012.3456, 'BHD', 'PAID')"
@@ -146,6 +147,7 @@ def test_money_keeps_four_decimals_and_large_amounts(db: psycopg.Connection) -> 
 
 def test_relaxed_constraints_accept_real_keap_data(db: psycopg.Connection) -> None:
     # contacts without email, tag names repeated across categories, subscriptions before their product name
+    db.execute("set local role keap_pipeline_ingest")  # rows with a keap_id are the ingestion's (sql/24)
     db.execute("insert into public.sync_contacts (keap_id, phone) values ('phone-only', '+15550100')")
     db.execute("insert into public.sync_tags (keap_id, name, category) values ('t1', 'VIP', 'Customers'), ('t2', 'VIP', 'Partners')")
     db.execute("insert into public.sync_subscriptions (keap_id, status) values ('s1', 'active')")

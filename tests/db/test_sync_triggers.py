@@ -14,7 +14,13 @@ SYNC_TABLES = ["sync_contacts", "sync_orders", "sync_tags", "sync_subscriptions"
 
 
 def _as_keap(conn: psycopg.Connection) -> None:
-    conn.execute("select set_config('keap_pipeline.sync_source', 'keap', true)")
+    """The rest of the transaction runs as the Keap ingestion (its role: sql/24), as the pipeline's loads do."""
+    conn.execute("set local role keap_pipeline_ingest")
+
+
+def _as_app(conn: psycopg.Connection) -> None:
+    """Back to the connecting user (the owner, no JWT): its writes are app writes like any role but the ingestion's."""
+    conn.execute("reset role")
 
 
 def _insert_contact(conn: psycopg.Connection, **values: object) -> uuid.UUID:
@@ -69,7 +75,7 @@ def test_request_example_update_queues_the_change(db: psycopg.Connection) -> Non
     test_id = uuid.UUID("7e57a11d-0000-4000-8000-000000000001")
     _as_keap(db)
     _insert_contact(db, id=test_id, keap_id="k-1", email="old@test.com", source_system="keap")
-    db.execute("select set_config('keap_pipeline.sync_source', '', true)")
+    _as_app(db)
     db.execute("update sync_contacts set email = 'updated@test.com' where id = %s", (test_id,))
     assert _queue(db, test_id) == [("update", 5, "pending", "updated@test.com")]
     row = db.execute("select version, updated_at > created_at or updated_at = now() from sync_contacts where id = %s", (test_id,)).fetchone()
@@ -83,16 +89,19 @@ def test_app_insert_update_delete_are_audited_as_supabase_and_queued(db: psycopg
     assert _audit(db, cid) == [("INSERT", "supabase", "keap", ALICE, None, False, True)]
     assert _queue(db, cid) == [("create", 5, "pending", "a@example.com")]
 
-    db.execute("update public.sync_contacts set first_name = 'Ann', updated_by = %s where id = %s", (ALICE, cid))
+    db.execute("update public.sync_contacts set first_name = 'Ann' where id = %s", (cid,))
     audit = _audit(db, cid)
-    assert audit[-1] == ("UPDATE", "supabase", "keap", ALICE, ["first_name", "updated_by"], True, True)
+    # updated_by (set to Alice by the trigger, sql/24) is bookkeeping, like version and updated_at
+    assert audit[-1] == ("UPDATE", "supabase", "keap", ALICE, ["first_name"], True, True)
+    assert db.execute("select updated_by from public.sync_contacts where id = %s", (cid,)).fetchone() == (ALICE,)
     # coalesced: still one pending item, still a create (Keap has not seen the contact yet)
     assert _queue(db, cid) == [("create", 5, "pending", "a@example.com")]
 
-    db.execute("delete from public.sync_contacts where id = %s", (cid,))
-    assert _audit(db, cid)[-1] == ("DELETE", "supabase", "keap", ALICE, None, True, False)
-    assert _queue(db, cid) == [("delete", 5, "pending", "a@example.com")]
+    # app users soft-delete (sql/24: no DELETE for them); a hard delete by a server-side role is an app change too
     act_as_postgres(db)
+    db.execute("delete from public.sync_contacts where id = %s", (cid,))
+    assert _audit(db, cid)[-1] == ("DELETE", "supabase", "keap", None, None, True, False)
+    assert _queue(db, cid) == [("delete", 5, "pending", "a@example.com")]
     status = db.execute(
         "select sync_direction, last_sync_status from public.sync_status where entity_id = %s", (cid,)
     ).fetchall()
@@ -103,11 +112,11 @@ def test_ingestion_changes_are_audited_as_keap_and_not_queued(db: psycopg.Connec
     _as_keap(db)
     cid = _insert_contact(db, keap_id="k-2", email="k@example.com", source_system="keap")
     db.execute("update public.sync_contacts set last_name = 'Keap' where id = %s", (cid,))
-    db.execute("delete from public.sync_contacts where id = %s", (cid,))
+    db.execute("update public.sync_contacts set deleted_at = now() where id = %s", (cid,))
     assert [(op, src, dest) for op, src, dest, *_ in _audit(db, cid)] == [
         ("INSERT", "keap", "supabase"),
         ("UPDATE", "keap", "supabase"),
-        ("DELETE", "keap", "supabase"),
+        ("UPDATE", "keap", "supabase"),
     ]
     assert _queue(db, cid) == []
     assert db.execute("select count(*) from public.sync_status where entity_id = %s", (cid,)).fetchone() == (0,)
@@ -116,7 +125,8 @@ def test_ingestion_changes_are_audited_as_keap_and_not_queued(db: psycopg.Connec
 def test_api_role_cannot_pose_as_the_ingestion(db: psycopg.Connection) -> None:
     create_users(db)
     act_as(db, "authenticated", ALICE)
-    _as_keap(db)  # a user can set any custom setting; the trigger must not believe it
+    # a user can set any custom setting (the ingestion's marker before sql/24); the trigger must not believe it
+    db.execute("select set_config('keap_pipeline.sync_source', 'keap', true)")
     cid = _insert_contact(db, email="sneaky@example.com")
     assert _audit(db, cid)[0][1] == "supabase"
     assert _queue(db, cid) == [("create", 5, "pending", "sneaky@example.com")]
@@ -137,7 +147,7 @@ def test_coalesced_item_keeps_the_highest_priority(db: psycopg.Connection) -> No
 def test_soft_delete_queues_a_delete(db: psycopg.Connection) -> None:
     _as_keap(db)
     cid = _insert_contact(db, keap_id="k-3", email="s@example.com", source_system="keap")
-    db.execute("select set_config('keap_pipeline.sync_source', '', true)")
+    _as_app(db)
     db.execute("update public.sync_contacts set deleted_at = now() where id = %s", (cid,))
     assert _queue(db, cid)[0][0] == "delete"
 

@@ -1,0 +1,38 @@
+"""sql/rollback/24-security-hardening.sql takes the database back to the catalog of 23, object for object."""
+
+from __future__ import annotations
+
+import psycopg
+
+from keap_pipeline.db.migrate import migrate, rollback
+from tests.db.catalog import diff, snapshot
+
+VERSION = 24
+
+
+def _with_default_acls(url: str, snap: dict[str, set[tuple[object, ...]]]) -> dict[str, set[tuple[object, ...]]]:
+    """NULL table ACLs written out: 24's down leaves the owner's privileges explicit on the internal
+    tables the ingestion used (no SQL command resets an ACL to NULL); both mean the same."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select pg_catalog.acldefault('r', (select oid from pg_catalog.pg_roles where rolname = current_user))::text").fetchone()
+    assert row is not None
+    default = row[0]
+    snap = dict(snap)
+    snap["relations"] = {
+        r[:6] + (default if r[6] == "" and r[2] in ("r", "p") else r[6],) + r[7:] for r in snap["relations"]
+    }
+    return snap
+
+
+def test_rolling_back_24_restores_the_catalog_of_23(fresh_database: str) -> None:
+    migrate(fresh_database, target=VERSION - 1)
+    before = _with_default_acls(fresh_database, snapshot(fresh_database))
+    migrate(fresh_database, target=VERSION)
+    with psycopg.connect(fresh_database) as conn:
+        # data in the tables the down touches: defaults and privileges change under it, rows stay
+        conn.execute("select * from public.batch_upsert_contacts(array['{\"keap_id\": \"r1\"}'::jsonb])")
+    assert [m.version for m in rollback(fresh_database, VERSION - 1)] == [VERSION]
+    assert diff(before, _with_default_acls(fresh_database, snapshot(fresh_database))) == []
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("select count(*) from public.sync_contacts where keap_id = 'r1'").fetchone() == (1,)
+    assert [m.version for m in migrate(fresh_database, target=VERSION)] == [VERSION]
