@@ -19,7 +19,12 @@ from keap_pipeline.db.dead_letters import (
 )
 from keap_pipeline.db.load import UpsertCounts
 from keap_pipeline.entities import ENTITIES, Entity
-from keap_pipeline.pipeline.batch import MAX_ATTEMPTS, load_isolating, worth_retrying
+from keap_pipeline.pipeline.batch import (
+    MAX_ATTEMPTS,
+    load_isolating,
+    normalize_records,
+    worth_retrying,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +56,8 @@ def _replay(
     report: ReplayReport,
 ) -> None:
     for letter in letters:
-        record = letter.record()
-        result = normalize([record], fetched_at=datetime.now(UTC))
+        record = letter.record()  # decoded as the sync decoded it (an UndecodableRecord stays one)
+        result = normalize_records(entity, [record], fetched_at=datetime.now(UTC))
         if result.rejected:
             rejected = result.rejected[0]
             _still_failing(conn, letter, rejected.reason, rejected.field)
