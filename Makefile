@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export KEAP_PIPELINE_HOME ?= $(CURDIR)/.keap_pipeline
 export DAGSTER_HOME ?= $(KEAP_PIPELINE_HOME)/dagster_home
 
-.PHONY: install demo test test-db ui lint bench clean
+.PHONY: install demo test test-db ui lint bench fuzz clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -46,6 +46,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+## fuzz: issue 9's property on a long random pass (hostile records through sandbox, sync, replay); FUZZ_ARGS="--examples 2000 --seed S"
+fuzz: install
+	$(BIN)/python -m bench.fuzz_records $(FUZZ_ARGS)
 
 clean:
 	-$(BIN)/keap-pipeline db down

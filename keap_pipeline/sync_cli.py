@@ -73,6 +73,12 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             print(f"keap-pipeline sync: {err}", file=sys.stderr)
             return EXIT_RUN_LOCKED
     print(report.summary())
+    if report.dead_lettered:
+        # a record that cannot load never stops the run: it waits as a dead letter, the rest loads
+        print(
+            f"{report.dead_lettered} record(s) could not be loaded and are kept as dead letters: "
+            f"`keap-pipeline dead-letters list --entity {entity.name}`"
+        )
     return 3 if report.stopped_early else 0
 
 

@@ -1,14 +1,24 @@
-"""Dead letters: Keap records that could not be loaded, kept whole with the reason, listed and replayed."""
+"""Dead letters: Keap records that could not be loaded, kept whole with the reason, listed and replayed.
+
+What is kept (sql/25): ``record_bytes``, the record's bytes exactly as they were in Keap's
+response, and ``record_json``, the record as ASCII text (other characters as ``\\uXXXX``
+escapes). Both always encode, whatever the record holds (a lone surrogate, a NUL escape, bytes
+that are not UTF-8), and both read back to exactly what was received: every reader (listing,
+replay, the Dagster check) goes through DeadLetter.record(), which decodes them as the client
+decoded the page (keap_pipeline.jsontext).
+"""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
+
+from keap_pipeline.jsontext import UndecodableRecord, decode_record, record_json
 
 
 @dataclass(frozen=True)
@@ -25,11 +35,18 @@ class DeadLetter:
     run_id: str | None
     first_seen_at: datetime
     last_seen_at: datetime
-    record_json: str
+    record_json: str = dataclasses.field(repr=False)
+    record_bytes: bytes | None = dataclasses.field(default=None, repr=False)
+
+    def raw(self) -> bytes:
+        """The record's bytes: as Keap sent them (record_bytes), else record_json's."""
+        if self.record_bytes is not None:
+            return bytes(self.record_bytes)
+        return self.record_json.encode("utf-8")
 
     def record(self) -> Any:
-        """The raw record as Keap sent it."""
-        return json.loads(self.record_json)
+        """The record as Keap sent it, decoded as the client decodes a page (an UndecodableRecord if it is not JSON)."""
+        return decode_record(self.raw())
 
 
 @dataclass(frozen=True)
@@ -37,9 +54,56 @@ class NewDeadLetter:
     """A record to keep: what it was, why it failed, and where."""
 
     keap_id: str | None
-    record: Any
+    record: Any = dataclasses.field(repr=False)
     reason: str
     field: str | None = None
+    # the record's bytes in Keap's response, when known (kept exactly in record_bytes)
+    raw: bytes | None = dataclasses.field(default=None, repr=False)
+    # its position in the batch (which of several versions of one record came last)
+    ordinal: int | None = None
+
+    def kept_bytes(self) -> bytes | None:
+        """The bytes to keep: the page's, else an undecodable record's own."""
+        if self.raw is not None:
+            return self.raw
+        if isinstance(self.record, UndecodableRecord):
+            return self.record.raw
+        return None
+
+
+# A record seen again whose dead letter was closed (a later version loaded, or it was discarded)
+# is a re-read of a settled version: it is not reopened. Otherwise the open letter of the record
+# (by keap_id, or by record_key without one) is refreshed with this version.
+_NOT_SETTLED = """
+    where not exists (
+        select 1 from keap_pipeline.dead_letters as o
+        where o.entity = %(entity)s and o.status <> 'open'
+          and o.record_key = coalesce(pg_catalog.md5(%(bytes)s::bytea), pg_catalog.md5(%(json)s::text))
+          and o.keap_id is not distinct from %(keap_id)s::text
+    )
+"""
+_REFRESH = """
+    do update
+    set record_json = excluded.record_json,
+        record_bytes = excluded.record_bytes,
+        reason = excluded.reason,
+        field = excluded.field,
+        run_id = excluded.run_id,
+        attempts = d.attempts + 1,
+        last_seen_at = now()
+"""
+_INSERT = """
+    insert into keap_pipeline.dead_letters as d (entity, keap_id, record_json, record_bytes, reason, field, run_id)
+    select %(entity)s, %(keap_id)s, %(json)s, %(bytes)s, %(reason)s, %(field)s, %(run_id)s
+"""
+_WITH_ID = (
+    _INSERT + _NOT_SETTLED
+    + " on conflict (entity, keap_id) where status = 'open' and keap_id is not null" + _REFRESH
+)
+_WITHOUT_ID = (
+    _INSERT + _NOT_SETTLED
+    + " on conflict (entity, record_key) where status = 'open' and keap_id is null" + _REFRESH
+)
 
 
 def record_dead_letters(
@@ -47,42 +111,37 @@ def record_dead_letters(
 ) -> int:
     """Store dead letters inside the caller's transaction; the same open record seen again is updated.
 
+    Whatever a record holds, its row encodes: record_json is ASCII (keap_pipeline.jsontext.record_json)
+    and record_bytes its exact bytes, when known.
+
     Args:
         conn: the batch's connection (the letters commit with the batch).
         entity: entity name.
-        letters: the records that could not be loaded.
+        letters: the records that could not be loaded, in Keap's order.
         run_id: the run that met them.
 
     Returns:
-        How many were stored or refreshed.
+        How many were given (stored, refreshed, or already settled).
     """
-    rows = [
-        (entity, d.keap_id, json.dumps(d.record, ensure_ascii=False, default=str), d.reason, d.field, run_id)
-        for d in letters
-    ]
-    if not rows:
-        return 0
+    with_id: list[dict[str, Any]] = []
+    without_id: list[dict[str, Any]] = []
+    for d in letters:
+        raw = d.kept_bytes()
+        row = {
+            "entity": entity, "keap_id": d.keap_id, "json": record_json(d.record, raw), "bytes": raw,
+            "reason": d.reason, "field": d.field, "run_id": run_id,
+        }
+        (with_id if d.keap_id is not None else without_id).append(row)
     with conn.cursor() as cur:
-        cur.executemany(
-            """
-            insert into keap_pipeline.dead_letters as d (entity, keap_id, record_json, reason, field, run_id)
-            values (%s, %s, %s, %s, %s, %s)
-            on conflict (entity, keap_id) where status = 'open' and keap_id is not null
-            do update
-            set record_json = excluded.record_json,
-                reason = excluded.reason,
-                field = excluded.field,
-                run_id = excluded.run_id,
-                attempts = d.attempts + 1,
-                last_seen_at = now()
-            """,
-            rows,
-        )
-    return len(rows)
+        for query, rows in ((_WITH_ID, with_id), (_WITHOUT_ID, without_id)):
+            if rows:
+                cur.executemany(query, rows)
+    return len(with_id) + len(without_id)
 
 
 _COLUMNS = (
-    "id, entity, keap_id, reason, field, status, attempts, run_id, first_seen_at, last_seen_at, record_json"
+    "id, entity, keap_id, reason, field, status, attempts, run_id, first_seen_at, last_seen_at,"
+    " record_json, record_bytes"
 )
 
 

@@ -12,7 +12,7 @@ Public API (kept stable for the sandbox's end-to-end tests and the pipeline)::
     ) as client:
         for page in client.iter_pages(ENDPOINTS["contacts"], fields=["id", "update_time"],
                                       since=dt, until=dt, order_by="update_time asc", page_size=1000):
-            page.records            # list[dict]; one page at a time, never the whole listing
+            page.records            # list (dicts; a record that is not one is passed on as it is); one page at a time
         client.stats                # requests, retries, throttled, pages, records, quota_available, quota_resets_at
         client.get("/contacts/model")
         client.create_contact({...}); client.update_contact("1001", {...}, update_mask=["given_name"])

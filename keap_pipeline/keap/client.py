@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -12,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from keap_pipeline.jsontext import decode_json, decode_list_body
 from keap_pipeline.keap import paging
 from keap_pipeline.keap.auth import Auth
 from keap_pipeline.keap.endpoints import ENDPOINTS, EndpointSpec, build_list_params
@@ -45,28 +44,6 @@ CONTACT_UPDATE_MASK = frozenset(
     billing_information created_by groups last_updated_by""".split()
 )
 DUPLICATE_OPTIONS = ("Email", "EmailAndName", "EmailAndNameAndCompany")
-
-
-def decode_json(content: bytes) -> Any:
-    """json.loads with the cyclic garbage collector paused.
-
-    Decoded JSON is a tree, it cannot hold a reference cycle, so collector passes while a 1000-record
-    page is being built (dozens of them, each walking the growing page) find nothing to free; they
-    were a large share of the client's time on pipeline pages (docs/benchmarks.md: 78k -> 89k
-    records/s). The objects stay tracked and are collected as usual once the page is dropped.
-    (orjson decodes faster but turns integers beyond 64 bits into floats without a word: a numeric
-    custom field could be silently changed, so the standard library it is.)
-
-    Raises:
-        ValueError: the body is not JSON.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return json.loads(content)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _record_id(value: str | int) -> str:
@@ -210,7 +187,8 @@ class KeapClient:
     def _pages(self, spec: EndpointSpec, params: dict[str, str], token: str | None) -> Iterator[Page]:
         def fetch(query: dict[str, str]) -> FetchResult:
             response, spent = self.request("GET", spec.path, params=query)
-            return FetchResult(self._json(response, spec.path), spent, self._pacer.quota, response.content)
+            body = self._json(response, spec.path, list_key=spec.list_key)
+            return FetchResult(body, spent, self._pacer.quota, response.content)
 
         for page in paging.iter_pages(spec, params, fetch, page_token=token):
             self.stats.pages += 1
@@ -479,10 +457,13 @@ class KeapClient:
             delay = max(1.0, self._retry.backoff(retries))
         return delay
 
-    def _json(self, response: httpx.Response, path: str) -> Any:
+    def _json(self, response: httpx.Response, path: str, list_key: str | None = None) -> Any:
         try:
+            if list_key is not None:
+                # one record that is not JSON on its own does not fail its page (jsontext)
+                return decode_list_body(response.content, list_key)
             return decode_json(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise KeapResponseError(
                 f"{response.request.method} {path}: HTTP {response.status_code} with a body that "
                 "is not JSON; "

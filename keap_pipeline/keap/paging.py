@@ -20,7 +20,9 @@ class Page:
 
     endpoint: str
     number: int
-    records: list[dict[str, Any]]
+    # objects as Keap sends them; a record that is not one (or not JSON on its own: jsontext's
+    # UndecodableRecord) is passed on as it is, for the pipeline to dead-letter, not to fail the page
+    records: list[Any]
     next_page_token: str | None
     requests: int
     quota: QuotaState | None
@@ -46,7 +48,7 @@ class FetchResult:
     raw: bytes | None = None
 
 
-def records_of(spec: EndpointSpec, body: Any) -> tuple[list[dict[str, Any]], str | None]:
+def records_of(spec: EndpointSpec, body: Any) -> tuple[list[Any], str | None]:
     """Split a list response into its records and its next page token.
 
     Args:
@@ -57,8 +59,10 @@ def records_of(spec: EndpointSpec, body: Any) -> tuple[list[dict[str, Any]], str
         (records, token), the token None when empty or missing.
 
     Raises:
-        KeapPagingError: the body is not an object, or the records are not where the spec
-            says and some other array might hold them (never silently an empty page).
+        KeapPagingError: the body is not an object, the records are not an array, or they are
+            not where the spec says and some other array might hold them (never silently an
+            empty page). Records that are not objects are returned as they are: one bad record
+            is that record's problem (the pipeline dead-letters it), not the page's.
     """
     if not isinstance(body, dict):
         raise KeapPagingError(f"{spec.name}: a list response must be a JSON object")
@@ -74,8 +78,8 @@ def records_of(spec: EndpointSpec, body: Any) -> tuple[list[dict[str, Any]], str
                 "the endpoint table and the API disagree"
             )
         records = []
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise KeapPagingError(f"{spec.name}: {spec.list_key!r} must be a list of objects")
+    if not isinstance(records, list):
+        raise KeapPagingError(f"{spec.name}: {spec.list_key!r} must be an array of records")
     return records, token or None
 
 

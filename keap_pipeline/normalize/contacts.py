@@ -3,7 +3,7 @@
 The rules, one place:
 
 - keap_id: Keap ids are JSON strings of ASCII digits; a JSON integer (not a boolean) >= 0 is
-  accepted and rendered as its digits.  Anything else rejects the record.
+  accepted and rendered as its digits (any number of them).  Anything else rejects the record.
 - email: the PRIMARY email, the entry whose ``field`` is EMAIL1, else the first entry.  No
   ``email_addresses`` (absent, null or []) means no email: a normal contact, email is null.
 - phone: the primary phone, the entry whose ``field`` is PHONE1, else the first.  Rendered as
@@ -18,16 +18,22 @@ The rules, one place:
 - custom_fields: a JSON object ``{custom_field_id: content}``, content kept as the JSON value it
   is (string, number, boolean, null, array, object); a missing ``content`` is JSON null.  Keys
   sorted at every depth, compact separators, ``ensure_ascii=False``: canonical text.  Absent
-  or null ``custom_fields`` means ``{}``.  NaN/Infinity are rejected, never coerced.
+  or null ``custom_fields`` means ``{}``.  Numbers keep every digit Keap sent (the client
+  decodes a number a float cannot print back exactly as a Decimal, keap_pipeline.jsontext), so jsonb
+  gets ``12.50`` or ``1E+400`` as sent; NaN/Infinity are rejected, never coerced.
 - keap_created_at / keap_updated_at: create_time / update_time parsed strictly (see
-  ``timestamps.parse_instant_us``); update_time is required (the cursor needs it),
-  create_time may be absent.
+  ``timestamps.parse_instant_us``), within the years 1 to 9999 in UTC; update_time is
+  required (the cursor needs it), create_time may be absent.
 
 Rejected (never truncated, stripped or coerced): a missing or invalid id or update_time; an
 invalid create_time; a value of the wrong JSON type; a stored value longer than its column
 limit; a NUL character (PostgreSQL text and jsonb cannot hold it) or a lone surrogate (not
-UTF-8) in anything stored; duplicate custom field ids (one JSON object cannot hold both).
-What is not stored (other emails, other phones, addresses, ...) is not validated.
+UTF-8; also what bytes that are not UTF-8 decode to) in anything stored; duplicate custom field
+ids (one JSON object cannot hold both).  What is not stored (other emails, other phones,
+addresses, ...) is not validated.
+
+A reason names the field and the rule, never the value: reasons reach logs and Dagster
+metadata, values are customer data.
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
 
 from keap_pipeline.entities import CONTACTS
+from keap_pipeline.jsontext import canonical
 from keap_pipeline.normalize import timestamps
 from keap_pipeline.normalize.content_hash import add_content_hash
 from keap_pipeline.normalize.errors import (
@@ -56,6 +64,8 @@ _exact_instant = timestamps.EXACT
 _fromisoformat = timestamps.fromisoformat
 _EPOCH = timestamps.EPOCH
 _MICROSECOND = timestamps.MICROSECOND
+_MIN_US = timestamps.MIN_US
+_MAX_US = timestamps.MAX_US
 
 # The columns one record's row is built of, in order (the content hash is appended after).
 # Data type instances, not classes: pl.Schema stores instances either way, and a dict of
@@ -146,7 +156,7 @@ def _type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -162,11 +172,16 @@ def _id_digits(value: Any, field: str) -> str:
     if type(value) is str:
         if value and value.isascii() and value.isdigit():
             return value
-        raise _Reject(field, f"{field} {value!r} is not a string of digits")
+        raise _Reject(field, f"{field} is not a string of digits")
     if type(value) is int:  # not isinstance: True/False are ints to Python, not ids
         if value >= 0:
             return str(value)
-        raise _Reject(field, f"{field} {value} is negative")
+        raise _Reject(field, f"{field} is a negative number")
+    if type(value) is Decimal and value.as_tuple().exponent == 0:
+        # an integer of thousands of digits (keap_pipeline.jsontext.exact_int); as_tuple keeps its digits
+        if value >= 0:
+            return "".join(map(str, value.as_tuple().digits))
+        raise _Reject(field, f"{field} is a negative number")
     if value is None:
         raise _Reject(field, f"{field} is missing")
     raise _Reject(field, f"{field} must be a string of digits, got a JSON {_type_name(value)}")
@@ -319,7 +334,11 @@ def _custom_fields(record: dict[str, Any]) -> str:
     if not values:
         return "{}"
     try:
-        text = _canonical_json(values)
+        try:
+            text = _canonical_json(values)
+        except TypeError:
+            # a Decimal (a number a float cannot hold exactly) or a value that is not JSON
+            text = canonical(values)
     except ValueError:
         raise _Reject(
             "custom_fields", "custom_fields holds NaN or Infinity, which JSON and jsonb cannot hold"
@@ -351,7 +370,8 @@ def _custom_field_values(entries: list[Any]) -> dict[str, Any]:
         if key in values:
             raise _Reject(
                 f"custom_fields[{i}].id",
-                f"custom_fields[{i}].id {key} appears twice; one JSON object cannot keep both values",
+                f"custom_fields[{i}].id appears twice (an earlier entry has the same id); "
+                "one JSON object cannot keep both values",
             )
         values[key] = entry.get("content")
     return values
@@ -367,7 +387,7 @@ def _instant(value: Any, field: str, *, required: bool) -> int | None:
     try:
         return parse_instant_us(value)
     except TimestampError as exc:
-        raise _Reject(field, f"{field}: {exc}") from None
+        raise _Reject(field, f"{field} {exc}") from None
 
 
 def _row(ordinal: int, record: Any) -> tuple[Any, ...]:
@@ -400,17 +420,20 @@ def _row(ordinal: int, record: Any) -> tuple[Any, ...]:
     if created is not None:
         if type(created) is str and _exact_instant(created) is not None:
             try:
-                created = (_fromisoformat(created) - _EPOCH) // _MICROSECOND
+                us = (_fromisoformat(created) - _EPOCH) // _MICROSECOND
             except ValueError:
-                created = _instant(created, "create_time", required=False)
+                us = _MIN_US - 1  # parse_instant_us says what is wrong
+            # outside years 1..9999 in UTC (an offset can take a valid local time there): rejected
+            created = us if _MIN_US <= us <= _MAX_US else _instant(created, "create_time", required=False)
         else:
             created = _instant(created, "create_time", required=False)
     updated = get("update_time")
     if type(updated) is str and _exact_instant(updated) is not None:
         try:
-            updated = (_fromisoformat(updated) - _EPOCH) // _MICROSECOND
+            us = (_fromisoformat(updated) - _EPOCH) // _MICROSECOND
         except ValueError:
-            updated = _instant(updated, "update_time", required=True)
+            us = _MIN_US - 1
+        updated = us if _MIN_US <= us <= _MAX_US else _instant(updated, "update_time", required=True)
     else:
         updated = _instant(updated, "update_time", required=True)
     return (
@@ -509,8 +532,8 @@ def normalize_contacts(records: Sequence[Any], *, fetched_at: datetime) -> Norma
                 ordinal = row[0]
                 record = records[ordinal]
                 reason = (
-                    f"{field} holds a lone surrogate (not valid Unicode), "
-                    "which PostgreSQL cannot store"
+                    f"{field} holds a lone surrogate (not valid Unicode, or bytes that are "
+                    "not UTF-8), which PostgreSQL cannot store"
                 )
                 rejected.append((ordinal, Rejected(record, _valid_id(record), reason, field)))
         rejected.sort(key=lambda pair: pair[0])

@@ -19,6 +19,8 @@ class Rejected:
         keap_id: the record's id as digits when it had a valid one, else None.
         reason: what is wrong, naming the field and, for lengths, the column limit.
         field: the Keap field at fault (e.g. "email_addresses[0].email"), None for the record itself.
+        ordinal: its position in the batch; normalizers may leave it None, the pipeline fills
+            it in (pipeline.batch.normalize_records).
     """
 
     # Kept out of repr: a full record must never reach a log line by accident.
@@ -26,6 +28,7 @@ class Rejected:
     keap_id: str | None
     reason: str
     field: str | None
+    ordinal: int | None = None
 
 
 @dataclass(frozen=True)

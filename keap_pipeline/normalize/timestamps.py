@@ -22,6 +22,21 @@ EXACT = re.compile(
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 fromisoformat = datetime.fromisoformat
+# The instants a stored timestamp can hold, as epoch microseconds: years 1 to 9999 in UTC (an
+# offset can push a valid local time outside them, and no text form of such an instant is one
+# PostgreSQL reads back as the same instant).
+MIN_US = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // MICROSECOND
+MAX_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - EPOCH) // MICROSECOND
+# fromisoformat's own words for a field out of range ("month must be in 1..12"); anything else
+# it says (e.g. "Invalid isoformat string: '...'") quotes the text, which is customer data
+_RULE = re.compile(r"[a-z][a-z0-9 .,()=+\-]*", re.ASCII)
+
+
+def _rule(exc: ValueError) -> str:
+    text = str(exc)
+    if text.startswith("offset"):
+        return "the offset is not between -24:00 and +24:00"  # the message repeats the offset
+    return text if _RULE.fullmatch(text) and "isoformat" not in text else "a field is out of range"
 
 
 def parse_instant_us(text: str) -> int:
@@ -39,15 +54,20 @@ def parse_instant_us(text: str) -> int:
         Microseconds since the Unix epoch, UTC.
 
     Raises:
-        TimestampError: not that format, an impossible date or time, or sub-microsecond digits.
+        TimestampError: not that format, an impossible date or time, sub-microsecond digits, or
+            outside the years 1 to 9999 in UTC. The message names the rule, never the text
+            (it ends up in dead-letter reasons): it reads well after the field's name.
     """
     if EXACT(text) is not None:
         try:
-            return (fromisoformat(text) - EPOCH) // MICROSECOND
+            value = (fromisoformat(text) - EPOCH) // MICROSECOND
         except ValueError as exc:
-            raise TimestampError(f"{text!r} is not a valid date-time ({exc})") from None
+            raise TimestampError(f"is not a valid date-time ({_rule(exc)})") from None
+        if not MIN_US <= value <= MAX_US:
+            raise TimestampError("is outside the years 1 to 9999 once converted to UTC")
+        return value
     # Slow path, only to say precisely what is wrong.
     m = _ISO.fullmatch(text)
     if m is None:
-        raise TimestampError(f"{text!r} is not an ISO-8601 date-time with a zone (Z or +HH:MM)")
-    raise TimestampError(f"{text!r} is finer than a microsecond; storing it would truncate it")
+        raise TimestampError("is not an ISO-8601 date-time with a zone (Z or +HH:MM)")
+    raise TimestampError("is finer than a microsecond; storing it would truncate it")

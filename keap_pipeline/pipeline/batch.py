@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import hashlib
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +23,8 @@ from keap_pipeline.db.locks import bound_lock_waits
 from keap_pipeline.db.roles import as_ingestion
 from keap_pipeline.entities import Entity
 from keap_pipeline.errors import KeapPipelineError
-from keap_pipeline.keap.client import decode_json
+from keap_pipeline.jsontext import UndecodableRecord, decode_list_body, list_spans, record_json
+from keap_pipeline.normalize.errors import NormalizeError
 from keap_pipeline.normalize.result import NormalizeResult, Rejected
 from keap_pipeline.pipeline.parallel import TurnYielded
 
@@ -53,6 +57,7 @@ class PageBytes(Sequence[Any]):
         self._list_key = list_key
         self._count = count
         self._decoded: list[Any] | None = None
+        self._spans: list[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -61,9 +66,20 @@ class PageBytes(Sequence[Any]):
         if not isinstance(index, int):
             raise TypeError("PageBytes supports integer indexes only")
         if self._decoded is None:
-            # decoded once per page that has a refused record, kept while its batch lives
-            self._decoded = decode_json(self._raw)[self._list_key]
+            # decoded once per page that has a refused record, kept while its batch lives (as
+            # the client decoded it: a record that is not JSON alone is an UndecodableRecord)
+            self._decoded = decode_list_body(self._raw, self._list_key)[self._list_key]
         return self._decoded[index]
+
+    def raw_record(self, index: int) -> bytes | None:
+        """The record's own bytes in the page, exactly as Keap sent them (None if the page cannot be split)."""
+        if self._spans is None:
+            spans = list_spans(self._raw, self._list_key)
+            self._spans = spans if spans is not None and len(spans) == self._count else []
+        if not self._spans:
+            return None
+        start, end = self._spans[index]
+        return self._raw[start:end]
 
 
 class BatchRecords(Sequence[Any]):
@@ -91,6 +107,107 @@ class BatchRecords(Sequence[Any]):
         part = bisect.bisect_right(self._starts, index) - 1
         return self._parts[part][index - self._starts[part]]
 
+    def raw_record(self, index: int) -> bytes | None:
+        """The record's own bytes in its page, when its page kept them (see PageBytes)."""
+        part = bisect.bisect_right(self._starts, index) - 1
+        return raw_record(self._parts[part], index - self._starts[part])
+
+
+def batch_keys(records: Sequence[Any], result: NormalizeResult) -> set[str]:
+    """What a batch writes, for LoaderPool: batches in flight together must not share one.
+
+    The keap_ids of its rows and dead letters, and for a dead letter without an id the digest
+    of its record (two batches holding the same id-less record write one dead-letter row: the
+    second would wait on the first's uncommitted row while the first waits for its commit turn).
+
+    Args:
+        records: the batch's raw records.
+        result: their normalized form (rejections with ordinals).
+
+    Returns:
+        The keys.
+    """
+    keys: set[str] = set(result.frame["keap_id"].to_list()) if result.frame.height else set()
+    for r in result.rejected:
+        if r.keap_id:
+            keys.add(r.keap_id)
+        else:
+            raw = None if r.ordinal is None else raw_record(records, r.ordinal)
+            text = record_json(r.record, raw if raw is not None else getattr(r.record, "raw", None))
+            keys.add("record:" + hashlib.sha256(text.encode("utf-8")).hexdigest())
+    return keys
+
+
+def raw_record(records: Sequence[Any], index: int) -> bytes | None:
+    """A record's bytes as Keap sent them, when `records` kept them (PageBytes, BatchRecords), else None."""
+    read = getattr(records, "raw_record", None)
+    return read(index) if read is not None else None
+
+
+def _rejected_ordinals(result: NormalizeResult, count: int) -> list[Rejected] | None:
+    """The result's rejections with their ordinals (the positions the frame does not hold, in order)."""
+    ordinals = result.frame["ordinal"].to_list() if result.frame.height else []
+    missing = sorted(set(range(count)) - set(ordinals))
+    if len(ordinals) + len(result.rejected) != count or len(missing) != len(result.rejected):
+        return None
+    return [
+        r if r.ordinal == i else dataclasses.replace(r, ordinal=i)
+        for i, r in zip(missing, result.rejected, strict=True)
+    ]
+
+
+def normalize_records(entity: Entity, records: Sequence[Any], *, fetched_at: datetime) -> NormalizeResult:
+    """Run the entity's normalizer so that no record can fail the batch, whatever it holds.
+
+    Every entity's records pass through here: a record that is not JSON on its own
+    (UndecodableRecord) is rejected before the normalizer sees it; a normalizer that raises on
+    a batch (a record it did not foresee) is run again record by record, and a record it still
+    raises on is rejected naming the exception's type (never its text). Only the normalizer's own
+    NormalizeError (a batch it cannot take at all: a naive fetched_at, too many records) passes.
+    Every rejection carries its ordinal.
+
+    Args:
+        entity: the entity (its normalizer).
+        records: the batch's raw records, in Keap's order.
+        fetched_at: when they were fetched (time-zone aware).
+
+    Returns:
+        Exactly one frame row or one rejection per record: frame.height + len(rejected) == len(records).
+    """
+    normalize = entity.resolve_normalizer()
+    if not any(isinstance(r, UndecodableRecord) for r in records):
+        try:
+            result = normalize(records, fetched_at=fetched_at)
+        except NormalizeError:
+            raise
+        except Exception:  # noqa: BLE001 - found record by record below
+            log.warning("%s: the normalizer failed on a batch; normalizing it record by record", entity.name)
+        else:
+            rejected = _rejected_ordinals(result, len(records))
+            if rejected is not None:
+                return NormalizeResult(frame=result.frame, rejected=rejected, fetched_at=result.fetched_at)
+            log.warning("%s: the normalizer did not account for every record; normalizing record by record", entity.name)
+    frames: list[pl.DataFrame] = []
+    rejected = []
+    for ordinal, record in enumerate(records):
+        if isinstance(record, UndecodableRecord):
+            rejected.append(Rejected(record, None, record.reason, None, ordinal))
+            continue
+        try:
+            one = normalize([record], fetched_at=fetched_at)
+        except NormalizeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this record is the one; its text may quote values
+            reason = f"the {entity.name} normalizer failed on this record ({type(exc).__name__})"
+            rejected.append(Rejected(record, None, reason, None, ordinal))
+            continue
+        if one.frame.height:
+            frames.append(one.frame.with_columns(pl.lit(ordinal, dtype=pl.Int32).alias("ordinal")))
+        rejected.extend(dataclasses.replace(r, ordinal=ordinal) for r in one.rejected)
+    empty = normalize([], fetched_at=fetched_at).frame
+    frame = pl.concat(frames) if frames else empty
+    return NormalizeResult(frame=frame.select(empty.columns), rejected=rejected, fetched_at=fetched_at)
+
 
 @dataclass(frozen=True)
 class NormalizedPage:
@@ -112,7 +229,7 @@ def normalize_page(entity: Entity, records: list[Any], raw: bytes | None = None)
     Returns:
         The page with its normalized frame and rejections.
     """
-    result = entity.resolve_normalizer()(records, fetched_at=datetime.now(UTC))
+    result = normalize_records(entity, records, fetched_at=datetime.now(UTC))
     kept: Sequence[Any] = records if raw is None else PageBytes(raw, entity.list_key, len(records))
     return NormalizedPage(kept, result)
 
@@ -133,8 +250,10 @@ def combine(pages: Sequence[NormalizedPage]) -> tuple[Sequence[Any], NormalizeRe
     offset = 0
     for page in pages:
         frames.append(page.result.frame.with_columns((pl.col("ordinal") + offset).cast(pl.Int32)))
+        rejected.extend(
+            r if r.ordinal is None else dataclasses.replace(r, ordinal=r.ordinal + offset) for r in page.result.rejected
+        )
         offset += len(page.records)
-        rejected.extend(page.result.rejected)
     records = BatchRecords([page.records for page in pages])
     return records, NormalizeResult(frame=pl.concat(frames), rejected=rejected, fetched_at=pages[0].result.fetched_at)
 
@@ -182,6 +301,51 @@ def give_up(entity: Entity, err: psycopg.Error, attempts: int, lock_timeout_seco
     return err
 
 
+# what PostgreSQL refuses because of one record's values: data exceptions (22: too long, out of
+# range, invalid text), integrity violations (23: a constraint) and program limits (54: a value
+# too big for an index row, nesting too deep for jsonb)
+RECORD_FAULTS: tuple[type[psycopg.Error], ...] = (
+    psycopg.errors.DataError,
+    psycopg.errors.IntegrityError,
+    psycopg.errors.ProgramLimitExceeded,
+)
+_CONTEXT_COLUMN = re.compile(r"\bcolumn ([a-z_][a-z0-9_]*)")
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def refusal_reason(entity: Entity, err: psycopg.Error) -> tuple[str, str | None]:
+    """Why PostgreSQL refused one record, built from names only, never from its message.
+
+    PostgreSQL's messages can quote the value ('invalid input syntax for type numeric: "..."',
+    a RAISE in a trigger, ...), and reasons reach logs and Dagster metadata: the reason is the
+    condition and SQLSTATE with the constraint, column and table the error names.
+
+    Args:
+        entity: the entity (its staging columns: the only column names read from CONTEXT).
+        err: the error.
+
+    Returns:
+        (reason, column name or None).
+    """
+    diag = err.diag
+    sqlstate = diag.sqlstate or "unknown"
+    condition = _CAMEL.sub("_", type(err).__name__).lower()
+    column = diag.column_name
+    if column is None and diag.context:
+        # COPY says "COPY stage_contacts, line 1, column email: <the value>": the name, not the value
+        m = _CONTEXT_COLUMN.search(diag.context)
+        if m is not None and m.group(1) in entity.staging_column_names:
+            column = m.group(1)
+    parts = [f"refused by PostgreSQL: {condition} ({sqlstate})"]
+    if diag.constraint_name:
+        parts.append(f"constraint {diag.constraint_name}")
+    if column:
+        parts.append(f"column {column}")
+    if diag.table_name:
+        parts.append(f"table {diag.schema_name}.{diag.table_name}" if diag.schema_name else f"table {diag.table_name}")
+    return ", ".join(parts), column
+
+
 @dataclass
 class BatchOutcome:
     """What one committed batch did."""
@@ -212,26 +376,65 @@ def load_isolating(
             found = load_frame(conn, entity, frame, strategy=strategy, merge_rule=merge_rule, diff=diff)
         counts.add(found)
         return
-    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
+    except RECORD_FAULTS as err:
         if loaded_concurrently(entity, err):
             raise  # not this record's fault: the whole batch is retried (load_batch)
         if frame.height == 1:
             ordinal = int(frame["ordinal"][0])
             keap_id = frame["keap_id"][0]
-            message = (err.diag.message_primary or str(err)).strip()
-            log.warning("%s %s refused by PostgreSQL: %s", entity.name, keap_id, message)
+            reason, column = refusal_reason(entity, err)
+            log.warning("%s %s: %s", entity.name, keap_id, reason)
             refused.append(
                 NewDeadLetter(
                     keap_id=keap_id,
                     record=records[ordinal],
-                    reason=f"refused by PostgreSQL ({err.diag.sqlstate}): {message}",
-                    field=err.diag.column_name,
+                    reason=reason,
+                    field=column,
+                    raw=raw_record(records, ordinal),
+                    ordinal=ordinal,
                 )
             )
             return
     half = frame.height // 2
     for part in (frame.slice(0, half), frame.slice(half)):
         load_isolating(conn, entity, part, records, strategy, merge_rule, counts, refused, diff)
+
+
+def settle_letters(frame: pl.DataFrame, letters: Sequence[NewDeadLetter]) -> tuple[list[NewDeadLetter], list[str]]:
+    """Which of a batch's dead letters to keep, and whose open dead letters its loads close.
+
+    A record can come more than once in a batch (Keap re-sent it while the listing ran). What
+    counts is its last version in Keap's order: a dead letter followed by a version that loads is
+    superseded (not kept), of several failing versions only the last is kept, and a load
+    followed by a version that cannot load does not close the record's open dead letter (the
+    latest version is the one that failed). Records without an id are all kept.
+
+    Args:
+        frame: the batch's loadable rows (ordinal, keap_id, ...), refused ones included.
+        letters: the batch's dead letters (rejected and refused), with ordinals.
+
+    Returns:
+        (the dead letters to record, in Keap's order; the keap_ids whose open dead letters close).
+    """
+    last_dead: dict[str, int] = {}
+    for d in letters:
+        if d.keap_id is not None:
+            last_dead[d.keap_id] = max(last_dead.get(d.keap_id, -1), -1 if d.ordinal is None else d.ordinal)
+    dead_at = {(d.keap_id, d.ordinal) for d in letters if d.keap_id is not None}
+    last_loaded: dict[str, int] = {}
+    if frame.height:
+        for ordinal, keap_id in zip(frame["ordinal"].to_list(), frame["keap_id"].to_list(), strict=True):
+            if (keap_id, ordinal) not in dead_at and ordinal > last_loaded.get(keap_id, -1):
+                last_loaded[keap_id] = ordinal
+    kept = [
+        d
+        for d in letters
+        if d.keap_id is None
+        or (last_loaded.get(d.keap_id, -1) < last_dead[d.keap_id] and (-1 if d.ordinal is None else d.ordinal) == last_dead[d.keap_id])
+    ]
+    kept.sort(key=lambda d: -1 if d.ordinal is None else d.ordinal)
+    closing = [k for k, ordinal in last_loaded.items() if ordinal > last_dead.get(k, -1)]
+    return kept, closing
 
 
 def load_batch(
@@ -271,9 +474,13 @@ def load_batch(
     Returns:
         The batch's counts, dead letters and highest Keap update time.
     """
-    result = normalized or entity.resolve_normalizer()(records, fetched_at=fetched_at or datetime.now(UTC))
+    result = normalized or normalize_records(entity, records, fetched_at=fetched_at or datetime.now(UTC))
     letters = [
-        NewDeadLetter(keap_id=r.keap_id, record=r.record, reason=r.reason, field=r.field) for r in result.rejected
+        NewDeadLetter(
+            keap_id=r.keap_id, record=r.record, reason=r.reason, field=r.field,
+            raw=None if r.ordinal is None else raw_record(records, r.ordinal), ordinal=r.ordinal,
+        )
+        for r in result.rejected
     ]
     frame: pl.DataFrame = result.frame
     max_updated = frame["keap_updated_at"].max() if frame.height else None
@@ -292,11 +499,9 @@ def load_batch(
                 bound_lock_waits(conn, lock_timeout_seconds)
                 if frame.height:
                     load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused, diff)
-                record_dead_letters(conn, entity.name, [*letters, *refused], run_id)
-                refused_ids = {r.keap_id for r in refused}
-                close_superseded(
-                    conn, entity.name, [k for k in frame["keap_id"].to_list() if k not in refused_ids]
-                )
+                kept, loaded = settle_letters(frame, [*letters, *refused])
+                record_dead_letters(conn, entity.name, kept, run_id)
+                close_superseded(conn, entity.name, loaded)
                 if turn is not None:
                     turn()
                 if max_updated is not None:
@@ -321,5 +526,5 @@ def load_batch(
             continue
         break
     return BatchOutcome(
-        counts=counts, dead_lettered=len(letters) + len(refused), max_updated_at=max_updated  # type: ignore[arg-type]
+        counts=counts, dead_lettered=len(kept), max_updated_at=max_updated  # type: ignore[arg-type]
     )

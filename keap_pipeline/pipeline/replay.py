@@ -26,6 +26,7 @@ from keap_pipeline.pipeline.batch import (
     MAX_ATTEMPTS,
     give_up,
     load_isolating,
+    normalize_records,
     retry_pause,
     worth_retrying,
 )
@@ -60,8 +61,8 @@ def _replay(
     report: ReplayReport,
 ) -> None:
     for letter in letters:
-        record = letter.record()
-        result = normalize([record], fetched_at=datetime.now(UTC))
+        record = letter.record()  # decoded as the sync decoded it (an UndecodableRecord stays one)
+        result = normalize_records(entity, [record], fetched_at=datetime.now(UTC))
         if result.rejected:
             rejected = result.rejected[0]
             _still_failing(conn, letter, rejected.reason, rejected.field)

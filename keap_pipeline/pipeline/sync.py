@@ -20,6 +20,7 @@ from keap_pipeline.pipeline.batch import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
     BatchOutcome,
     NormalizedPage,
+    batch_keys,
     combine,
     load_batch,
     normalize_page,
@@ -169,7 +170,7 @@ def sync_entity(
             if not pending:
                 return
             records, normalized = combine(pending)
-            keys = {*normalized.frame["keap_id"].to_list(), *(r.keap_id for r in normalized.rejected if r.keap_id)}
+            keys = batch_keys(records, normalized)
             pool.submit((records, normalized, len(pending), sizer.diff), keys)
             pending = []
 

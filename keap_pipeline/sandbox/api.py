@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from keap_pipeline.sandbox.contacts import js
+from keap_pipeline.sandbox.contacts import js, wire_json
 from keap_pipeline.sandbox.entities import ENTITIES, ROUTES
 from keap_pipeline.sandbox.errors import ApiError
 from keap_pipeline.sandbox.listing import list_page, select
@@ -106,7 +106,7 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
     if op == "createContact":
         fields = _contact_body(body, create=True)
         # duplicate_option is accepted but not acted on: the sandbox always creates a new contact
-        return 201, js(_fields(state.create_contact(fields), params.get("fields"))).encode()
+        return 201, wire_json(_fields(state.create_contact(fields), params.get("fields"))).encode()
     assert ident is not None
     number = _ident(ident, entity)
     if op == "updateContact":
@@ -115,7 +115,7 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
         record = state.update_contact(number, fields, mask)
         if record is None:
             raise ApiError(404, f"contact {number} not found")
-        return 200, js(_fields(record, params.get("fields"))).encode()
+        return 200, wire_json(_fields(record, params.get("fields"))).encode()
     if op == "deleteContact":
         if not state.delete_contact(number):
             raise ApiError(404, f"contact {number} not found")
@@ -125,7 +125,7 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
         record = state.contact(number)
         if record is None:
             raise ApiError(404, f"contact {number} not found")
-        return 200, js(_fields(record, params.get("fields"))).encode()
+        return 200, wire_json(_fields(record, params.get("fields"))).encode()
     if not 1 <= number <= state.data.count(entity):
         raise ApiError(404, f"{entity.rstrip('s').replace('_', ' ')} {number} not found")
     record = state.data.record(entity, number)

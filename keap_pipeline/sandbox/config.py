@@ -83,6 +83,9 @@ class SandboxConfig:
     limits: RateLimits = RateLimits()
     faults: Faults = Faults()
     strict: bool = False  # validate every request and response against the contract, record violations
+    # contacts served byte for byte as given (--raw-contacts): one JSON record each, hostile or
+    # broken; one whose "id" is an existing contact's replaces it, the others are added
+    raw_contacts: tuple[bytes, ...] = field(default=(), repr=False)
     oauth_client_id: str = "sandbox-client"
     oauth_client_secret: str = field(default="sandbox-secret", repr=False)
     oauth_refresh_token: str = field(default="sandbox-refresh-0", repr=False)
@@ -147,6 +150,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow-every", type=int, default=0, help="fault: every Nth list request is slow")
     parser.add_argument("--slow-ms", type=int, default=1500, help="fault: how slow a slow page is")
     parser.add_argument("--strict", action="store_true", help="validate traffic against the Keap contract, log violations")
+    parser.add_argument(
+        "--raw-contacts", metavar="FILE", default=None,
+        help="serve these contacts byte for byte: one record a line (JSON Lines, any bytes); a line whose "
+        "\"id\" is an existing contact's replaces it, the others are added (update time: the line's "
+        "update_time when valid, else the start)",
+    )
 
 
 def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
@@ -162,6 +171,13 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         SandboxConfigError: a value is out of range.
     """
     limits = RateLimits.off() if ns.no_limits else RateLimits(ns.per_second, ns.per_minute, ns.per_day)
+    raw_contacts: tuple[bytes, ...] = ()
+    if getattr(ns, "raw_contacts", None):
+        try:
+            with open(ns.raw_contacts, "rb") as f:
+                raw_contacts = tuple(line.rstrip(b"\r\n") for line in f if line.strip())
+        except OSError as err:
+            raise SandboxConfigError(f"cannot read --raw-contacts {ns.raw_contacts}: {err.strerror}") from None
     faults = Faults(ns.latency_ms, ns.error_share, ns.drop_share, ns.slow_every, ns.slow_ms)
     return SandboxConfig(
         host=ns.host,
@@ -176,4 +192,5 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         limits=limits,
         faults=faults,
         strict=ns.strict,
+        raw_contacts=raw_contacts,
     )

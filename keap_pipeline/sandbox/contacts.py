@@ -40,6 +40,26 @@ def js(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def wire_json(value: object) -> str:
+    """JSON text of a value that always encodes as UTF-8: js(), or with \\u escapes where js() cannot be.
+
+    A string holding a lone surrogate (a test's hostile value) has no UTF-8 form; Keap writes such
+    a character as its escape (``"\\ud83d"``), and so does this.
+
+    Args:
+        value: any JSON-serialisable value.
+
+    Returns:
+        Compact JSON text.
+    """
+    text = js(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text
+
+
 def mix(ident: int, salt: int) -> tuple[int, int]:
     """Two well-mixed 64-bit hashes of an id (splitmix64 steps): every random choice of a record
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from keap_pipeline.sandbox import filters
-from keap_pipeline.sandbox.contacts import CONTACT_FIELDS, DEFAULT_LIST_FIELDS, js
+from keap_pipeline.sandbox.contacts import CONTACT_FIELDS, DEFAULT_LIST_FIELDS, js, wire_json
 from keap_pipeline.sandbox.entities import EntitySpec
 from keap_pipeline.sandbox.errors import ApiError
 from keap_pipeline.sandbox.state import SandboxState
@@ -259,25 +259,32 @@ class Lister:
         picked = picked[: self.size]
         items = self._render([ident for _, ident in picked])
         token = encode_token(self.digest, picked[-1][0]) if more else ""
-        body = f'{{"{self.spec.list_key}":[{",".join(items)}],"next_page_token":{js(token)}}}'
+        texts = [i for i in items if isinstance(i, str)]
+        if len(texts) < len(items):  # raw contacts: their bytes are served as they are
+            parts = [i if isinstance(i, bytes) else i.encode() for i in items]
+            head = f'{{"{self.spec.list_key}":['.encode()
+            return head + b",".join(parts) + f'],"next_page_token":{js(token)}}}'.encode(), token
+        body = f'{{"{self.spec.list_key}":[{",".join(texts)}],"next_page_token":{js(token)}}}'
         return body.encode(), token
 
-    def _render(self, idents: list[int]) -> list[str]:
+    def _render(self, idents: list[int]) -> list[str | bytes]:
         if not self.is_contacts:
             return [js(select(self.spec, self.data.record(self.spec.name, i), self.fields)) for i in idents]
         factory = self.data.contacts
         fragments = factory.compile(self.fields)
         overlay = self.state.overlay
         if not any(i in overlay for i in idents):
-            return factory.render_many(idents, fragments)
-        out = []
+            return list(factory.render_many(idents, fragments))
+        out: list[str | bytes] = []
         for ident in idents:
             entry = overlay.get(ident)
             if entry is None:
                 out.append(factory.render(ident, fragments))
+            elif entry.raw is not None:
+                out.append(entry.raw)
             else:
                 assert entry.record is not None
-                out.append(js(select(self.spec, entry.record, self.fields)))
+                out.append(wire_json(select(self.spec, entry.record, self.fields)))
         return out
 
 

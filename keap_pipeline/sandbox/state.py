@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from keap_pipeline.sandbox.config import SandboxConfig
@@ -20,10 +22,16 @@ MAX_VIOLATIONS = 1000
 
 @dataclass
 class OverlayEntry:
-    """A changed contact: its record (None once deleted) and its update time."""
+    """A changed contact: its record (None once deleted) and its update time.
+
+    ``raw``, when set, is served in list pages instead of the record, byte for byte: a test's (or
+    ``--raw-contacts``) record exactly as given, hostile or not JSON at all. ``record`` is then
+    what the bytes decode to, for filters and mutations ({} when they are not a JSON object).
+    """
 
     record: dict[str, Any] | None
     time_ms: int
+    raw: bytes | None = field(default=None, repr=False)
 
 
 class SandboxState:
@@ -47,6 +55,8 @@ class SandboxState:
         self.requests = 0
         self.refresh_token = config.oauth_refresh_token
         self.access_tokens: dict[str, float] = {}
+        for raw in config.raw_contacts:
+            self.put_raw_contact(raw, ident=_existing_id(raw, self.next_contact_id - 1), time_ms=_update_time_ms(raw))
 
     # --- time --------------------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -140,6 +150,56 @@ class SandboxState:
             self.version += 1
             return dict(current)
 
+    def put_raw_contact(self, raw: bytes | str, *, ident: int | None = None, time_ms: int | None = None) -> int:
+        """Serve a contact as exactly these bytes (any bytes: hostile values, broken JSON, another id).
+
+        The bytes are served verbatim in list pages, whatever ``id`` or ``update_time`` they
+        claim; the sandbox places the record at ``ident`` (a new id when None) and at ``time_ms``
+        (now when None) for filters, ordering and paging. Several raw records may claim one id.
+
+        Args:
+            raw: the record's JSON text or bytes (str is encoded as UTF-8; lone surrogates are
+                not encodable, write them as escapes).
+            ident: replace this contact (None: a new contact slot).
+            time_ms: its update time in milliseconds since the epoch, for the time filters.
+
+        Returns:
+            The slot's id.
+        """
+        data = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+        try:
+            decoded = json.loads(data)
+        except (ValueError, RecursionError):
+            decoded = None
+        with self.lock:
+            if ident is None:
+                ident = self.next_contact_id
+                self.next_contact_id += 1
+            elif ident >= self.next_contact_id:
+                self.next_contact_id = ident + 1
+            when = self.now_ms() if time_ms is None else time_ms
+            record = decoded if isinstance(decoded, dict) else {}
+            self.overlay[ident] = OverlayEntry(record, when, data)
+            self.version += 1
+            return ident
+
+    def put_raw_contacts(self, records: Iterable[tuple[bytes | str, int]]) -> list[int]:
+        """Serve only these raw contacts (raw bytes, update time in ms), in new slots: every earlier change is dropped.
+
+        Meant for a sandbox started with contacts=0 (the generated contacts stay otherwise).
+
+        Args:
+            records: (bytes, time_ms) pairs.
+
+        Returns:
+            Their slot ids, in order.
+        """
+        with self.lock:
+            self.overlay.clear()
+            self.next_contact_id = self.data.count("contacts") + 1
+            self.version += 1
+            return [self.put_raw_contact(raw, time_ms=when) for raw, when in records]
+
     def delete_contact(self, ident: int) -> bool:
         """Delete a contact; returns False if it did not exist.
 
@@ -206,6 +266,32 @@ class SandboxState:
             self.violation_count += len(problems)
             room = MAX_VIOLATIONS - len(self.violations)
             self.violations.extend(problems[: max(0, room)])
+
+
+def _existing_id(raw: bytes, max_id: int) -> int | None:
+    """The contact a --raw-contacts line replaces: its "id", when that is an existing contact's."""
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    ident = decoded.get("id") if isinstance(decoded, dict) else None
+    if isinstance(ident, str) and ident.isascii() and ident.isdigit() and 1 <= int(ident) <= max_id:
+        return int(ident)
+    return None
+
+
+def _update_time_ms(raw: bytes) -> int | None:
+    """The update time a raw record claims, in ms, when it is a valid one (else None: now)."""
+    from datetime import UTC, datetime, timedelta
+
+    try:
+        decoded = json.loads(raw)
+        moment = datetime.fromisoformat(decoded["update_time"])
+    except (ValueError, RecursionError, TypeError, KeyError, AttributeError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def _contact_props(fields: dict[str, Any]) -> dict[str, Any]:

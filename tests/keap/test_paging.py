@@ -86,8 +86,7 @@ def test_pages_are_streamed_one_at_a_time() -> None:
     ("body", "match"),
     [
         ({"items": [{"id": "1"}], "next_page_token": ""}, "no 'orders' list"),
-        ({"orders": "nope"}, "list of objects"),
-        ({"orders": [1, 2]}, "list of objects"),
+        ({"orders": "nope"}, "array of records"),
         ([{"id": "1"}], "JSON object"),
         ({"orders": [], "next_page_token": 7}, "not a string"),
     ],
@@ -96,6 +95,28 @@ def test_malformed_pages_raise_rather_than_drop(body: object, match: str) -> Non
     handler = Scripted([keap_json(200, body)])
     with make_client(handler, FakeClock()) as client, pytest.raises(KeapPagingError, match=match):
         list(client.iter_pages("orders"))
+
+
+def test_records_that_are_not_objects_reach_the_caller_as_they_are() -> None:
+    """One bad record is that record's problem (the pipeline dead-letters it), never its page's."""
+    handler = Scripted([keap_json(200, {"orders": [1, None, {"id": "3"}], "next_page_token": ""})])
+    with make_client(handler, FakeClock()) as client:
+        (page,) = list(client.iter_pages("orders"))
+    assert page.records == [1, None, {"id": "3"}]
+
+
+def test_a_record_that_is_not_json_alone_does_not_fail_its_page() -> None:
+    from keap_pipeline.jsontext import UndecodableRecord
+
+    body = b'{"contacts":[{"id":"1"},{"id":"2","given_name":"bad \\x escape \\q"},{"id":"3"}],"next_page_token":""}'
+    handler = Scripted([httpx.Response(200, content=body, headers={"content-type": "application/json"})])
+    with make_client(handler, FakeClock()) as client:
+        (page,) = list(client.iter_pages("contacts"))
+    first, bad, third = page.records
+    assert first == {"id": "1"} and third == {"id": "3"}
+    assert isinstance(bad, UndecodableRecord) and "not valid JSON" in bad.reason
+    assert bad.raw == b'{"id":"2","given_name":"bad \\x escape \\q"}'
+    assert page.raw == body
 
 
 def test_an_empty_listing_without_the_key_is_one_empty_page() -> None:
