@@ -36,9 +36,9 @@ from keap_pipeline.db.locks import bound_lock_waits
 from keap_pipeline.db.roles import as_ingestion
 from keap_pipeline.entities import CONTACTS
 from keap_pipeline.normalize.contacts import normalize_contacts
-from keap_pipeline.pipeline.batch import DEFAULT_LOCK_TIMEOUT_SECONDS
 from keap_pipeline.pipeline.batching import BatchSizer
 from keap_pipeline.pipeline.parallel import LoaderPool
+from keap_pipeline.pipeline.retries import DEFAULT_LOCK_TIMEOUT_SECONDS
 
 REFERENCE_SQL = Path(__file__).with_name("reference_batch_upsert.sql")
 

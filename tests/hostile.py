@@ -792,7 +792,7 @@ def check_verdicts(items: Sequence[Item]) -> None:
     """The oracle and the pipeline's normalizer agree on every record (a disagreement names both)."""
     from keap_pipeline.entities import CONTACTS
     from keap_pipeline.jsontext import decode_list_body
-    from keap_pipeline.pipeline.batch import normalize_records
+    from keap_pipeline.pipeline.pages import normalize_records
 
     page = b'{"contacts":[' + b",".join(i.data for i in items) + b'],"next_page_token":""}'
     records = decode_list_body(page, "contacts")["contacts"]

@@ -21,12 +21,12 @@ from keap_pipeline.db.load import UpsertCounts
 from keap_pipeline.db.locks import bound_lock_waits, run_lock
 from keap_pipeline.db.roles import as_ingestion
 from keap_pipeline.entities import ENTITIES, Entity
-from keap_pipeline.pipeline.batch import (
+from keap_pipeline.pipeline.batch import load_isolating
+from keap_pipeline.pipeline.pages import normalize_records
+from keap_pipeline.pipeline.retries import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
     MAX_ATTEMPTS,
     give_up,
-    load_isolating,
-    normalize_records,
     retry_pause,
     worth_retrying,
 )

@@ -16,19 +16,13 @@ from keap_pipeline.db.locks import run_lock
 from keap_pipeline.entities import Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
 from keap_pipeline.normalize.result import NormalizeResult
-from keap_pipeline.pipeline.batch import (
-    DEFAULT_LOCK_TIMEOUT_SECONDS,
-    BatchOutcome,
-    NormalizedPage,
-    batch_keys,
-    combine,
-    load_batch,
-    normalize_page,
-)
+from keap_pipeline.pipeline.batch import BatchOutcome, load_batch
 from keap_pipeline.pipeline.batching import BatchSizer
+from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, normalize_page
 from keap_pipeline.pipeline.parallel import LoaderPool, Turn
 from keap_pipeline.pipeline.prefetch import prefetch
 from keap_pipeline.pipeline.report import SyncReport
+from keap_pipeline.pipeline.retries import DEFAULT_LOCK_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
 

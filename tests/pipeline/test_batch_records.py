@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from keap_pipeline.pipeline.batch import BatchRecords, PageBytes
+from keap_pipeline.pipeline.pages import BatchRecords, PageBytes
 
 
 def _page(ids: range) -> tuple[list[dict], PageBytes]:

@@ -13,7 +13,8 @@ from keap_pipeline.db.dead_letters import NewDeadLetter
 from keap_pipeline.entities import CONTACTS
 from keap_pipeline.jsontext import UndecodableRecord
 from keap_pipeline.normalize.contacts import normalize_contacts
-from keap_pipeline.pipeline.batch import normalize_records, settle_letters
+from keap_pipeline.pipeline.batch import settle_letters
+from keap_pipeline.pipeline.pages import normalize_records
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 

@@ -272,7 +272,7 @@ def test_a_row_held_by_someone_else_times_out_retries_and_then_fails_the_run_wit
     """A transaction that holds a contact's row and never ends: each attempt gives up after the
     lock timeout, and after the last one the run fails with what to do; nothing after the last
     committed batch is written, so a later run (the row free again) loads the rest."""
-    from keap_pipeline.pipeline.batch import LockWaitsExhausted
+    from keap_pipeline.pipeline.retries import LockWaitsExhausted
 
     handle = _loaded_then_changed(sandbox, migrated_database, contacts=200)
     before = _incremental_cursor(migrated_database)

@@ -1,0 +1,70 @@
+"""When a batch (or a replay) is run again: concurrent writers, deadlocks, lock timeouts; and when it gives up."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from keap_pipeline.entities import Entity
+from keap_pipeline.errors import KeapPipelineError
+
+if TYPE_CHECKING:
+    pass
+
+
+log = logging.getLogger(__name__)
+
+# a batch whose contacts an app keeps editing while it loads is retried this often, then fails
+MAX_ATTEMPTS = 5
+# a loader waits at most this long for any one row lock, then retries its batch (issue 15)
+DEFAULT_LOCK_TIMEOUT_SECONDS = 30.0
+
+
+class LockWaitsExhausted(KeapPipelineError):
+    """A batch timed out waiting for row locks in every attempt; the run stops with its cursor exact."""
+
+
+def loaded_concurrently(entity: Entity, err: psycopg.Error) -> bool:
+    """Whether `err` says another transaction inserted one of the batch's records first.
+
+    The upsert inserts only records it did not find, so a duplicate key on the target's keap_id
+    means a concurrent loader (another run) inserted it after this batch looked: retrying the
+    batch finds the row and treats it as an update.
+    """
+    if not isinstance(err, psycopg.errors.UniqueViolation) or entity.target_table is None:
+        return False
+    schema, _, table = entity.target_table.partition(".")
+    return err.diag.table_name == table and err.diag.schema_name == schema and err.diag.constraint_name == f"{table}_keap_id_key"
+
+
+def worth_retrying(entity: Entity, err: psycopg.Error) -> bool:
+    """Whether a transaction that loads `entity` failed only because a concurrent one got there first.
+
+    An app or another run's loader changed (40001) or inserted (a duplicate keap_id) one of its
+    records between classification and write, or the two deadlocked and PostgreSQL picked this
+    one (40P01): run the whole transaction again, and it sees the other's rows.
+    """
+    return isinstance(
+        err,
+        (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable),
+    ) or loaded_concurrently(entity, err)
+
+
+def retry_pause(attempt: int) -> None:
+    """A short, growing pause before attempt `attempt + 1`, so the transaction that won can finish."""
+    time.sleep(min(1.0, 0.05 * 2**attempt))
+
+
+def give_up(entity: Entity, err: psycopg.Error, attempts: int, lock_timeout_seconds: float) -> BaseException:
+    """The error to raise after the last attempt: lock timeouts become a message that says what to do."""
+    if isinstance(err, psycopg.errors.LockNotAvailable):
+        return LockWaitsExhausted(
+            f"a batch of {entity.name} waited more than {lock_timeout_seconds:g} s for rows another transaction "
+            f"holds, in each of {attempts} attempts (a long transaction of an app or an operator on these rows?). "
+            "Nothing of this batch was written; the batches before it are committed with their cursor, and the "
+            "next run resumes there. pg_stat_activity shows who holds the rows; raise the wait with `--lock-timeout`."
+        )
+    return err
