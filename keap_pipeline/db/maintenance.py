@@ -86,8 +86,9 @@ def _partition_months(conn: psycopg.Connection) -> list[date]:
 
 def _default_months(conn: psycopg.Connection) -> dict[date, int]:
     # The DEFAULT partition is small by design (it only holds months nobody made a partition for).
+    # Months in the session's time zone: create_monthly_partition casts its bounds in that zone too.
     rows = conn.execute(
-        "select date_trunc('month', created_at at time zone 'UTC')::date, count(*)"
+        "select date_trunc('month', created_at)::date, count(*)"
         " from keap_pipeline.sync_audit_log_default group by 1"
     ).fetchall()
     return {r[0]: int(r[1]) for r in rows}
@@ -96,7 +97,7 @@ def _default_months(conn: psycopg.Connection) -> dict[date, int]:
 def _window_start(missing: date, current: date, horizon: date) -> date:
     # The function makes four months from its argument: start early enough not to pass the horizon,
     # never before the missing month's window could cover it, never before this month for future months.
-    start = min(missing, _month(horizon, -(FUNCTION_WINDOW - 1)))
+    start = max(min(missing, _month(horizon, -(FUNCTION_WINDOW - 1))), _month(missing, -(FUNCTION_WINDOW - 1)))
     if missing >= current:
         start = max(start, current)
     return start
