@@ -93,11 +93,11 @@ def audit_partitions_op(context: OpExecutionContext, config: AuditPartitionsConf
             "dropped": MetadataValue.json(report.dropped),
         }
     )
-    return {"created": report.created, "dropped": report.dropped, "rows_moved": report.rows_moved}
+    return {"created": report.created, "dropped": report.dropped, "rows_moved": report.rows_moved, "lines": report.lines()}
 
 
 @op(description="VACUUM (ANALYZE) the sync tables one at a time on an autocommit connection; never VACUUM FULL.")
-def vacuum_analyze_op(context: OpExecutionContext, config: VacuumAnalyzeConfig, postgres: PostgresResource) -> list[dict[str, object]]:
+def vacuum_analyze_op(context: OpExecutionContext, config: VacuumAnalyzeConfig, postgres: PostgresResource) -> dict[str, object]:
     """Run db.maintenance.vacuum_analyze and report each table as metadata."""
     try:
         with postgres.connect(autocommit=True) as conn:
@@ -121,7 +121,7 @@ def vacuum_analyze_op(context: OpExecutionContext, config: VacuumAnalyzeConfig, 
         metadata[f"{r.table}_seconds"] = r.seconds
         metadata[f"{r.table}_skipped"] = MetadataValue.text(r.skipped or "no")
     context.add_output_metadata(metadata)  # type: ignore[arg-type]
-    return [vars(r) for r in results]
+    return {"tables": [vars(r) for r in results], "lines": [r.line() for r in results]}
 
 
 @job(description="On demand or monthly: keep the audit log's monthly partitions ahead (config: months_ahead, retention_months, dry_run).")
