@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -121,13 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _late_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
     """Sub-commands that live beside the code they drive (sync, dead-letters)."""
-    registrars: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+    from keap_pipeline.maintain_cli import register as register_maintain
+
+    registrars: list[Callable[[argparse._SubParsersAction], None]] = [register_maintain]  # type: ignore[type-arg]
     try:
         from keap_pipeline.sync_cli import register
     except ImportError:
         return registrars
-    registrars.append(register)
+    registrars.insert(0, register)
     return registrars
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def database_error_line(err: Exception) -> str:
+    """One line for a database error: the server's (or libpq's) first line, any password masked."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    return _KV_PASSWORD.sub(r"\1***", text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,7 +155,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeapPipelineError as err:
-        print(f"keap-pipeline {args.command}: {err}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "chore", None))))
+        print(f"keap-pipeline {command}: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        # psycopg is imported lazily by the commands; a database error is one line, exit 2, no traceback
+        if type(err).__module__.split(".")[0] != "psycopg":
+            raise
+        command = " ".join(filter(None, (args.command, getattr(args, "chore", None))))
+        print(f"keap-pipeline {command}: database error: {database_error_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -10,14 +10,20 @@ from keap_pipeline.defs.contacts import (
     keap_contacts_job,
 )
 from keap_pipeline.defs.keap import KeapResource
+from keap_pipeline.defs.maintenance import (
+    audit_partitions_job,
+    audit_partitions_schedule,
+    vacuum_analyze_job,
+    vacuum_analyze_schedule,
+)
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.defs.schema import sync_schema
 
 defs = Definitions(
     assets=[sync_schema, keap_contacts],
     asset_checks=[keap_contacts_dead_letters, keap_contacts_cursor_fresh],
-    jobs=[keap_contacts_job],
-    schedules=[keap_contacts_incremental_schedule],
+    jobs=[keap_contacts_job, audit_partitions_job, vacuum_analyze_job],
+    schedules=[keap_contacts_incremental_schedule, audit_partitions_schedule, vacuum_analyze_schedule],
     resources={
         # No URL here: the resource resolves KEAP_PIPELINE_DATABASE_URL (or the embedded
         # server) when a run starts, never at import.

@@ -60,6 +60,23 @@ def _materialize(base_url: str, database_url: str, *, mode: str, strategy: str) 
     return {k: v.value for k, v in mats[0].metadata.items()}
 
 
+def _chores(database_url: str) -> list[str]:
+    """Run audit_partitions_job and vacuum_analyze_job in the shared instance; their results in words."""
+    from dagster import DagsterInstance
+
+    from keap_pipeline.defs.maintenance import audit_partitions_job, vacuum_analyze_job
+    from keap_pipeline.defs.resources import PostgresResource
+
+    lines: list[str] = []
+    resources = {"postgres": PostgresResource(database_url=database_url)}
+    for job_def, op_name in ((audit_partitions_job, "audit_partitions_op"), (vacuum_analyze_job, "vacuum_analyze_op")):
+        result = job_def.execute_in_process(resources=resources, instance=DagsterInstance.get(), raise_on_error=False)
+        lines.append(f"{job_def.name}: {'succeeded' if result.success else 'FAILED'}")
+        if result.success:
+            lines.extend(f"  {line}" for line in result.output_for_node(op_name)["lines"])
+    return lines
+
+
 def _change_keap(client: KeapClient, ids: list[str], tag: str) -> None:
     for n, ident in enumerate(ids):
         client.update_contact(ident, {"family_name": f"Keap-{tag}-{n}"}, update_mask=["family_name"])
@@ -116,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("   %s seen, %s inserted, %s updated, %s unchanged, %s conflicts %s",
                  second["records_seen"], second["inserted"], second["updated"], second["unchanged"],
                  second["conflicts"], second["conflicts_by_strategy"])
+
+    log.info("\n4. the database chores, as their Dagster jobs (the same the schedules launch)")
+    for line in _chores(database_url):
+        log.info("   %s", line)
 
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("select count(*) from public.sync_contacts").fetchone()
