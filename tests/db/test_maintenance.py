@@ -16,6 +16,7 @@ from keap_pipeline.db.maintenance import (
     cron_ran_recently,
     vacuum_analyze,
 )
+from keap_pipeline.db.roles import as_ingestion
 
 INSERT = (
     "insert into public.sync_audit_log (entity_type, entity_id, operation, sync_source, created_at)"
@@ -186,6 +187,7 @@ def test_audit_writers_are_not_blocked_while_the_job_runs(migrated_database: str
 
 def test_vacuum_analyze_reports_per_table(migrated_database: str) -> None:
     with psycopg.connect(migrated_database) as conn:
+        as_ingestion(conn)  # Keap's tags: only the ingestion's role sets keap_id (sql/24)
         conn.execute(
             "insert into public.sync_tags (keap_id, name) select g::text, 'tag ' || g from generate_series(1, 2000) g"
         )
