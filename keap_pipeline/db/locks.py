@@ -84,21 +84,6 @@ class RunLock:
     waited_seconds: float
     conn: psycopg.Connection
 
-    def held(self) -> bool:
-        """Whether the lock is still held (its connection is alive and its transaction open)."""
-        if self.conn.closed:
-            return False
-        try:
-            row = self.conn.execute(
-                "select count(*) from pg_catalog.pg_locks where locktype = 'advisory' and granted"
-                " and pid = pg_catalog.pg_backend_pid()"
-                " and classid::bigint = (%s::bigint & 4294967295) and objid::bigint = (%s::bigint & 4294967295)",
-                (RUN_LOCK_CLASS, entity_lock_key(self.entity)),
-            ).fetchone()
-        except psycopg.Error:
-            return False
-        return bool(row and row[0])
-
 
 @contextmanager
 def run_lock(
