@@ -31,9 +31,7 @@ from bench.common import (
     write_section,
 )
 from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor
-from keap_pipeline.db.load import UpsertCounts, copy_frame, load_frame, relax_commit
-from keap_pipeline.db.locks import bound_lock_waits
-from keap_pipeline.db.roles import as_ingestion
+from keap_pipeline.db.load import UpsertCounts, begin_load, copy_frame, load_frame
 from keap_pipeline.entities import CONTACTS
 from keap_pipeline.normalize.contacts import normalize_contacts
 from keap_pipeline.pipeline.batching import BatchSizer
@@ -64,9 +62,7 @@ def load_ours(url: str, batches: list[pl.DataFrame], loaders: int = 1) -> tuple[
         frame, _, diff = batch
         with conn.transaction():
             turn.begin()
-            as_ingestion(conn)
-            relax_commit(conn)
-            bound_lock_waits(conn, DEFAULT_LOCK_TIMEOUT_SECONDS)
+            begin_load(conn, lock_timeout_seconds=DEFAULT_LOCK_TIMEOUT_SECONDS, relaxed_commit=True)
             counts = load_frame(conn, CONTACTS, frame, diff=diff)
             turn()
             advance_cursor(conn, "contacts", INCREMENTAL, frame["keap_updated_at"].max(), frame.height, "bench")  # type: ignore[arg-type]

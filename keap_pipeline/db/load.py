@@ -9,6 +9,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from keap_pipeline.db.roles import INGEST_ROLE
 from keap_pipeline.entities import Entity
 
 CONFLICT_STRATEGIES = ("keap_wins", "supabase_wins", "manual", "merge")
@@ -38,14 +39,28 @@ class UpsertCounts:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
-def relax_commit(conn: psycopg.Connection) -> None:
-    """Let this batch's COMMIT return before its WAL reaches disk (synchronous_commit = off, this transaction only).
+def begin_load(conn: psycopg.Connection, *, lock_timeout_seconds: float, relaxed_commit: bool) -> None:
+    """The first statement of every transaction that loads Keap records (a batch, a replay), one round trip.
 
-    Safe here and only here: a batch's rows and its cursor commit together, so a server crash can
-    lose at most the last few batches whole (never half of one), and the next run re-reads them
-    from the older cursor. It saves one WAL flush per batch.
+    - It runs as the ingestion's role (db.roles): only then do its writes count as Keap's.
+    - It waits at most `lock_timeout_seconds` for any one lock (0 = no bound); then it fails with
+      55P03, which the caller retries (pipeline.retries).
+    - With `relaxed_commit` (a sync batch), its COMMIT returns before its WAL reaches disk
+      (synchronous_commit = off, this transaction only). Safe there and only there: a batch's rows
+      and its cursor commit together, so a server crash can lose at most the last few batches whole
+      (never half of one), and the next run re-reads them from the older cursor. It saves one WAL
+      flush per batch.
+
+    All three are `set_config(..., is_local => true)`: they end with the transaction, so they work
+    behind transaction-mode poolers and leave the connection as it was.
     """
-    conn.execute("set local synchronous_commit = off")
+    conn.execute(
+        "select pg_catalog.set_config('role', %s, true),"
+        " pg_catalog.set_config('lock_timeout', %s, true),"
+        " pg_catalog.set_config('synchronous_commit',"
+        "   case when %s then 'off' else pg_catalog.current_setting('synchronous_commit') end, true)",
+        (INGEST_ROLE, f"{int(lock_timeout_seconds * 1000)}ms", relaxed_commit),
+    )
 
 
 def _split(qualified: str) -> sql.Identifier:

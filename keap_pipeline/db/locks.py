@@ -13,8 +13,8 @@ nothing breaks. Here:
   to its end, and a batch waiting for its turn waits on that lock in PostgreSQL: any cycle
   through a commit turn (with an app's transaction, a replay, anything) is one PostgreSQL's
   deadlock detector sees and breaks (40P01, which a batch retries);
-- loader transactions carry a lock_timeout, so a row-lock wait nobody foresaw ends in an error
-  the batch retries instead of a hang.
+- loader transactions carry a lock_timeout (db.load.begin_load), so a row-lock wait nobody
+  foresaw ends in an error the batch retries instead of a hang.
 
 Every lock is transaction-scoped or taken and released inside one transaction, so all of this
 works through transaction-mode poolers (Supavisor, PgBouncer) as well as on direct connections.
@@ -106,7 +106,8 @@ def run_lock(
         wait_seconds: how long to wait for another run to finish; 0 = not at all.
         holder: this run, as pg_stat_activity shows it to the next one (application_name);
             no secrets, no record values.
-        on_wait: told once, with the holder's description, when this run has to wait.
+        on_wait: told once, with the holder's description, when this run has to wait (without
+            one, that is logged at INFO).
 
     Yields:
         The held lock (with how long it waited).
@@ -137,9 +138,10 @@ def run_lock(
                 )
             if not told:
                 told = True
-                log.info("%s: waiting up to %.0f s for %s to finish", entity, wait_seconds, other)
                 if on_wait is not None:
-                    on_wait(other)
+                    on_wait(other)  # the caller tells its user (the CLI prints, Dagster logs): not twice
+                else:
+                    log.info("%s: waiting up to %.0f s for %s to finish", entity, wait_seconds, other)
             time.sleep(min(_POLL_SECONDS, max(0.0, wait_seconds - waited)))
         yield RunLock(entity=entity, waited_seconds=time.monotonic() - started, conn=conn)
     finally:
@@ -174,13 +176,6 @@ def wait_on_turn_lock(conn: psycopg.Connection, run_key: int, seq: int) -> None:
         "select pg_catalog.pg_advisory_unlock_shared(%s, %s)"
         " from (select pg_catalog.pg_advisory_lock_shared(%s, %s) offset 0) as waited",
         (run_key, seq, run_key, seq),
-    )
-
-
-def bound_lock_waits(conn: psycopg.Connection, lock_timeout_seconds: float) -> None:
-    """This transaction waits at most this long for any one lock (0 = no bound), then fails with 55P03."""
-    conn.execute(
-        "select pg_catalog.set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_seconds * 1000)}ms",)
     )
 
 

@@ -14,9 +14,7 @@ import psycopg
 
 from keap_pipeline.db.cursors import advance_cursor
 from keap_pipeline.db.dead_letters import NewDeadLetter, close_superseded, record_dead_letters
-from keap_pipeline.db.load import UpsertCounts, load_frame, relax_commit
-from keap_pipeline.db.locks import bound_lock_waits
-from keap_pipeline.db.roles import as_ingestion
+from keap_pipeline.db.load import UpsertCounts, begin_load, load_frame
 from keap_pipeline.entities import Entity
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.pages import normalize_records, raw_record
@@ -228,9 +226,7 @@ def load_batch(
             with conn.transaction():
                 if turn is not None:
                     turn.begin()
-                as_ingestion(conn)
-                relax_commit(conn)
-                bound_lock_waits(conn, lock_timeout_seconds)
+                begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=True)
                 if frame.height:
                     load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused, diff)
                 kept, loaded = settle_letters(frame, [*letters, *refused])

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 
@@ -17,9 +15,8 @@ from keap_pipeline.db.dead_letters import (
     list_dead_letters,
     mark_replayed,
 )
-from keap_pipeline.db.load import UpsertCounts
-from keap_pipeline.db.locks import bound_lock_waits, run_lock
-from keap_pipeline.db.roles import as_ingestion
+from keap_pipeline.db.load import UpsertCounts, begin_load
+from keap_pipeline.db.locks import run_lock
 from keap_pipeline.entities import ENTITIES, Entity
 from keap_pipeline.pipeline.batch import load_isolating
 from keap_pipeline.pipeline.pages import normalize_records
@@ -54,7 +51,6 @@ def _still_failing(conn: psycopg.Connection, letter: DeadLetter, reason: str, fi
 def _replay(
     conn: psycopg.Connection,
     entity: Entity,
-    normalize: Callable[..., Any],
     letters: list[DeadLetter],
     strategy: str,
     merge_rule: str,
@@ -112,7 +108,6 @@ def replay_dead_letters(
         RunLocked: a sync (or replay) of the entity kept its run lock for longer than lock_wait_seconds.
     """
     entity = ENTITIES[entity_name]
-    normalize = entity.resolve_normalizer()
     holder = f"keap-pipeline {entity_name} dead-letter replay"
     with (
         run_lock(database_url, entity_name, wait_seconds=lock_wait_seconds, holder=holder),
@@ -125,9 +120,8 @@ def replay_dead_letters(
             report = ReplayReport()
             try:
                 with conn.transaction():
-                    bound_lock_waits(conn, lock_timeout_seconds)
-                    as_ingestion(conn)
-                    _replay(conn, entity, normalize, letters, strategy, merge_rule, report)
+                    begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=False)
+                    _replay(conn, entity, letters, strategy, merge_rule, report)
             except psycopg.Error as err:
                 # an app (or a writer that holds no run lock) wrote one of these records meanwhile:
                 # the replay is rolled back whole and runs again, as a batch is
