@@ -342,7 +342,7 @@ def _no_run_lock(*args: Any, **kwargs: Any) -> Iterator[Any]:
     ids=["join-at-start", "join-at-40k", "join-at-90k", "no-lock-join-at-start", "no-lock-join-at-50k"],
 )
 def test_stress_two_first_loads_of_100k_contacts_end_exact_wherever_the_second_joins(
-    sandbox, migrated_database: str, monkeypatch: pytest.MonkeyPatch, caplog, join_after: int, second_holds_lock: bool
+    sandbox, migrated_database: str, monkeypatch: pytest.MonkeyPatch, join_after: int, second_holds_lock: bool
 ) -> None:
     """Two full first loads of the same 100,000 contacts, the second started once the first has
     seen `join_after` records. With the run lock the second waits; without it (its lock lost) the
@@ -351,7 +351,6 @@ def test_stress_two_first_loads_of_100k_contacts_end_exact_wherever_the_second_j
     handle = sandbox(contacts=100_000)
     runs = Runs(migrated_database)
     joined = threading.Event()
-    caplog.set_level(logging.INFO, logger="keap_pipeline.pipeline.batch")
     if not second_holds_lock:
         real_lock = sync_module.run_lock
 
@@ -362,10 +361,14 @@ def test_stress_two_first_loads_of_100k_contacts_end_exact_wherever_the_second_j
 
         monkeypatch.setattr(sync_module, "run_lock", lock_for)
 
+    commits: list[str] = []  # which run committed each batch, in commit order
+
     def progress(report: Any) -> None:
+        commits.append("first")
         if report.records_seen >= join_after and not joined.is_set():
             joined.set()
-            runs.start("second", handle, page_size=1000, loaders=2, stall_seconds=60)
+            runs.start("second", handle, page_size=1000, loaders=2, stall_seconds=60,
+                       progress=lambda _: commits.append("second"))
 
     try:
         runs.start("first", handle, page_size=1000, loaders=2, stall_seconds=60, progress=progress)
@@ -377,9 +380,11 @@ def test_stress_two_first_loads_of_100k_contacts_end_exact_wherever_the_second_j
     assert runs.errors == {}
     inserted = runs.reports["first"].counts.inserted + runs.reports["second"].counts.inserted
     assert inserted == 100_000
-    collisions = [r.getMessage() for r in caplog.records if "retried" in r.getMessage() or "redone" in r.getMessage()]
     if not second_holds_lock and join_after == 1:
-        assert collisions, "the runs did load the same pages side by side (else this proves nothing)"
+        # the runs loaded side by side (else this proves nothing): the second committed batches while
+        # the first still had batches to commit. Whether they also met on a row (a retry, logged at
+        # INFO: 34 and 14 in two runs of this test) depends on scheduling, so it is not asserted.
+        assert "second" in commits and commits.index("second") < len(commits) - 1 - commits[::-1].index("first")
     if second_holds_lock:
         assert runs.reports["second"].waited_for_lock_seconds > 0 or join_after > 90_000
     assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
