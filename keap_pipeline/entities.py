@@ -1,12 +1,24 @@
-"""The Keap entities the pipeline syncs, described as data: endpoints, filters, fields, staging, upsert."""
+"""The Keap entities the pipeline syncs, described as data: one row per entity, nothing optional.
+
+An entity is this row, its normalizer (field rules on the normalize toolkit) and one call of
+keap_pipeline.define_sync_entity in sql/functions (which generates its typed, set-based upsert,
+diff and link functions from the shared template). docs/architecture.md "Adding an entity" walks
+through one.
+"""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
+
+from keap_pipeline.keap.endpoints import ENDPOINTS, EndpointSpec
+
+# the columns every staging table starts with and ends with (the row contract of the shared SQL)
+KEY_COLUMNS = ("ordinal", "keap_id", "keap_updated_at", "content_hash")
 
 
 @dataclass(frozen=True)
@@ -24,195 +36,373 @@ class Column:
     max_length: int | None = None
 
 
-@dataclass(frozen=True)
-class TimeFilter:
-    """Which ``filter`` fields of a list endpoint carry the incremental time window.
+class CursorKind(StrEnum):
+    """How a run knows where it is in an entity's listing.
 
-    Keap takes them inside the single ``filter`` query parameter as ``field==value`` pairs
-    joined by ``;`` (for contacts: ``filter=start_update_time==...;end_update_time==...``),
-    each value a full ISO-8601 date-time with milliseconds and an offset.
+    TIME: the listing takes a time window (the endpoint's since/until filter) and is ordered by
+        update time; the cursor is the highest update time committed. Incremental.
+    ID: no time filter; every run is a full pass ordered by id, resumed after a kill from the
+        highest id committed (``id_filter>``). Unchanged records cost no writes (key/hash diff).
+    FULL: no time filter and no ordering by id: every run is a full pass from the start.
     """
 
-    start_field: str
-    end_field: str
-    param: str = "filter"
+    TIME = "time"
+    ID = "id"
+    FULL = "full"
+
+
+@dataclass(frozen=True)
+class Link:
+    """Target columns filled from another table by a Keap id the record carries.
+
+    E.g. an order's ``contact_id`` is ``sync_contacts.id`` where ``sync_contacts.keap_id`` is the
+    order's staged ``keap_contact_id``. A record whose parent is not loaded yet loads with the Keap
+    id kept and these columns NULL; keap_pipeline.resolve_<entity>_links fills them when the
+    parent arrives (never an FK violation, never a dropped record).
+
+    Attributes:
+        keap_column: the staged column holding the parent's Keap id.
+        parent_table: the parent table (schema-qualified).
+        columns: (target column, parent column) pairs, e.g. (("contact_id", "id"),).
+        parent_key: the parent's column the Keap id matches.
+        parent: the parent entity's name (lineage), or "" for a lookup table.
+    """
+
+    keap_column: str
+    parent_table: str
+    columns: tuple[tuple[str, str], ...]
+    parent_key: str = "keap_id"
+    parent: str = ""
 
 
 @dataclass(frozen=True)
 class Entity:
     """Everything the pipeline needs to know about one Keap entity, and nothing it must compute.
 
-    Fields that are not known yet for an entity whose loader does not exist yet are None
-    (or empty), so code generated from this table can tell "not supported yet" apart from
-    a value.
+    Attributes:
+        name: the entity (CLI, cursors, dead letters, Dagster asset ``keap_<name>``).
+        endpoint: how Keap lists it (keap.endpoints: path, list key, filters, orderings).
+        fields: the properties to ask for (empty: the endpoint takes no ``fields``).
+        order_by: the listing's order (``"<field> asc"``), or "" for the endpoint's default.
+        cursor: how runs resume (CursorKind).
+        id_filter: the filter field that takes ``>`` for ID cursors ("" otherwise).
+        target_table: the sync table (schema-qualified).
+        staging_table: the COPY target of full rows.
+        keys_staging_table: the COPY target of phase one (KEY_COLUMNS only).
+        staging_columns: the staging table's columns after batch_id, in COPY order; they start
+            with ordinal, keap_id and end with keap_updated_at, content_hash.
+        content_columns: the fields a person may change on either side: compared, merged and
+            shown in sync_conflicts. The other staged columns are Keap's own (written from Keap).
+        links: target columns filled from other tables (Link).
+        concurrent_keys: unique constraints whose violation means another batch loaded the same
+            record meanwhile (retried), not a bad record (any other violation is a dead letter).
+        normalizer: ``"module:function"``: (records, *, fetched_at) -> NormalizeResult.
+        depends_on: entities loaded before this one (lineage; the asset graph's edges).
+        before_sync: ``"module:function"`` run with (client, database_url) before a sync pages
+            the entity (e.g. the tag categories a tag's category name comes from), or "".
     """
 
     name: str
-    path: str
-    list_key: str
-    fields: tuple[str, ...] | None
-    time_filter: TimeFilter | None
-    order_by: str | None
-    target_table: str | None
-    staging_table: str | None
+    endpoint: EndpointSpec
+    fields: tuple[str, ...]
+    order_by: str
+    cursor: CursorKind
+    id_filter: str
+    target_table: str
+    staging_table: str
+    keys_staging_table: str
     staging_columns: tuple[Column, ...]
-    upsert_function: str | None
-    normalizer: str | None
-    # For entities without a time filter: the filter field that supports '>' for id paging.
-    id_filter: str | None = None
-    # Phase one of a batch (optional): keys and content hashes are copied to this table and the
-    # function says which records need their full rows loaded (unchanged ones never travel).
-    keys_staging_table: str | None = None
-    diff_function: str | None = None
+    content_columns: tuple[str, ...]
+    links: tuple[Link, ...]
+    concurrent_keys: tuple[str, ...]
+    normalizer: str
+    depends_on: tuple[str, ...]
+    before_sync: str = ""
+
+    def __post_init__(self) -> None:
+        names = self.staging_column_names
+        if names[:2] != KEY_COLUMNS[:2] or names[-2:] != KEY_COLUMNS[2:]:
+            raise ValueError(f"{self.name}: staging columns must start with ordinal, keap_id and end with keap_updated_at, content_hash")
+        missing = [c for c in self.content_columns if c not in names]
+        if missing:
+            raise ValueError(f"{self.name}: content columns {missing} are not staging columns")
+        if (self.cursor is CursorKind.TIME) != self.endpoint.has_time_window:
+            raise ValueError(f"{self.name}: cursor {self.cursor} does not fit the endpoint's filters")
+        if (self.cursor is CursorKind.ID) != bool(self.id_filter):
+            raise ValueError(f"{self.name}: an ID cursor needs id_filter, and only it")
+
+    @property
+    def path(self) -> str:
+        """The endpoint's path."""
+        return self.endpoint.path
+
+    @property
+    def list_key(self) -> str:
+        """The key of the records' array in a listing."""
+        return self.endpoint.list_key
+
+    @property
+    def table_name(self) -> str:
+        """The target table's name without its schema (sync_queue.entity_type, sync_status)."""
+        return self.target_table.partition(".")[2]
+
+    @property
+    def upsert_function(self) -> str:
+        """The generated set-based upsert (sql/functions: define_sync_entity)."""
+        return f"keap_pipeline.upsert_{self.name}_from_stage"
+
+    @property
+    def diff_function(self) -> str:
+        """The generated phase-one diff."""
+        return f"keap_pipeline.diff_{self.name}_from_stage"
+
+    @property
+    def link_function(self) -> str:
+        """The generated link resolver (returns how many rows it linked)."""
+        return f"keap_pipeline.resolve_{self.name}_links"
 
     @property
     def column_limits(self) -> Mapping[str, int]:
-        """The max lengths of the varchar staging columns, by column name.
-
-        Returns:
-            A read-only mapping column name -> max characters.
-        """
+        """The max lengths of the varchar staging columns, by column name."""
         return MappingProxyType(
             {c.name: c.max_length for c in self.staging_columns if c.max_length is not None}
         )
 
     @property
     def staging_column_names(self) -> tuple[str, ...]:
-        """The staging column names in COPY order.
-
-        Returns:
-            The names of ``staging_columns``, in order.
-        """
+        """The staging column names in COPY order."""
         return tuple(c.name for c in self.staging_columns)
 
+    @property
+    def hashed_columns(self) -> tuple[str, ...]:
+        """The columns the content hash covers: every staged column but the keys."""
+        return tuple(n for n in self.staging_column_names if n not in KEY_COLUMNS)
+
     def resolve_normalizer(self) -> Callable[..., Any]:
-        """Import and return the normalizer function (imported lazily: it pulls in polars).
+        """Import and return the normalizer function (imported lazily: it pulls in polars)."""
+        return _resolve(self.normalizer)
 
-        Returns:
-            The callable named by ``normalizer`` (``"package.module:function"``).
+    def resolve_before_sync(self) -> Callable[..., Any] | None:
+        """Import and return the before-sync hook, or None."""
+        return _resolve(self.before_sync) if self.before_sync else None
 
-        Raises:
-            LookupError: the entity has no normalizer yet.
-        """
-        if self.normalizer is None:
-            raise LookupError(f"entity {self.name!r} has no normalizer yet")
-        module_name, _, attr = self.normalizer.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _id() -> tuple[Column, Column]:
+    # Position in the batch: duplicates of one keap_id resolve deterministically by it.
+    return Column("ordinal", "integer", nullable=False), Column("keap_id", "varchar(255)", nullable=False, max_length=255)
+
+
+def _tail() -> tuple[Column, Column]:
+    # md5 of the stored content (normalize.content_hash): unchanged records are recognised by it.
+    return Column("keap_updated_at", "timestamptz", nullable=False), Column("content_hash", "uuid")
+
+
+def _varchar(name: str, n: int, *, nullable: bool = True) -> Column:
+    return Column(name, f"varchar({n})", nullable=nullable, max_length=n)
+
+
+def _key(table: str) -> tuple[str, ...]:
+    return (f"{table}_keap_id_key",)
 
 
 # Keep in step with the spec's Contact schema (keap-rest-v2.openapi.yml, listContacts `fields`):
 # only what sync_contacts stores, plus the two timestamps the cursor and conflict detection need.
 CONTACT_FIELDS: tuple[str, ...] = (
-    "id",
-    "given_name",
-    "family_name",
-    "email_addresses",
-    "phone_numbers",
-    "company",
-    "tag_ids",
-    "custom_fields",
-    "create_time",
-    "update_time",
-)
-
-CONTACT_STAGING_COLUMNS: tuple[Column, ...] = (
-    # Position in the batch: duplicates of one keap_id resolve deterministically by it.
-    Column("ordinal", "integer", nullable=False),
-    Column("keap_id", "varchar(255)", nullable=False, max_length=255),
-    # Nullable: Keap requires an email OR a phone, so contacts without an email are normal.
-    Column("email", "varchar(255)", max_length=255),
-    Column("first_name", "varchar(255)", max_length=255),
-    Column("last_name", "varchar(255)", max_length=255),
-    Column("phone", "varchar(50)", max_length=50),
-    Column("company", "varchar(255)", max_length=255),
-    Column("tags", "jsonb", nullable=False),
-    Column("custom_fields", "jsonb", nullable=False),
-    Column("keap_created_at", "timestamptz"),
-    Column("keap_updated_at", "timestamptz", nullable=False),
-    # md5 of the stored content (normalize.content_hash): unchanged records are recognised by it.
-    Column("content_hash", "uuid"),
+    "id", "given_name", "family_name", "email_addresses", "phone_numbers", "company", "tag_ids",
+    "custom_fields", "create_time", "update_time",
 )
 
 CONTACTS = Entity(
     name="contacts",
-    path="/contacts",
-    list_key="contacts",
+    endpoint=ENDPOINTS["contacts"],
     fields=CONTACT_FIELDS,
-    time_filter=TimeFilter(start_field="start_update_time", end_field="end_update_time"),
     order_by="update_time asc",
+    cursor=CursorKind.TIME,
+    id_filter="",
     target_table="public.sync_contacts",
     staging_table="keap_pipeline.stage_contacts",
-    staging_columns=CONTACT_STAGING_COLUMNS,
-    upsert_function="keap_pipeline.upsert_contacts_from_stage",
-    normalizer="keap_pipeline.normalize.contacts:normalize_contacts",
     keys_staging_table="keap_pipeline.stage_contact_keys",
-    diff_function="keap_pipeline.diff_contacts_from_stage",
+    staging_columns=(
+        *_id(),
+        # Nullable: Keap requires an email OR a phone, so contacts without an email are normal.
+        _varchar("email", 255),
+        _varchar("first_name", 255),
+        _varchar("last_name", 255),
+        _varchar("phone", 50),
+        _varchar("company", 255),
+        Column("tags", "jsonb", nullable=False),
+        Column("custom_fields", "jsonb", nullable=False),
+        Column("keap_created_at", "timestamptz"),
+        *_tail(),
+    ),
+    content_columns=("email", "first_name", "last_name", "phone", "company", "tags", "custom_fields"),
+    links=(),
+    concurrent_keys=_key("sync_contacts"),
+    normalizer="keap_pipeline.normalize.contacts:normalize_contacts",
+    # lineage as users read it: the catalog (tags, products) first, then people, then what they buy
+    depends_on=("tags", "products"),
 )
 
-# The rows below are what the spec says about the next entities; their staging tables,
-# upsert functions and normalizers do not exist yet (None / empty until they do).
 TAGS = Entity(
     name="tags",
-    path="/tags",
-    list_key="tags",
-    fields=None,  # listTags has no `fields` parameter
-    time_filter=TimeFilter(start_field="since_update_time", end_field="until_update_time"),
+    endpoint=ENDPOINTS["tags"],
+    fields=(),  # listTags has no `fields` parameter
     order_by="update_time asc",
+    cursor=CursorKind.TIME,
+    id_filter="",
     target_table="public.sync_tags",
-    staging_table=None,
-    staging_columns=(),
-    upsert_function=None,
-    normalizer=None,
-)
-
-ORDERS = Entity(
-    name="orders",
-    path="/orders",
-    list_key="orders",
-    fields=None,  # listOrders has no `fields` parameter
-    time_filter=TimeFilter(start_field="modified_since_time", end_field="modified_until_time"),
-    order_by="modification_time asc",
-    target_table="public.sync_orders",
-    staging_table=None,
-    staging_columns=(),
-    upsert_function=None,
-    normalizer=None,
-)
-
-SUBSCRIPTIONS = Entity(
-    name="subscriptions",
-    path="/subscriptions",
-    list_key="subscriptions",
-    fields=None,
-    # No time filter on listSubscriptions; its `id` filter supports '>' and order_by supports id.
-    time_filter=None,
-    order_by="id asc",
-    target_table="public.sync_subscriptions",
-    staging_table=None,
-    staging_columns=(),
-    upsert_function=None,
-    normalizer=None,
-    id_filter="id",
+    staging_table="keap_pipeline.stage_tags",
+    keys_staging_table="keap_pipeline.stage_tag_keys",
+    staging_columns=(
+        *_id(),
+        _varchar("name", 255, nullable=False),
+        Column("description", "text"),
+        _varchar("keap_category_id", 255),
+        *_tail(),
+    ),
+    content_columns=("name", "description"),
+    # sync_tags.category is the category's name: keap_pipeline.tag_categories, filled by before_sync
+    links=(Link("keap_category_id", "keap_pipeline.tag_categories", (("category", "name"),)),),
+    concurrent_keys=_key("sync_tags"),
+    normalizer="keap_pipeline.normalize.tags:normalize_tags",
+    depends_on=(),
+    before_sync="keap_pipeline.pipeline.tag_categories:load_tag_categories",
 )
 
 PRODUCTS = Entity(
     name="products",
-    path="/products",
-    list_key="products",
-    fields=None,
-    # No time filter; `product_id` supports '>' but order_by offers only name, sku,
-    # last_updated_time, so id paging cannot also be ordered by id: left open (None).
-    time_filter=None,
-    order_by=None,
-    # The request has no sync_products table: products only name the subscriptions' product.
-    target_table=None,
-    staging_table=None,
-    staging_columns=(),
-    upsert_function=None,
-    normalizer=None,
-    id_filter="product_id",
+    endpoint=ENDPOINTS["products"],
+    fields=(),
+    # listProducts has no time filter, and order_by offers name, sku, last_updated_time only:
+    # a full pass each run in Keap's default order (unchanged rows cost no writes)
+    order_by="",
+    cursor=CursorKind.FULL,
+    id_filter="",
+    target_table="public.sync_products",
+    staging_table="keap_pipeline.stage_products",
+    keys_staging_table="keap_pipeline.stage_product_keys",
+    staging_columns=(
+        *_id(),
+        _varchar("name", 255, nullable=False),
+        _varchar("sku", 255),
+        Column("description", "text"),
+        Column("price", "numeric(19,4)"),
+        _varchar("currency", 3),
+        Column("active", "boolean"),
+        *_tail(),
+    ),
+    content_columns=("name", "sku", "description", "price", "currency", "active"),
+    links=(),
+    concurrent_keys=_key("sync_products"),
+    normalizer="keap_pipeline.normalize.products:normalize_products",
+    depends_on=(),
 )
 
-ENTITIES: Mapping[str, Entity] = MappingProxyType(
-    {e.name: e for e in (CONTACTS, TAGS, ORDERS, SUBSCRIPTIONS, PRODUCTS)}
+ORDERS = Entity(
+    name="orders",
+    endpoint=ENDPOINTS["orders"],
+    fields=(),  # listOrders has no `fields` parameter
+    order_by="modification_time asc",
+    cursor=CursorKind.TIME,
+    id_filter="",
+    target_table="public.sync_orders",
+    staging_table="keap_pipeline.stage_orders",
+    keys_staging_table="keap_pipeline.stage_order_keys",
+    staging_columns=(
+        *_id(),
+        _varchar("keap_contact_id", 255),
+        _varchar("order_number", 255),
+        Column("order_date", "timestamptz", nullable=False),
+        Column("total_amount", "numeric(19,4)", nullable=False),
+        _varchar("currency", 3, nullable=False),
+        _varchar("status", 50, nullable=False),
+        Column("line_items", "jsonb", nullable=False),
+        Column("shipping_address", "jsonb"),
+        Column("billing_address", "jsonb"),
+        *_tail(),
+    ),
+    content_columns=(
+        "order_number", "order_date", "total_amount", "currency", "status", "line_items",
+        "shipping_address", "billing_address",
+    ),
+    links=(Link("keap_contact_id", "public.sync_contacts", (("contact_id", "id"),), parent="contacts"),),
+    # order_number is unique too, but two Keap orders with one number is a bad record, not a race
+    concurrent_keys=_key("sync_orders"),
+    normalizer="keap_pipeline.normalize.orders:normalize_orders",
+    depends_on=("contacts",),
 )
+
+SUBSCRIPTIONS = Entity(
+    name="subscriptions",
+    endpoint=ENDPOINTS["subscriptions"],
+    fields=(),
+    # No time filter on listSubscriptions; its `id` filter takes '>' and order_by takes id.
+    order_by="id asc",
+    cursor=CursorKind.ID,
+    id_filter="id",
+    target_table="public.sync_subscriptions",
+    staging_table="keap_pipeline.stage_subscriptions",
+    keys_staging_table="keap_pipeline.stage_subscription_keys",
+    staging_columns=(
+        *_id(),
+        _varchar("keap_contact_id", 255),
+        _varchar("keap_product_id", 255),
+        _varchar("keap_subscription_plan_id", 255),
+        _varchar("status", 50, nullable=False),
+        Column("start_date", "date"),
+        Column("end_date", "date"),
+        Column("next_bill_date", "date"),
+        _varchar("billing_cycle", 50),
+        Column("billing_frequency", "integer"),
+        Column("amount", "numeric(19,4)"),
+        *_tail(),
+    ),
+    content_columns=(
+        "status", "start_date", "end_date", "next_bill_date", "billing_cycle", "billing_frequency", "amount",
+    ),
+    links=(
+        Link("keap_contact_id", "public.sync_contacts", (("contact_id", "id"),), parent="contacts"),
+        # a subscription names its product by id only: the name and the amount's currency are the product's
+        Link(
+            "keap_product_id", "public.sync_products",
+            (("product_id", "id"), ("product_name", "name"), ("currency", "currency")), parent="products",
+        ),
+    ),
+    concurrent_keys=_key("sync_subscriptions"),
+    normalizer="keap_pipeline.normalize.subscriptions:normalize_subscriptions",
+    depends_on=("contacts", "products"),
+)
+
+# lineage order: every entity after the ones it depends on
+ENTITIES: Mapping[str, Entity] = MappingProxyType(
+    {e.name: e for e in (TAGS, PRODUCTS, CONTACTS, ORDERS, SUBSCRIPTIONS)}
+)
+
+
+def lineage_order(names: tuple[str, ...] | None = None) -> tuple[Entity, ...]:
+    """The entities (all, or those named) in an order where each comes after what it depends on."""
+    wanted = set(ENTITIES) if names is None else set(names)
+    unknown = wanted - set(ENTITIES)
+    if unknown:
+        raise KeyError(f"unknown entities: {', '.join(sorted(unknown))}; known: {', '.join(ENTITIES)}")
+    done: list[Entity] = []
+    seen: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in seen:
+            return
+        if name in path:
+            raise ValueError(f"entity dependencies form a cycle: {' -> '.join((*path, name))}")
+        for dep in ENTITIES[name].depends_on:
+            visit(dep, (*path, name))
+        seen.add(name)
+        done.append(ENTITIES[name])
+
+    for name in ENTITIES:
+        visit(name, ())
+    return tuple(e for e in done if e.name in wanted)

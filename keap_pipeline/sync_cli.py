@@ -121,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from keap_pipeline.db.load import CONFLICT_STRATEGIES, MERGE_RULES
     from keap_pipeline.entities import ENTITIES
 
-    syncable = [name for name, e in ENTITIES.items() if e.upsert_function]
+    syncable = list(ENTITIES)
     p = sub.add_parser("sync", help="sync an entity from Keap (incremental from the cursor, or a window)")
     p.add_argument("entity", choices=syncable)
     p.add_argument("--since", type=_instant, help="window start, ISO-8601 (default: the stored cursor)")

@@ -25,36 +25,87 @@ auth. Filters: every time window goes inside ``filter`` (``start_update_time==..
 for contacts); see ``endpoints.py`` for each entity's names. Errors: ``errors.py``, all KeapError.
 """
 
-from keap_pipeline.keap.auth import KEAP_TOKEN_URL, ApiKeyAuth, OAuthAuth
-from keap_pipeline.keap.client import KeapClient
-from keap_pipeline.keap.endpoints import (
-    CONTACT_MODEL_PATH,
-    ENDPOINTS,
-    EndpointSpec,
-    build_list_params,
-    format_time,
-)
-from keap_pipeline.keap.errors import (
-    KeapArgumentError,
-    KeapAuthError,
-    KeapError,
-    KeapNotFound,
-    KeapPagingError,
-    KeapQuotaExhausted,
-    KeapRateLimited,
-    KeapRequestError,
-    KeapResponseError,
-    KeapServerError,
-    KeapTransportError,
-    TokenStoreError,
-)
-from keap_pipeline.keap.pacing import Pacer, RateLimits
-from keap_pipeline.keap.paging import Page
-from keap_pipeline.keap.quota import QuotaState
-from keap_pipeline.keap.retrying import RetryPolicy
-from keap_pipeline.keap.secret import Secret
-from keap_pipeline.keap.stats import ClientStats
-from keap_pipeline.keap.token_store import KEY_ENV, EncryptedTokenStore, TokenSet
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keap_pipeline.keap.auth import KEAP_TOKEN_URL, ApiKeyAuth, OAuthAuth
+    from keap_pipeline.keap.client import KeapClient
+    from keap_pipeline.keap.endpoints import (
+        CONTACT_MODEL_PATH,
+        ENDPOINTS,
+        EndpointSpec,
+        build_list_params,
+        format_time,
+    )
+    from keap_pipeline.keap.errors import (
+        KeapArgumentError,
+        KeapAuthError,
+        KeapError,
+        KeapNotFound,
+        KeapPagingError,
+        KeapQuotaExhausted,
+        KeapRateLimited,
+        KeapRequestError,
+        KeapResponseError,
+        KeapServerError,
+        KeapTransportError,
+        TokenStoreError,
+    )
+    from keap_pipeline.keap.pacing import Pacer, RateLimits
+    from keap_pipeline.keap.paging import Page
+    from keap_pipeline.keap.quota import QuotaState
+    from keap_pipeline.keap.retrying import RetryPolicy
+    from keap_pipeline.keap.secret import Secret
+    from keap_pipeline.keap.stats import ClientStats
+    from keap_pipeline.keap.token_store import KEY_ENV, EncryptedTokenStore, TokenSet
+
+# Exports resolve on first use (PEP 562), so importing a data-only submodule such as
+# keap_pipeline.keap.endpoints (the entity table does) does not pull in httpx.
+_EXPORTS = {
+    'KEAP_TOKEN_URL': 'keap_pipeline.keap.auth',
+    'ApiKeyAuth': 'keap_pipeline.keap.auth',
+    'OAuthAuth': 'keap_pipeline.keap.auth',
+    'KeapClient': 'keap_pipeline.keap.client',
+    'CONTACT_MODEL_PATH': 'keap_pipeline.keap.endpoints',
+    'ENDPOINTS': 'keap_pipeline.keap.endpoints',
+    'EndpointSpec': 'keap_pipeline.keap.endpoints',
+    'build_list_params': 'keap_pipeline.keap.endpoints',
+    'format_time': 'keap_pipeline.keap.endpoints',
+    'KeapArgumentError': 'keap_pipeline.keap.errors',
+    'KeapAuthError': 'keap_pipeline.keap.errors',
+    'KeapError': 'keap_pipeline.keap.errors',
+    'KeapNotFound': 'keap_pipeline.keap.errors',
+    'KeapPagingError': 'keap_pipeline.keap.errors',
+    'KeapQuotaExhausted': 'keap_pipeline.keap.errors',
+    'KeapRateLimited': 'keap_pipeline.keap.errors',
+    'KeapRequestError': 'keap_pipeline.keap.errors',
+    'KeapResponseError': 'keap_pipeline.keap.errors',
+    'KeapServerError': 'keap_pipeline.keap.errors',
+    'KeapTransportError': 'keap_pipeline.keap.errors',
+    'TokenStoreError': 'keap_pipeline.keap.errors',
+    'Pacer': 'keap_pipeline.keap.pacing',
+    'RateLimits': 'keap_pipeline.keap.pacing',
+    'Page': 'keap_pipeline.keap.paging',
+    'QuotaState': 'keap_pipeline.keap.quota',
+    'RetryPolicy': 'keap_pipeline.keap.retrying',
+    'Secret': 'keap_pipeline.keap.secret',
+    'ClientStats': 'keap_pipeline.keap.stats',
+    'KEY_ENV': 'keap_pipeline.keap.token_store',
+    'EncryptedTokenStore': 'keap_pipeline.keap.token_store',
+    'TokenSet': 'keap_pipeline.keap.token_store',
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CONTACT_MODEL_PATH",

@@ -31,13 +31,17 @@ def loaded_concurrently(entity: Entity, err: psycopg.Error) -> bool:
     """Whether `err` says another transaction inserted one of the batch's records first.
 
     The upsert inserts only records it did not find, so a duplicate key on the target's keap_id
-    means a concurrent loader (another run) inserted it after this batch looked: retrying the
+    (entity.concurrent_keys) means a concurrent loader (another run) inserted it after this batch looked: retrying the
     batch finds the row and treats it as an update.
     """
-    if not isinstance(err, psycopg.errors.UniqueViolation) or entity.target_table is None:
+    if not isinstance(err, psycopg.errors.UniqueViolation):
         return False
     schema, _, table = entity.target_table.partition(".")
-    return err.diag.table_name == table and err.diag.schema_name == schema and err.diag.constraint_name == f"{table}_keap_id_key"
+    return (
+        err.diag.table_name == table
+        and err.diag.schema_name == schema
+        and err.diag.constraint_name in entity.concurrent_keys
+    )
 
 
 def worth_retrying(entity: Entity, err: psycopg.Error) -> bool:

@@ -13,7 +13,7 @@ import psycopg
 from keap_pipeline.db.connect import connect
 from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor, get_cursor
 from keap_pipeline.db.locks import run_lock
-from keap_pipeline.entities import Entity
+from keap_pipeline.entities import CursorKind, Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.batch import BatchOutcome, load_batch
@@ -104,7 +104,7 @@ def sync_entity(
         StalledRun: the loaders made no progress for stall_seconds.
         LockWaitsExhausted: a batch timed out on row locks in every attempt.
     """
-    if entity.time_filter is None:
+    if entity.cursor is not CursorKind.TIME:
         raise ValueError(f"{entity.name} has no time filter; it cannot be synced by update time")
     started = time.monotonic()
     report = SyncReport(entity=entity.name, scope=scope, strategy=strategy, since=since, until=until)

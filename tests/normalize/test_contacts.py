@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from keap_pipeline.entities import CONTACTS, ENTITIES
+from keap_pipeline.entities import CONTACTS, ENTITIES, CursorKind
 from keap_pipeline.normalize import contacts as contacts_module
 from keap_pipeline.normalize.contacts import CONTACT_SCHEMA, normalize_contacts
 from keap_pipeline.normalize.errors import NaiveFetchedAtError
@@ -473,14 +473,12 @@ def test_entities_table() -> None:
         "phone": 50,
         "company": 255,
     }
-    assert CONTACTS.time_filter is not None
-    assert (CONTACTS.time_filter.start_field, CONTACTS.time_filter.end_field) == (
+    assert CONTACTS.cursor is CursorKind.TIME
+    assert (CONTACTS.endpoint.since_filter, CONTACTS.endpoint.until_filter) == (
         "start_update_time",
         "end_update_time",
     )
     assert CONTACTS.order_by == "update_time asc"
-    with pytest.raises(LookupError):
-        ENTITIES["tags"].resolve_normalizer()
 
 
 def test_entities_module_imports_nothing_heavy() -> None:
