@@ -326,3 +326,29 @@ def json_text(value: Any, field: str) -> str:
     if "\\u0000" in out and has_nul(value):
         raise Reject(field, f"{field} {JSON_NUL_RULE}")
     return out
+
+
+def json_array(value: Any, field: str) -> str:
+    """A JSON array for a jsonb column that holds one (``line_items``): absent or null is ``[]``.
+
+    Raises:
+        Reject: not an array, or as ``json_text``.
+    """
+    if value is None:
+        return "[]"
+    if type(value) is not list:
+        raise Reject(field, f"{field} must be an array, got a JSON {type_name(value)}")
+    return json_text(value, field)
+
+
+def json_object(value: Any, field: str) -> str | None:
+    """A JSON object for a nullable jsonb column (``shipping_address``): absent or null is NULL.
+
+    Raises:
+        Reject: not an object, or as ``json_text``.
+    """
+    if value is None:
+        return None
+    if type(value) is not dict:
+        raise Reject(field, f"{field} must be an object, got a JSON {type_name(value)}")
+    return json_text(value, field)
