@@ -228,6 +228,11 @@ def migrate(
                 raise MigrationError(_describe_failure(migration, text, err, down=False)) from None
             log.info("applied migration %s", migration.name)
             done.append(migration)
+        # TEMP (lead, local only): until the repeatable mechanism lands
+        if target is None and (directory is None):
+            with conn.transaction():
+                for p in sorted((sql_dir() / "functions").glob("*.sql")):
+                    conn.execute(p.read_text().encode())  # type: ignore[arg-type]
     return done
 
 
