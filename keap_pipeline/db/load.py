@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from keap_pipeline.db.roles import INGEST_ROLE
-from keap_pipeline.entities import Entity
+from keap_pipeline.entities import KEY_COLUMNS, Entity
 
 CONFLICT_STRATEGIES = ("keap_wins", "supabase_wins", "manual", "merge")
 MERGE_RULES = ("keap_wins", "supabase_wins", "manual")
@@ -68,8 +68,6 @@ def _split(qualified: str) -> sql.Identifier:
     return sql.Identifier(schema, name)
 
 
-KEY_COLUMNS = ("ordinal", "keap_id", "keap_updated_at", "content_hash")
-
 
 def _copy(conn: psycopg.Connection, table: str, columns: tuple[str, ...], frame: pl.DataFrame, batch_id: uuid.UUID) -> None:
     data = frame.select(pl.lit(str(batch_id)).alias("batch_id"), *columns)
@@ -92,10 +90,9 @@ def diff_frame(conn: psycopg.Connection, entity: Entity, frame: pl.DataFrame) ->
 
     Returns:
         (the rows that must be loaded, counts of the others: seen, unchanged, stale, duplicates).
-        Without a diff function the whole frame is returned with zero counts.
     """
     counts = UpsertCounts()
-    if entity.diff_function is None or entity.keys_staging_table is None or frame.height == 0:
+    if frame.height == 0:
         return frame, counts
     batch_id = uuid.uuid4()
     _copy(conn, entity.keys_staging_table, KEY_COLUMNS, frame, batch_id)
@@ -133,8 +130,6 @@ def copy_frame(conn: psycopg.Connection, entity: Entity, frame: pl.DataFrame, ba
     names = entity.staging_column_names
     if tuple(frame.columns) != names:
         raise ValueError(f"{entity.name}: frame columns {frame.columns} are not the staging columns {names}")
-    if entity.staging_table is None:
-        raise ValueError(f"{entity.name} has no staging table yet")
     if frame.height == 0:
         return 0
     _copy(conn, entity.staging_table, names, frame, batch_id)
@@ -168,8 +163,6 @@ def upsert_staged(
         raise ValueError(f"unknown conflict strategy {strategy!r}; use one of {', '.join(CONFLICT_STRATEGIES)}")
     if merge_rule not in MERGE_RULES:
         raise ValueError(f"unknown merge rule {merge_rule!r}; use one of {', '.join(MERGE_RULES)}")
-    if entity.upsert_function is None:
-        raise ValueError(f"{entity.name} has no upsert function yet")
     query = sql.SQL("select * from {}(%s, %s, %s)").format(_split(entity.upsert_function))
     with conn.cursor() as cur:
         cur.execute(query, (batch_id, strategy, merge_rule))

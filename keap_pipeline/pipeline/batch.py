@@ -15,7 +15,7 @@ import psycopg
 from keap_pipeline.db.cursors import advance_cursor
 from keap_pipeline.db.dead_letters import NewDeadLetter, close_superseded, record_dead_letters
 from keap_pipeline.db.load import UpsertCounts, begin_load, load_frame
-from keap_pipeline.entities import Entity
+from keap_pipeline.entities import CursorKind, Entity
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.pages import normalize_records, raw_record
 from keap_pipeline.pipeline.parallel import TurnYielded
@@ -76,6 +76,18 @@ def refusal_reason(entity: Entity, err: psycopg.Error) -> tuple[str, str | None]
     if diag.table_name:
         parts.append(f"table {diag.schema_name}.{diag.table_name}" if diag.schema_name else f"table {diag.table_name}")
     return ", ".join(parts), column
+
+
+def pass_position(entity: Entity, frame: pl.DataFrame, result: NormalizeResult) -> str | None:
+    """The highest Keap id a batch of an id-ordered pass covers (loaded or dead-lettered), as digits.
+
+    The listing is ordered by id, so a killed pass resumes after it (`id_filter>N`). Ids compare as
+    numbers, not as text ("10" > "9").
+    """
+    ids = [k for k in frame["keap_id"].to_list() if k] if frame.height else []
+    ids += [r.keap_id for r in result.rejected if r.keap_id]
+    digits = [int(k) for k in ids if k.isascii() and k.isdigit()]
+    return str(max(digits)) if digits else None
 
 
 @dataclass
@@ -216,6 +228,7 @@ def load_batch(
     ]
     frame: pl.DataFrame = result.frame
     max_updated = frame["keap_updated_at"].max() if frame.height else None
+    resume_after = pass_position(entity, frame, result) if entity.cursor is CursorKind.ID else None
     attempt = 0
     yields = 0
     while True:
@@ -235,7 +248,10 @@ def load_batch(
                 if turn is not None:
                     turn()
                 if max_updated is not None:
-                    advance_cursor(conn, entity.name, scope, max_updated, len(records), run_id)  # type: ignore[arg-type]
+                    advance_cursor(
+                        conn, entity.name, scope, max_updated, len(records), run_id,  # type: ignore[arg-type]
+                        resume_after=resume_after,
+                    )
         except psycopg.Error as err:
             if not worth_retrying(entity, err):
                 raise

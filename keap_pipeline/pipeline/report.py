@@ -29,6 +29,8 @@ class SyncReport:
     seconds: float = 0.0
     stopped_early: str | None = None
     waited_for_lock_seconds: float = 0.0
+    # rows (of this entity or of those linking to it) whose parent link was filled after the load
+    linked: int = 0
 
     @property
     def records_per_second(self) -> float:
@@ -52,6 +54,7 @@ class SyncReport:
             f"{c.inserted} inserted, {c.updated} updated, {c.unchanged} unchanged, {c.stale} stale, "
             f"{c.conflicts} conflicts ({self.strategy}), {self.dead_lettered} dead-lettered, "
             f"{self.requests} requests, {self.seconds:.1f}s, {self.records_per_second:,.0f} records/s"
+            + (f", {self.linked} linked" if self.linked else "")
             + (f"; waited {self.waited_for_lock_seconds:.1f}s for another run" if self.waited_for_lock_seconds >= 0.1 else "")
             + (f"; stopped early: {self.stopped_early}" if self.stopped_early else "")
         )

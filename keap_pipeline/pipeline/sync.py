@@ -12,6 +12,7 @@ import psycopg
 
 from keap_pipeline.db.connect import connect
 from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor, get_cursor
+from keap_pipeline.db.links import dependents, resolve_links
 from keap_pipeline.db.locks import run_lock
 from keap_pipeline.entities import CursorKind, Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
@@ -22,7 +23,13 @@ from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, no
 from keap_pipeline.pipeline.parallel import LoaderPool, Turn
 from keap_pipeline.pipeline.prefetch import prefetch
 from keap_pipeline.pipeline.report import SyncReport
-from keap_pipeline.pipeline.retries import DEFAULT_LOCK_TIMEOUT_SECONDS
+from keap_pipeline.pipeline.retries import (
+    DEFAULT_LOCK_TIMEOUT_SECONDS,
+    MAX_ATTEMPTS,
+    give_up,
+    retry_pause,
+    worth_retrying,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,32 @@ Batch = tuple[Sequence[Any], NormalizeResult, int, bool]
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
 # a run whose batches in flight commit nothing for this long is stopped (pipeline.parallel)
 DEFAULT_STALL_SECONDS = 300.0
+
+
+def link_dependents(conn: psycopg.Connection, entity: Entity, lock_timeout_seconds: float) -> int:
+    """Link rows loaded before their parents: this entity's, and its children's waiting for its records.
+
+    Runs after a sync or a replay of `entity`; each entity's links in one transaction, retried like a
+    batch when it meets a concurrent writer.
+
+    Returns:
+        How many links were filled.
+    """
+    return sum(_resolve_with_retries(conn, child, lock_timeout_seconds) for child in dependents(entity))
+
+
+def _resolve_with_retries(conn: psycopg.Connection, entity: Entity, lock_timeout_seconds: float) -> int:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return resolve_links(conn, entity, lock_timeout_seconds=lock_timeout_seconds)
+        except psycopg.Error as err:
+            if not worth_retrying(entity, err):
+                raise
+            if attempt == MAX_ATTEMPTS:
+                raise give_up(entity, err, attempt, lock_timeout_seconds) from err
+            retry_pause(attempt)
 
 
 def run_holder(entity: Entity, run_id: str | None) -> str:
@@ -104,8 +137,10 @@ def sync_entity(
         StalledRun: the loaders made no progress for stall_seconds.
         LockWaitsExhausted: a batch timed out on row locks in every attempt.
     """
-    if entity.cursor is not CursorKind.TIME:
-        raise ValueError(f"{entity.name} has no time filter; it cannot be synced by update time")
+    if entity.cursor is not CursorKind.TIME and (since is not None or until is not None or scope != INCREMENTAL):
+        raise ValueError(
+            f"{entity.name} has no time filter in Keap: every run is a full pass, so it takes no window"
+        )
     started = time.monotonic()
     report = SyncReport(entity=entity.name, scope=scope, strategy=strategy, since=since, until=until)
     requests_before = client.stats.requests
@@ -117,17 +152,27 @@ def sync_entity(
         connect(database_url) as conn,
     ):
         report.waited_for_lock_seconds = lock.waited_seconds
+        before = entity.resolve_before_sync()
+        if before is not None:
+            before(client, database_url)
         cursor = get_cursor(conn, entity.name, scope)
         conn.rollback()
         start = since
-        finished_window = until is not None and cursor is not None and cursor.value >= until
-        if finished_window:
-            # a window that was synced to its end is read again in full (a deliberate re-run,
-            # say after a fix); only an interrupted window resumes from its cursor
-            log.info("%s: %s was completed before; reading it again in full", entity.name, scope)
-        elif cursor is not None and (start is None or cursor.value > start):
-            start = cursor.value
-            log.info("%s: resuming %s from cursor %s", entity.name, scope, start.isoformat())
+        filters: tuple[str, ...] = ()
+        if entity.cursor is CursorKind.ID:
+            # a full pass ordered by id; a killed pass resumes after the last id it committed
+            if cursor is not None and cursor.resume_after is not None:
+                filters = (f"{entity.id_filter}>{cursor.resume_after}",)
+                log.info("%s: resuming the pass after id %s", entity.name, cursor.resume_after)
+        elif entity.cursor is CursorKind.TIME:
+            finished_window = until is not None and cursor is not None and cursor.value >= until
+            if finished_window:
+                # a window that was synced to its end is read again in full (a deliberate re-run,
+                # say after a fix); only an interrupted window resumes from its cursor
+                log.info("%s: %s was completed before; reading it again in full", entity.name, scope)
+            elif cursor is not None and (start is None or cursor.value > start):
+                start = cursor.value
+                log.info("%s: resuming %s from cursor %s", entity.name, scope, start.isoformat())
         report.since = start
         pending: list[NormalizedPage] = []
         sizer = BatchSizer(min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch))
@@ -170,12 +215,13 @@ def sync_entity(
 
         with pool:
             pages = client.iter_pages(
-                entity.name,
-                fields=entity.fields,
+                entity.endpoint,
+                fields=entity.fields or None,
                 since=start,
                 until=until,
-                order_by=entity.order_by,
+                order_by=entity.order_by or None,
                 page_size=page_size,
+                filters=filters,
             )
             try:
                 # the next pages download and normalize in a thread while the loaders work (the
@@ -195,6 +241,11 @@ def sync_entity(
             # the whole window is loaded: mark it complete (see finished_window above)
             with conn.transaction():
                 advance_cursor(conn, entity.name, scope, until, 0, run_id)
+        if entity.cursor is CursorKind.ID and report.stopped_early is None and report.cursor is not None:
+            # the pass reached the end: the next one starts from the first id
+            with conn.transaction():
+                advance_cursor(conn, entity.name, scope, report.cursor, 0, run_id, pass_done=True)
+        report.linked = link_dependents(conn, entity, lock_timeout_seconds)
     report.requests = client.stats.requests - requests_before
     report.quota_available = client.stats.quota_available
     report.seconds = time.monotonic() - started

@@ -1,0 +1,632 @@
+-- requires: 26
+-- The loading functions of every Keap entity, generated from ONE template: the shared bookkeeping
+-- (dedupe, classify by version and content hash, the four conflict strategies and merge rules,
+-- sync_status, sync_conflicts, outbound queue hold/cancel, counts) is written here once; what differs
+-- per entity (its tables, columns, types, merge fields and links) is read from the catalog and the
+-- arguments of keap_pipeline.define_sync_entity (71-entities.sql). The generated functions are plain,
+-- typed, set-based SQL (one statement per batch), exactly as if written by hand per entity.
+--
+-- For an entity E with target table T, staging table S and keys staging table K, it generates:
+--   keap_pipeline.diff_E_from_stage(batch uuid)             phase one: which staged keys need full rows
+--   keap_pipeline.upsert_E_from_stage(batch, strategy, rule) the set-based upsert of one staged batch
+--   keap_pipeline.resolve_E_links()                          links rows whose Keap parent arrived later
+-- Staged columns: ordinal, keap_id, <data columns>, keap_updated_at, content_hash. Data columns are the
+-- merge fields (p_content: compared, merged, shown in sync_conflicts) and Keap's own columns (every
+-- other data column: written from Keap unless the record is parked). Link columns (p_links) are target
+-- columns filled from a parent table by a Keap id the record carries; NULL until the parent exists.
+--
+-- Classification of one staged record (the latest of its copies in the batch):
+--   insert     no row with this keap_id yet
+--   stale      Keap's update time is older than the stored one (an old window replayed): nothing
+--   unchanged  the stored content equals Keap's: nothing is written (no version, audit, queue, tuple)
+--   local      changed locally since the last sync (an unsent sync_queue item), not in Keap: left
+--              for the outbound sync
+--   update     changed in Keap only: overwritten
+--   conflict   changed in Keap AND locally since the last sync, resolved by p_strategy:
+--     keap_wins      overwrite; the local version is kept in sync_conflicts; its pending outbound
+--                    item is cancelled
+--     supabase_wins  keep local, remember Keap's update time, queue the local row to Keap
+--     manual         park: sync_status 'conflict', nothing overwritten, one open sync_conflicts row,
+--                    the record's unsent outbound item held until the conflict is resolved
+--     merge          keap_pipeline.merge_fields with p_merge_rule for fields changed on both sides;
+--                    parks like manual when that rule is 'manual' and such a field exists
+--
+-- Concurrency (as 21 and 24 explained for contacts): no lock serialises loaders. Two batches holding
+-- the same record cannot both win: a second INSERT of a keap_id fails on its unique key (23505, the
+-- loader retries) and a second UPDATE finds the version changed (40001 below, retried). No row locks
+-- up front: the UPDATE only touches a row whose version is still the one classified. Rows are matched
+-- by keap_id, which only the ingestion sets (sql/24): a row an app user made is never matched.
+
+create or replace function keap_pipeline.define_sync_entity(
+    p_entity text,
+    p_target regclass,
+    p_stage regclass,
+    p_keys regclass,
+    p_content text[],
+    p_links jsonb default '[]'::jsonb
+)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $define$
+declare
+    v_table text;              -- the target's name without schema: sync_queue/sync_status entity_type
+    v_target text := p_target::text;
+    v_data text[];             -- staged data columns, in staging order
+    v_types text[];            -- their types without typmod (a cast to varchar(n) or numeric(p,s) would
+                               -- truncate or round silently; assignment to the column checks instead)
+    v_keap_only text[];
+    v_link jsonb;
+    v_pair jsonb;
+    v_n integer := 0;
+    v_has_source boolean;
+    -- generated fragments
+    f_d text;                  -- d.<data>
+    f_l text;                  -- l.<data>
+    f_r text;                  -- r.<data>
+    f_cols text;               -- <data>
+    f_cur text := '';          -- l.<content> as cur_<content>
+    f_incoming text;           -- 'c', c.c, ...
+    f_local text;              -- 'c', c.cur_c, ...
+    f_set text := '';          -- update assignments
+    f_link_sel text := '';     -- resolved link values in classified
+    f_link_join text := '';    -- joins to the parents
+    f_link_cols text := '';    -- , <link target columns>  (insert list)
+    f_link_vals text := '';    -- , r.link__<col>
+    f_resolve text := '';      -- statements of resolve_E_links
+    v_col text;
+    v_type text;
+    v_i integer;
+    v_first text;
+    v_alias text;
+    v_check text;
+begin
+    v_table := (select c.relname from pg_catalog.pg_class as c where c.oid = p_target);
+    v_has_source := exists (
+        select 1 from pg_catalog.pg_attribute as a
+        where a.attrelid = p_target and a.attname = 'source_system' and not a.attisdropped
+    );
+
+    select pg_catalog.array_agg(a.attname::text order by a.attnum),
+           pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, null) order by a.attnum)
+    into v_data, v_types
+    from pg_catalog.pg_attribute as a
+    where a.attrelid = p_stage
+      and a.attnum > 0
+      and not a.attisdropped
+      and a.attname not in ('batch_id', 'ordinal', 'keap_id', 'keap_updated_at', 'content_hash');
+
+    if v_data is null then
+        raise exception 'define_sync_entity(%): staging table % has no data columns', p_entity, p_stage;
+    end if;
+    if not p_content <@ v_data then
+        raise exception 'define_sync_entity(%): merge fields % are not all staged columns %', p_entity, p_content, v_data;
+    end if;
+    -- every staged column must exist in the target with the same type (the template copies them 1:1)
+    select pg_catalog.string_agg(s.attname, ', ')
+    into v_check
+    from pg_catalog.pg_attribute as s
+    left join pg_catalog.pg_attribute as t
+        on t.attrelid = p_target and t.attname = s.attname and not t.attisdropped
+    where s.attrelid = p_stage and s.attnum > 0 and not s.attisdropped
+      and s.attname not in ('batch_id', 'ordinal', 'content_hash')
+      and (t.attname is null or t.atttypid <> s.atttypid or t.atttypmod <> s.atttypmod);
+    if v_check is not null then
+        raise exception 'define_sync_entity(%): staged columns % differ from %''s', p_entity, v_check, p_target;
+    end if;
+
+    v_keap_only := array(select x from pg_catalog.unnest(v_data) as x where x <> all (p_content));
+
+    f_cols := (select pg_catalog.string_agg(pg_catalog.quote_ident(x), ', ') from pg_catalog.unnest(v_data) as x);
+    f_d := (select pg_catalog.string_agg('d.' || pg_catalog.quote_ident(x), ', ') from pg_catalog.unnest(v_data) as x);
+    f_l := (select pg_catalog.string_agg('l.' || pg_catalog.quote_ident(x), ', ') from pg_catalog.unnest(v_data) as x);
+    f_r := (select pg_catalog.string_agg('r.' || pg_catalog.quote_ident(x), ', ') from pg_catalog.unnest(v_data) as x);
+    f_incoming := (
+        select pg_catalog.string_agg(pg_catalog.format('%L, c.%I', x, x), ', ') from pg_catalog.unnest(p_content) as x
+    );
+    f_local := (
+        select pg_catalog.string_agg(pg_catalog.format('%L, c.%I', x, 'cur_' || x), ', ') from pg_catalog.unnest(p_content) as x
+    );
+
+    for v_i in 1 .. pg_catalog.array_length(v_data, 1) loop
+        v_col := v_data[v_i];
+        v_type := v_types[v_i];
+        if v_col = any (p_content) then
+            f_cur := f_cur || pg_catalog.format(', l.%I as %I', v_col, 'cur_' || v_col);
+            f_set := f_set || pg_catalog.format(
+                E',\n            %1$I = case r.kind when ''overwrite'' then r.%1$I when ''merge_pending'' then %2$s else t.%1$I end',
+                v_col,
+                case when v_type = 'jsonb'
+                    then pg_catalog.format('r.merged -> %L', v_col)
+                    else pg_catalog.format('(r.merged ->> %L)::%s', v_col, v_type)
+                end
+            );
+        else
+            f_set := f_set || pg_catalog.format(
+                E',\n            %1$I = case when r.kind = ''park'' then t.%1$I else r.%1$I end', v_col
+            );
+        end if;
+    end loop;
+
+    for v_link in select * from pg_catalog.jsonb_array_elements(p_links) loop
+        v_n := v_n + 1;
+        v_alias := 'p' || v_n;
+        if not (v_link ->> 'keap_column') = any (v_keap_only) then
+            raise exception 'define_sync_entity(%): link key % is not a staged Keap column', p_entity, v_link ->> 'keap_column';
+        end if;
+        f_link_join := f_link_join || pg_catalog.format(
+            E'\n        left join %s as %I on %I.%I = d.%I',
+            (v_link ->> 'parent_table')::regclass, v_alias, v_alias, v_link ->> 'parent_key', v_link ->> 'keap_column'
+        );
+        v_first := null;
+        f_resolve := f_resolve || pg_catalog.format(E'\n    update %s as t\n    set ', v_target);
+        for v_pair in select * from pg_catalog.jsonb_array_elements(v_link -> 'columns') loop
+            v_col := v_pair ->> 0;
+            f_link_sel := f_link_sel || pg_catalog.format(', %I.%I as %I', v_alias, v_pair ->> 1, 'link__' || v_col);
+            f_link_cols := f_link_cols || ', ' || pg_catalog.quote_ident(v_col);
+            f_link_vals := f_link_vals || ', r.' || pg_catalog.quote_ident('link__' || v_col);
+            -- parked: as it was. Otherwise the parent's value; when the parent is not loaded (yet) and
+            -- the record still names the same parent, what the row holds (it may be a local choice)
+            f_set := f_set || pg_catalog.format(
+                E',\n            %1$I = case when r.kind = ''park'' then t.%1$I'
+                ' when r.%2$I is not null then r.%2$I'
+                ' when r.%3$I is not distinct from t.%3$I then t.%1$I end',
+                v_col, 'link__' || v_col, v_link ->> 'keap_column'
+            );
+            if v_first is null then
+                v_first := v_col;
+                f_resolve := f_resolve || pg_catalog.format('%I = p.%I', v_col, v_pair ->> 1);
+            else
+                f_resolve := f_resolve || pg_catalog.format(', %I = coalesce(t.%I, p.%I)', v_col, v_col, v_pair ->> 1);
+            end if;
+        end loop;
+        f_resolve := f_resolve || pg_catalog.format(
+            E'\n    from %s as p\n    where t.%I is null and t.%I is not null and p.%I = t.%I and t.deleted_at is null;'
+            || E'\n    get diagnostics v_rows = row_count;\n    v_total := v_total + v_rows;',
+            (v_link ->> 'parent_table')::regclass, v_first, v_link ->> 'keap_column', v_link ->> 'parent_key',
+            v_link ->> 'keap_column'
+        );
+    end loop;
+
+    -- phase one ---------------------------------------------------------------------------------
+    execute pg_catalog.format($f$
+create or replace function keap_pipeline.%1$I(p_batch_id uuid)
+returns table (ordinal integer, verdict text)
+language sql
+volatile
+set search_path = ''
+set jit = off
+as $body$
+    with keys as (
+        delete from %2$s as k
+        where k.batch_id = p_batch_id
+        returning k.ordinal, k.keap_id, k.keap_updated_at, k.content_hash
+    ),
+    ranked as (
+        select k.*,
+               pg_catalog.row_number() over (partition by k.keap_id order by k.keap_updated_at desc, k.ordinal desc) as rn
+        from keys as k
+    ),
+    judged as (
+        select r.ordinal,
+               case
+                   when r.rn > 1 then 'duplicate'
+                   when c.id is null then 'load'
+                   when c.keap_updated_at is not null and r.keap_updated_at < c.keap_updated_at then 'stale'
+                   when c.keap_hash = r.content_hash then 'unchanged'
+                   else 'load'
+               end as verdict
+        from ranked as r
+        left join %3$s as c
+            on c.keap_id = r.keap_id
+    )
+    select j.ordinal, j.verdict
+    from judged as j
+    where j.verdict <> 'unchanged'
+$body$;
+$f$, 'diff_' || p_entity || '_from_stage', p_keys, v_target);
+
+    -- the upsert --------------------------------------------------------------------------------
+    execute pg_catalog.format($f$
+create or replace function keap_pipeline.%1$I(
+    p_batch_id uuid,
+    p_strategy text default 'keap_wins',
+    p_merge_rule text default 'manual'
+)
+returns table (
+    seen integer,
+    duplicates integer,
+    inserted integer,
+    updated integer,
+    unchanged integer,
+    stale integer,
+    local_pending integer,
+    conflicts integer,
+    conflicts_keap_wins integer,
+    conflicts_supabase_wins integer,
+    conflicts_merged integer,
+    conflicts_parked integer
+)
+language plpgsql
+volatile
+set search_path = ''
+-- JIT compiles the big statement below for its (meaningless) staged-row estimates and costs more
+-- than the whole batch; the SET clause restores the caller's value on exit.
+set jit = off
+as $body$
+declare
+    v record;
+begin
+    if not keap_pipeline.is_ingestion() then
+        raise exception '%1$s runs as the Keap ingestion only (role keap_pipeline_ingest), not as %%', current_user
+            using errcode = '42501',
+                  hint = 'Run SET LOCAL ROLE keap_pipeline_ingest at the start of the loading transaction (keap_pipeline.db.load.begin_load).';
+    end if;
+    if p_strategy is null or p_strategy not in ('keap_wins', 'supabase_wins', 'manual', 'merge') then
+        raise exception 'unknown conflict strategy %%', coalesce(p_strategy, 'NULL')
+            using errcode = '22023', hint = 'Use one of keap_wins, supabase_wins, manual, merge.';
+    end if;
+    if p_merge_rule is null or p_merge_rule not in ('keap_wins', 'supabase_wins', 'manual') then
+        raise exception 'unknown merge rule %%', coalesce(p_merge_rule, 'NULL')
+            using errcode = '22023', hint = 'Use one of keap_wins, supabase_wins, manual.';
+    end if;
+
+    with src as (
+        delete from %2$s as s
+        where s.batch_id = p_batch_id
+        returning s.*
+    ),
+    ranked as (
+        select s.*,
+               pg_catalog.row_number() over (partition by s.keap_id order by s.keap_updated_at desc, s.ordinal desc) as rn
+        from src as s
+    ),
+    dedup as (
+        select * from ranked as r where r.rn = 1
+    ),
+    classified as (
+        select
+            d.keap_id, %4$s, d.keap_updated_at, d.content_hash%7$s,
+            l.id as cur_id,
+            l.version as cur_version%6$s,
+            case
+                when l.id is null then 'insert'
+                when l.keap_updated_at is not null and d.keap_updated_at < l.keap_updated_at then 'stale'
+                -- the Keap content last seen (written, parked or kept local) came again: nothing to do
+                when l.keap_hash = d.content_hash then 'unchanged'
+                when (%4$s) is not distinct from (%5$s) then 'unchanged'
+                -- changed locally since the last sync = a local change not yet (or not successfully)
+                -- sent to Keap: every app write queues one (sql/12), the ingestion's never do
+                when exists (
+                    select 1
+                    from public.sync_queue as q
+                    where q.entity_type = %3$L
+                      and q.entity_id = l.id
+                      and q.status in ('pending', 'processing', 'error', 'held')
+                ) then
+                    case
+                        when l.keap_updated_at is null or d.keap_updated_at > l.keap_updated_at then 'conflict'
+                        else 'local'
+                    end
+                else 'update'
+            end as action
+        from dedup as d
+        left join %8$s as l
+            on l.keap_id = d.keap_id%9$s
+    ),
+    described as (
+        select
+            c.*,
+            case
+                when c.action = 'conflict' then keap_pipeline.describe_conflict(
+                    %3$L,
+                    c.cur_id,
+                    pg_catalog.jsonb_build_object(%10$s),
+                    pg_catalog.jsonb_build_object(%11$s),
+                    p_strategy,
+                    p_merge_rule
+                )
+            end as info
+        from classified as c
+    ),
+    resolved as (
+        select
+            d.*,
+            d.info -> 'incoming' as incoming,
+            d.info -> 'local' as local,
+            array(select pg_catalog.jsonb_array_elements_text(d.info -> 'fields')) as conflict_fields,
+            -- jsonb_build_object turns a NULL merge into JSON null; make it SQL NULL, or
+            -- `local_row || merged` below builds an array [row, null] instead of an object
+            nullif(d.info -> 'merged', 'null'::jsonb) as merged,
+            case
+                when d.action = 'update' then 'overwrite'
+                when d.action <> 'conflict' then 'none'
+                when p_strategy = 'keap_wins' then 'overwrite'
+                when p_strategy = 'supabase_wins' then 'keep_local'
+                when p_strategy = 'manual' then 'park'
+                when d.info -> 'merged' = 'null'::jsonb then 'park'
+                when d.info -> 'merged' = d.info -> 'incoming' then 'overwrite'
+                else 'merge_pending'
+            end as kind
+        from described as d
+    ),
+    ins as (
+        -- the id is the column default: time-ordered, so bulk inserts append to the id indexes
+        insert into %8$s (
+            keap_id, %12$s%13$s,%14$s keap_updated_at, keap_hash, last_synced_at, sync_status, created_by
+        )
+        select
+            r.keap_id, %15$s%16$s,%17$s r.keap_updated_at, r.content_hash, pg_catalog.now(), 'completed',
+            -- created by the ingestion, not by a user (and the column default need not run per row)
+            null
+        from resolved as r
+        where r.action = 'insert'
+        returning id, keap_id
+    ),
+    upd as (
+        -- 'overwrite' writes Keap's values (a merge whose result equals Keap's is an overwrite too);
+        -- 'merge_pending' the merged ones; 'keep_local' and 'park' keep the row's own
+        update %8$s as t
+        set keap_updated_at = case when r.kind = 'park' then t.keap_updated_at else r.keap_updated_at end%18$s,
+            -- the Keap content now seen, whatever was done with it: a parked or kept-local record is
+            -- not re-examined until Keap changes it again
+            keap_hash = r.content_hash,
+            -- a merge that kept local values is not in sync until the outbound item reaches Keap
+            last_synced_at = case when r.kind = 'overwrite' then pg_catalog.now() else t.last_synced_at end,
+            sync_status = case r.kind
+                when 'overwrite' then 'completed'
+                when 'park' then 'conflict'
+                else 'pending'
+            end,
+            sync_error = case
+                when r.kind = 'park' then 'changed in Keap and locally since the last sync: '
+                    || pg_catalog.array_to_string(r.conflict_fields, ', ')
+                    || '; resolve the open sync_conflicts row'
+            end
+        from resolved as r
+        where t.id = r.cur_id
+          and r.kind <> 'none'
+          and t.version = r.cur_version
+        returning t.id, t.keap_id, r.kind, r.action, r.merged
+    ),
+    new_status_rows as (
+        -- a record inserted by this statement has a new id, so it has no sync_status row yet: a plain
+        -- insert (no speculative insertion, as ON CONFLICT needs). The row shares the record's id
+        insert into public.sync_status (
+            id, entity_type, entity_id, keap_id, supabase_id, sync_direction,
+            last_sync_at, last_sync_status, last_sync_error, retry_count, next_retry_at
+        )
+        select i.id, %3$L, i.id, i.keap_id, i.id, 'keap_to_supabase', pg_catalog.now(), 'completed', null, 0, null
+        from ins as i
+    ),
+    status_rows as (
+        insert into public.sync_status as s (
+            entity_type, entity_id, keap_id, supabase_id, sync_direction,
+            last_sync_at, last_sync_status, last_sync_error, retry_count, next_retry_at
+        )
+        select %3$L, u.id, u.keap_id, u.id, 'keap_to_supabase',
+               pg_catalog.now(),
+               case u.kind when 'overwrite' then 'completed' when 'park' then 'conflict' else 'pending' end,
+               null, 0, null
+        from upd as u
+        on conflict (entity_type, entity_id)
+        do update
+        set keap_id = excluded.keap_id,
+            sync_direction = case
+                when s.sync_direction = 'keap_to_supabase' then s.sync_direction
+                else 'bidirectional'
+            end,
+            last_sync_at = excluded.last_sync_at,
+            last_sync_status = excluded.last_sync_status,
+            last_sync_error = null,
+            retry_count = 0,
+            next_retry_at = null,
+            updated_at = pg_catalog.now()
+    ),
+    new_conflicts as (
+        insert into public.sync_conflicts (
+            entity_type, entity_id, keap_data, supabase_data, conflict_fields,
+            resolution_strategy, resolved_at, resolution_notes
+        )
+        select %3$L, r.cur_id, r.incoming, r.local, r.conflict_fields,
+               p_strategy,
+               case when r.kind = 'park' then null else pg_catalog.now() end,
+               case r.kind
+                   when 'park' then 'parked for manual resolution by the Keap ingestion'
+                   else 'resolved automatically by the Keap ingestion (' || p_strategy || ')'
+               end
+        from resolved as r
+        where r.action = 'conflict'
+          -- one open conflict per record: a record parked before is refreshed below instead
+          and not (
+              r.kind = 'park'
+              and exists (
+                  select 1
+                  from public.sync_conflicts as o
+                  where o.entity_type = %3$L
+                    and o.entity_id = r.cur_id
+                    and o.resolved_at is null
+              )
+          )
+    ),
+    refreshed_conflicts as (
+        -- a record parked before and changed again in Keap: its one open conflict shows the latest
+        update public.sync_conflicts as o
+        set keap_data = r.incoming,
+            supabase_data = r.local,
+            conflict_fields = r.conflict_fields,
+            detected_at = pg_catalog.now()
+        from resolved as r
+        where r.kind = 'park'
+          and o.entity_type = %3$L
+          and o.entity_id = r.cur_id
+          and o.resolved_at is null
+    ),
+    outbound as (
+        -- the local row as it was before this statement (other parts of a statement do not see
+        -- what its data-modifying WITH queries write), with the merged values on top
+        insert into public.sync_queue (operation, entity_type, entity_id, payload, priority)
+        select 'update', %3$L, u.id,
+               pg_catalog.to_jsonb(t.*) || coalesce(u.merged, '{}'::jsonb),
+               2
+        from upd as u
+        join %8$s as t
+            on t.id = u.id
+        where u.kind in ('keep_local', 'merge_pending')
+        on conflict (entity_type, entity_id) where status = 'pending'
+        do update
+        set payload = excluded.payload,
+            priority = least(public.sync_queue.priority, excluded.priority)
+    ),
+    cancelled as (
+        update public.sync_queue as q
+        set status = 'cancelled',
+            completed_at = pg_catalog.now(),
+            error_message = 'superseded: Keap''s version won a conflict (keap_wins)'
+        from upd as u
+        where u.kind = 'overwrite'
+          and u.action = 'conflict'
+          and q.entity_type = %3$L
+          and q.entity_id = u.id
+          and q.status in ('pending', 'held')
+    ),
+    held as (
+        -- a parked record's unsent outbound item waits for the conflict's resolution; an item it
+        -- held before is superseded by the newer one (one held item per record)
+        update public.sync_queue as q
+        set status = case when q.status = 'pending' then 'held' else 'cancelled' end,
+            completed_at = case when q.status = 'pending' then null else pg_catalog.now() end,
+            error_message = case
+                when q.status = 'pending'
+                    then 'held: changed in Keap too; resolve the open sync_conflicts row to release it'
+                else 'superseded: a newer local change of the record is held instead'
+            end
+        from upd as u
+        where u.kind = 'park'
+          and q.entity_type = %3$L
+          and q.entity_id = u.id
+          and (
+              q.status = 'pending'
+              or (
+                  q.status = 'held'
+                  and exists (
+                      select 1
+                      from public.sync_queue as p
+                      where p.entity_type = %3$L
+                        and p.entity_id = u.id
+                        and p.status = 'pending'
+                  )
+              )
+          )
+    )
+    select
+        (select pg_catalog.count(*) from src)::integer as seen,
+        (select pg_catalog.count(*) from ranked as r where r.rn > 1)::integer as duplicates,
+        (select pg_catalog.count(*) from ins)::integer as inserted,
+        (select pg_catalog.count(*) from upd as u where u.action = 'update')::integer as updated,
+        c.unchanged, c.stale, c.local_pending, c.conflicts, c.conflicts_keap_wins, c.conflicts_supabase_wins,
+        c.conflicts_merged, c.conflicts_parked, c.meant,
+        (select pg_catalog.count(*) from upd)::integer as written
+    from (
+        -- one pass over the classified rows for all their counts
+        select
+            (pg_catalog.count(*) filter (where r.action = 'unchanged'))::integer as unchanged,
+            (pg_catalog.count(*) filter (where r.action = 'stale'))::integer as stale,
+            (pg_catalog.count(*) filter (where r.action = 'local'))::integer as local_pending,
+            (pg_catalog.count(*) filter (where r.action = 'conflict'))::integer as conflicts,
+            (pg_catalog.count(*) filter (
+                where r.action = 'conflict' and r.kind = 'overwrite' and p_strategy = 'keap_wins'
+            ))::integer as conflicts_keap_wins,
+            (pg_catalog.count(*) filter (where r.kind = 'keep_local'))::integer as conflicts_supabase_wins,
+            (pg_catalog.count(*) filter (
+                where p_strategy = 'merge' and r.kind in ('overwrite', 'merge_pending') and r.action = 'conflict'
+            ))::integer as conflicts_merged,
+            (pg_catalog.count(*) filter (where r.kind = 'park'))::integer as conflicts_parked,
+            (pg_catalog.count(*) filter (where r.kind <> 'none'))::integer as meant
+        from resolved as r
+    ) as c
+    into v;
+    -- new_status_rows, status_rows, new_conflicts, refreshed_conflicts, outbound, cancelled and held are
+    -- not read above: data-modifying WITH queries run exactly once whether or not the main query reads them.
+
+    if v.written <> v.meant then
+        raise exception '%1$s: %% of %% records changed concurrently while the batch was classified',
+            v.meant - v.written, v.meant
+            using errcode = '40001',
+                  hint = 'Retry the batch (the loader does): its transaction is rolled back whole.';
+    end if;
+    return query
+    select v.seen, v.duplicates, v.inserted, v.updated, v.unchanged, v.stale, v.local_pending, v.conflicts,
+           v.conflicts_keap_wins, v.conflicts_supabase_wins, v.conflicts_merged, v.conflicts_parked;
+end
+$body$;
+$f$,
+        'upsert_' || p_entity || '_from_stage',        -- 1
+        p_stage,                                        -- 2
+        v_table,                                        -- 3
+        f_d,                                            -- 4
+        f_l,                                            -- 5
+        f_cur,                                          -- 6
+        f_link_sel,                                     -- 7
+        v_target,                                       -- 8
+        f_link_join,                                    -- 9
+        f_incoming,                                     -- 10
+        f_local,                                        -- 11
+        f_cols,                                         -- 12
+        f_link_cols,                                    -- 13
+        case when v_has_source then ' source_system,' else '' end,  -- 14
+        f_r,                                            -- 15
+        f_link_vals,                                    -- 16
+        case when v_has_source then ' ''keap'',' else '' end,       -- 17
+        f_set                                           -- 18
+    );
+
+    -- links that arrive out of order --------------------------------------------------------------
+    execute pg_catalog.format($f$
+create or replace function keap_pipeline.%1$I()
+returns integer
+language plpgsql
+volatile
+set search_path = ''
+as $body$
+declare
+    v_rows integer;
+    v_total integer := 0;
+begin
+    if not keap_pipeline.is_ingestion() then
+        raise exception '%1$s runs as the Keap ingestion only (role keap_pipeline_ingest), not as %%', current_user
+            using errcode = '42501';
+    end if;%2$s
+    return v_total;
+end
+$body$;
+$f$, 'resolve_' || p_entity || '_links', f_resolve);
+
+    execute pg_catalog.format(
+        'comment on function keap_pipeline.%I(uuid) is %L', 'diff_' || p_entity || '_from_stage',
+        'Phase one of a ' || p_entity || ' batch: which staged keys need their full rows loaded. Generated by define_sync_entity.'
+    );
+    execute pg_catalog.format(
+        'comment on function keap_pipeline.%I(uuid, text, text) is %L', 'upsert_' || p_entity || '_from_stage',
+        'Set-based upsert of one staged ' || p_entity || ' batch with conflict resolution, run as keap_pipeline_ingest.'
+        ' Generated by define_sync_entity (sql/functions/70-entity-template.sql).'
+    );
+    execute pg_catalog.format(
+        'comment on function keap_pipeline.%I() is %L', 'resolve_' || p_entity || '_links',
+        'Links ' || p_entity || ' rows whose Keap parent was loaded after them; returns how many. Generated by define_sync_entity.'
+    );
+    -- the functions are the ingestion's only (EXECUTE is granted to PUBLIC by default)
+    execute pg_catalog.format('revoke execute on function keap_pipeline.%I(uuid) from public', 'diff_' || p_entity || '_from_stage');
+    execute pg_catalog.format('revoke execute on function keap_pipeline.%I(uuid, text, text) from public', 'upsert_' || p_entity || '_from_stage');
+    execute pg_catalog.format('revoke execute on function keap_pipeline.%I() from public', 'resolve_' || p_entity || '_links');
+    execute pg_catalog.format('grant execute on function keap_pipeline.%I(uuid) to keap_pipeline_ingest', 'diff_' || p_entity || '_from_stage');
+    execute pg_catalog.format('grant execute on function keap_pipeline.%I(uuid, text, text) to keap_pipeline_ingest', 'upsert_' || p_entity || '_from_stage');
+    execute pg_catalog.format('grant execute on function keap_pipeline.%I() to keap_pipeline_ingest', 'resolve_' || p_entity || '_links');
+end
+$define$;
+
+comment on function keap_pipeline.define_sync_entity(text, regclass, regclass, regclass, text[], jsonb) is
+    'Generates diff_E_from_stage, upsert_E_from_stage and resolve_E_links of one entity from the shared template.';
+
+revoke execute on function keap_pipeline.define_sync_entity(text, regclass, regclass, regclass, text[], jsonb) from public;

@@ -1,0 +1,313 @@
+"""Repeatable files (sql/functions/): applied after the versioned files, re-applied when one changes, dropped by rollback."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from keap_pipeline.cli import main as cli_main
+from keap_pipeline.db.errors import MigrationChecksumMismatch, MigrationError, MigrationFileError
+from keap_pipeline.db.migrate import (
+    discover,
+    discover_repeatable,
+    migrate,
+    migrate_report,
+    repeatable_status,
+    rollback_report,
+    sql_dir,
+)
+
+LATEST = discover()[-1].version
+
+
+def _headed(*lines: str) -> str:
+    """A repeatable file's text: the requires header, then the lines."""
+    return "\n".join([f"-- requires: {LATEST}", *lines])
+
+
+# 90 defines a generator; 91 calls it at apply time (so 91 must run after 90, in the same run).
+# The probe's body reads a table of the latest versioned file: SQL bodies are checked when created,
+# so it could not be created before every versioned file is applied.
+PROBE = _headed("-- a test file", """create or replace function public.probe_value()
+returns integer
+language sql
+stable
+set search_path = ''
+as $$ select 1 + 0 * (select pg_catalog.count(*) from keap_pipeline.repeatable_migrations)::integer $$;
+
+create or replace function public.probe_make_view(p_name text)
+returns void
+language plpgsql
+set search_path = ''
+as $fn$
+begin
+    execute pg_catalog.format('create or replace view public.%I as select public.probe_value() as v', p_name);
+end
+$fn$;
+""")
+PROBE_DROP = """drop function if exists public.probe_make_view(text);
+drop function if exists public.probe_value();
+"""
+USER = _headed("select public.probe_make_view('probe_view');\n")
+USER_DROP = "drop view if exists public.probe_view;\n"
+
+
+def _sql_with_probes(tmp_path: Path) -> Path:
+    target = tmp_path / "sql"
+    shutil.copytree(sql_dir(), target)
+    functions = target / "functions"
+    shutil.rmtree(functions, ignore_errors=True)
+    (functions / "rollback").mkdir(parents=True)
+    for name, text, drop in (("90-probe.sql", PROBE, PROBE_DROP), ("91-probe-user.sql", USER, USER_DROP)):
+        (functions / name).write_text(text)
+        (functions / "rollback" / name).write_text(drop)
+    return target
+
+
+def _probe(url: str) -> int | None:
+    with psycopg.connect(url) as conn:
+        if conn.execute("select to_regprocedure('public.probe_value()')").fetchone() == (None,):
+            return None
+        row = conn.execute("select v from public.probe_view").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def _recorded(url: str) -> dict[str, tuple[str, object]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("select name, checksum, applied_at from keap_pipeline.repeatable_migrations").fetchall()
+    return {name: (checksum, at) for name, checksum, at in rows}
+
+
+def _names(report_items: list) -> list[str]:  # type: ignore[type-arg]
+    return [r.name for r in report_items]
+
+
+def test_repeatables_apply_after_every_versioned_file_in_nn_order(fresh_database: str, tmp_path: Path) -> None:
+    directory = _sql_with_probes(tmp_path)
+    report = migrate_report(fresh_database, directory=directory)
+    assert [m.version for m in report.versioned] == [m.version for m in discover(directory)]
+    assert _names(report.repeatable) == ["90-probe", "91-probe-user"]
+    assert _probe(fresh_database) == 1
+    recorded = _recorded(fresh_database)
+    assert {n: c for n, (c, _at) in recorded.items()} == {r.name: r.checksum for r in discover_repeatable(directory)}
+    assert all(s.status == "applied" for s in repeatable_status(fresh_database, directory=directory))
+
+
+def test_a_changed_repeatable_is_reapplied_with_all_the_others_and_only_then(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    directory = _sql_with_probes(tmp_path)
+    migrate(fresh_database, directory=directory)
+    first = _recorded(fresh_database)
+    # unchanged: nothing runs, nothing is rewritten
+    assert migrate_report(fresh_database, directory=directory).repeatable == []
+    assert _recorded(fresh_database) == first
+
+    probe = directory / "functions" / "90-probe.sql"
+    probe.write_text(probe.read_text().replace("select 1 + 0", "select 2 + 0"))
+    assert [s.status for s in repeatable_status(fresh_database, directory=directory)] == ["changed", "applied"]
+    report = migrate_report(fresh_database, directory=directory)
+    assert report.versioned == []
+    assert _names(report.repeatable) == ["90-probe", "91-probe-user"], "all of them, in NN order"
+    assert _probe(fresh_database) == 2
+    again = _recorded(fresh_database)
+    assert again["90-probe"][0] != first["90-probe"][0]
+    assert again["91-probe-user"][1] > first["91-probe-user"][1], "re-applied, so applied_at moves"
+    assert migrate_report(fresh_database, directory=directory).repeatable == []
+
+
+def test_a_new_versioned_file_reapplies_the_repeatables(fresh_database: str, tmp_path: Path) -> None:
+    directory = _sql_with_probes(tmp_path)
+    migrate(fresh_database, directory=directory)
+    # a versioned change that has to drop a view built by a repeatable file (to change a column under it)
+    version = LATEST + 1
+    (directory / f"{version}-rework.sql").write_text("drop view public.probe_view;\n")
+    (directory / "rollback" / f"{version}-rework.sql").write_text("select 1;\n")
+    report = migrate_report(fresh_database, directory=directory)
+    assert [m.version for m in report.versioned] == [version]
+    assert _names(report.repeatable) == ["90-probe", "91-probe-user"]
+    assert _probe(fresh_database) == 1, "the view is back"
+
+
+def test_an_edited_versioned_file_is_still_refused(fresh_database: str, tmp_path: Path) -> None:
+    directory = _sql_with_probes(tmp_path)
+    migrate(fresh_database, directory=directory)
+    versioned = directory / "24-security-hardening.sql"
+    versioned.write_text(versioned.read_text() + "\n-- an edit\n")
+    probe = directory / "functions" / "90-probe.sql"
+    probe.write_text(probe.read_text().replace("select 1 + 0", "select 3 + 0"))
+    with pytest.raises(MigrationChecksumMismatch, match="24-security-hardening.sql"):
+        migrate(fresh_database, directory=directory)
+    assert _probe(fresh_database) == 1, "nothing runs after a refused history"
+
+
+def test_a_failing_repeatable_names_file_and_line_and_keeps_the_previous_text(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    directory = _sql_with_probes(tmp_path)
+    migrate(fresh_database, directory=directory)
+    before = _recorded(fresh_database)
+    probe = directory / "functions" / "90-probe.sql"
+    probe.write_text(probe.read_text().replace("select 1 + 0", "select 5 + 0"))
+    user = directory / "functions" / "91-probe-user.sql"
+    user.write_text(user.read_text() + "-- the next statement fails on line 4\nselect * from public.no_such_table;\n")
+    with pytest.raises(MigrationError) as excinfo:
+        migrate(fresh_database, directory=directory)
+    message = str(excinfo.value)
+    assert "functions/91-probe-user.sql, line 4" in message and "no_such_table" in message
+    # one transaction: 90's new text (applied before 91 failed) is undone too
+    assert _probe(fresh_database) == 1
+    assert _recorded(fresh_database) == before
+    assert [s.status for s in repeatable_status(fresh_database, directory=directory)] == ["changed", "changed"]
+
+
+def test_cli_reports_a_failing_repeatable_without_a_traceback(
+    fresh_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = _sql_with_probes(tmp_path)
+    (directory / "functions" / "92-bad.sql").write_text(f"-- requires: {LATEST}\n\nselec 1;\n")
+    (directory / "functions" / "rollback" / "92-bad.sql").write_text("select 1;\n")
+    monkeypatch.setattr("keap_pipeline.db.migrate.sql_dir", lambda: directory)
+    assert cli_main(["migrate", "--database-url", fresh_database]) == 2
+    err = capsys.readouterr().err
+    assert "functions/92-bad.sql, line 3" in err and "syntax error" in err
+
+
+def test_rollback_below_a_requirement_runs_the_drop_script_and_forgets_the_file(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    directory = _sql_with_probes(tmp_path)
+    (directory / "functions" / "10-early.sql").write_text(
+        "-- requires: 11\ncreate or replace function public.probe_early() returns int language sql as 'select 1';\n"
+    )
+    (directory / "functions" / "rollback" / "10-early.sql").write_text(
+        "drop function if exists public.probe_early();\n"
+    )
+    migrate(fresh_database, directory=directory)
+
+    # at or above every requirement: nothing is dropped
+    report = rollback_report(fresh_database, LATEST, directory=directory)
+    assert report.versioned == [] and report.repeatable == []
+
+    report = rollback_report(fresh_database, LATEST - 1, directory=directory)
+    assert _names(report.repeatable) == ["91-probe-user", "90-probe"], "newest first"
+    assert [m.version for m in report.versioned] == [LATEST]
+    assert _probe(fresh_database) is None, "dropped, and rollback never re-applies"
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("select to_regprocedure('public.probe_early()') is not null").fetchone() == (True,)
+        assert conn.execute("select to_regclass('public.probe_view')").fetchone() == (None,)
+
+    # a later rollback below 10-early's requirement drops it; 90 and 91 are not dropped twice
+    report = rollback_report(fresh_database, 10, directory=directory)
+    assert _names(report.repeatable) == ["10-early"]
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("select to_regprocedure('public.probe_early()')").fetchone() == (None,)
+
+    # the next migrate applies them all again
+    report = migrate_report(fresh_database, directory=directory)
+    assert _names(report.repeatable) == ["10-early", "90-probe", "91-probe-user"]
+    assert _probe(fresh_database) == 1
+
+
+def test_a_removed_repeatable_is_forgotten(fresh_database: str, tmp_path: Path) -> None:
+    directory = _sql_with_probes(tmp_path)
+    migrate(fresh_database, directory=directory)
+    (directory / "functions" / "91-probe-user.sql").unlink()
+    (directory / "functions" / "rollback" / "91-probe-user.sql").unlink()
+    assert [(s.name, s.status) for s in repeatable_status(fresh_database, directory=directory)] == [
+        ("90-probe", "applied"),
+        ("91-probe-user", "removed"),
+    ]
+    assert _names(migrate_report(fresh_database, directory=directory).repeatable) == ["90-probe"]
+    assert set(_recorded(fresh_database)) == {"90-probe"}
+    assert _probe(fresh_database) == 1, "its objects stay until a file drops them"
+
+
+def test_concurrent_migrate_applies_the_repeatables_once(fresh_database: str, tmp_path: Path) -> None:
+    directory = _sql_with_probes(tmp_path)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            results.append(_names(migrate_report(fresh_database, directory=directory).repeatable))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert sorted(results) == [[], [], ["90-probe", "91-probe-user"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "drop", "message"),
+    [
+        ("93-x.sql", "select 1;\n", "select 1;\n", "no `-- requires: NN` line"),
+        ("93-x.sql", "-- requires: 3\nselect 1;\n", "select 1;\n", "requires migration 3"),
+        ("93-x.sql", f"-- requires: {LATEST}\nselect 1;\n", None, "has no drop script"),
+        ("90-again.sql", f"-- requires: {LATEST}\nselect 1;\n", "select 1;\n", "share number 90"),
+        ("Bad.sql", f"-- requires: {LATEST}\nselect 1;\n", "select 1;\n", "are named NN-some-name.sql"),
+        ("93-x.sql", f"select 1;\n-- requires: {LATEST}\n", "select 1;\n", "no `-- requires: NN` line"),
+    ],
+)
+def test_malformed_repeatable_files_are_refused_by_name(
+    tmp_path: Path, name: str, text: str, drop: str | None, message: str
+) -> None:
+    directory = _sql_with_probes(tmp_path)
+    (directory / "functions" / name).write_text(text)
+    if drop is not None:
+        (directory / "functions" / "rollback" / name).write_text(drop)
+    with pytest.raises(MigrationFileError, match=re.escape(message)) as excinfo:
+        discover_repeatable(directory)
+    assert name in str(excinfo.value)
+
+
+_VERSIONED_LINE = re.compile(r"^ *(\d+)  (applied|pending|changed) +([0-9a-f]{12})  (\S+) +(\S+)$")
+
+
+def test_cli_migrations_lists_both_kinds(
+    fresh_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = _sql_with_probes(tmp_path)
+    monkeypatch.setattr("keap_pipeline.db.migrate.sql_dir", lambda: directory)
+    versions = [m.version for m in discover(directory)]
+
+    assert cli_main(["migrations", "--database-url", fresh_database]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    versioned = [m for m in map(_VERSIONED_LINE.match, lines) if m]
+    assert [int(m[1]) for m in versioned] == versions and {m[2] for m in versioned} == {"pending"}
+    repeat = [line for line in lines if line.lstrip().startswith("repeat ")]
+    assert len(repeat) == 2 and all(" pending " in line for line in repeat)
+    assert "functions/90-probe" in repeat[0] and "functions/91-probe-user" in repeat[1]
+    assert lines.index(repeat[0]) > max(lines.index(m[0]) for m in versioned), "after the versioned lines"
+
+    assert cli_main(["migrate", "--database-url", fresh_database]) == 0
+    out = capsys.readouterr().out
+    assert "applied  functions/90-probe" in out and "and 2 repeatable file(s) applied" in out
+    assert cli_main(["migrate", "--database-url", fresh_database]) == 0
+    assert "nothing to apply" in capsys.readouterr().out
+
+    probe = directory / "functions" / "90-probe.sql"
+    probe.write_text(probe.read_text() + "-- edited\n")
+    assert cli_main(["migrations", "--database-url", fresh_database]) == 0, "a changed repeatable is no error"
+    lines = capsys.readouterr().out.splitlines()
+    assert {m[2] for m in map(_VERSIONED_LINE.match, lines) if m} == {"applied"}
+    repeat = [line for line in lines if line.lstrip().startswith("repeat ")]
+    assert " changed " in repeat[0] and " applied " in repeat[1]
+    assert any("the next migrate re-applies all 2" in line for line in lines)
+
+    assert cli_main(["rollback", "--to", str(versions[-2]), "--database-url", fresh_database]) == 0
+    out = capsys.readouterr().out
+    assert "dropped  functions/91-probe-user" in out and "dropped  functions/90-probe" in out
