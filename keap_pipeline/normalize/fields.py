@@ -31,6 +31,9 @@ from keap_pipeline.normalize.timestamps import parse_instant_us
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 NUL_RULE = "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+SURROGATE_RULE = (
+    "holds a lone surrogate (not valid Unicode, or bytes that are not UTF-8), which PostgreSQL cannot store"
+)
 JSON_NUL_RULE = "contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store"
 
 
@@ -352,3 +355,19 @@ def json_object(value: Any, field: str) -> str | None:
     if type(value) is not dict:
         raise Reject(field, f"{field} must be an object, got a JSON {type_name(value)}")
     return json_text(value, field)
+
+
+def utf8(value: str | None, field: str) -> str | None:
+    """A string that is UTF-8 (no lone surrogate), for text sent to PostgreSQL outside a frame.
+
+    (A frame's text is checked by normalize.frame, which finds the rare row cheaply.)
+
+    Raises:
+        Reject: it holds a lone surrogate.
+    """
+    if value is not None and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Reject(field, f"{field} {SURROGATE_RULE}") from None
+    return value

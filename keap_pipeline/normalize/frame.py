@@ -25,7 +25,7 @@ import polars as pl
 from keap_pipeline.entities import Column, Entity
 from keap_pipeline.normalize.content_hash import add_content_hash
 from keap_pipeline.normalize.errors import BatchTooLargeError, NaiveFetchedAtError
-from keap_pipeline.normalize.fields import INT32_MAX, Reject, id_digits, type_name
+from keap_pipeline.normalize.fields import INT32_MAX, SURROGATE_RULE, Reject, id_digits, type_name
 from keap_pipeline.normalize.result import NormalizeResult, Rejected
 
 UTC_US = pl.Datetime("us", "UTC")
@@ -155,10 +155,7 @@ class RowNormalizer:
                     kept.append(one)
                     continue
                 ordinal = one[0]
-                reason = (
-                    f"{field} holds a lone surrogate (not valid Unicode, or bytes that are "
-                    "not UTF-8), which PostgreSQL cannot store"
-                )
+                reason = f"{field} {SURROGATE_RULE}"
                 rejected.append((ordinal, self._rejected(records[ordinal], reason, field)))
             rejected.sort(key=lambda pair: pair[0])
             frame = self.frame(kept)

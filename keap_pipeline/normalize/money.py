@@ -40,6 +40,17 @@ MINOR_UNITS: MappingProxyType[str, int] = MappingProxyType(
     {code: digits for digits, codes in _ISO_4217.items() for code in codes.split()} | _WITHDRAWN
 )
 
+
+
+def minor_units(code: str) -> int:
+    """The ISO 4217 minor unit of a currency code (JPY 0, USD 2, KWD 3, CLF 4).
+
+    Raises:
+        KeyError: not a code of the table (see the module docstring): never a guess of 2.
+    """
+    return MINOR_UNITS[code]
+
+
 # numeric(19,4): 15 digits before the point, 4 after.
 SCALE = 4
 _LIMIT = Decimal(10) ** (19 - SCALE)
@@ -95,7 +106,7 @@ def currency_value(value: Any, field: str, *, required: bool) -> tuple[Decimal |
     if type(code) is not str:
         what = "missing" if code is None else f"not a string (a JSON {type_name(code)})"
         raise Reject(f"{field}.currency_code", f"{field}.currency_code is {what}")
-    digits = MINOR_UNITS.get(code)
+    digits = MINOR_UNITS.get(code)  # not minor_units(): a rejection, not a KeyError
     if digits is None:
         raise Reject(
             f"{field}.currency_code",

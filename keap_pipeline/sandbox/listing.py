@@ -260,7 +260,7 @@ class Lister:
         items = self._render([ident for _, ident in picked])
         token = encode_token(self.digest, picked[-1][0]) if more else ""
         texts = [i for i in items if isinstance(i, str)]
-        if len(texts) < len(items):  # raw contacts: their bytes are served as they are
+        if len(texts) < len(items):  # raw records: their bytes are served as they are
             parts = [i if isinstance(i, bytes) else i.encode() for i in items]
             head = f'{{"{self.spec.list_key}":['.encode()
             return head + b",".join(parts) + f'],"next_page_token":{js(token)}}}'.encode(), token
@@ -269,7 +269,11 @@ class Lister:
 
     def _render(self, idents: list[int]) -> list[str | bytes]:
         if not self.is_contacts:
-            return [js(select(self.spec, self.data.record(self.spec.name, i), self.fields)) for i in idents]
+            raw = self.state.raw_records.get(self.spec.name, {})
+            return [
+                raw[i] if i in raw else js(select(self.spec, self.data.record(self.spec.name, i), self.fields))
+                for i in idents
+            ]
         factory = self.data.contacts
         fragments = factory.compile(self.fields)
         overlay = self.state.overlay

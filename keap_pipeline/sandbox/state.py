@@ -45,6 +45,8 @@ class SandboxState:
         self.data = Dataset(config)
         self.lock = threading.RLock()
         self.overlay: dict[int, OverlayEntry] = {}
+        # entity -> id -> bytes served instead of that generated record (entities other than contacts)
+        self.raw_records: dict[str, dict[int, bytes]] = {}
         self.next_contact_id = self.data.count("contacts") + 1
         self._last_ms = 0
         self.quota = Quota(config.limits)
@@ -182,6 +184,29 @@ class SandboxState:
             self.overlay[ident] = OverlayEntry(record, when, data)
             self.version += 1
             return ident
+
+    def put_raw_record(self, entity: str, raw: bytes | str, *, ident: int) -> None:
+        """Serve record `ident` of an entity as exactly these bytes in list pages (contacts: put_raw_contact).
+
+        The record keeps its place (id, update time) for filters, ordering and paging; only the
+        bytes served change, e.g. a tag category with a name too long, a NUL, or no id at all.
+
+        Args:
+            entity: the entity (contacts, tags, tag_categories, products, orders, subscriptions, companies).
+            raw: the bytes (str is encoded as UTF-8).
+            ident: an existing record id of that entity (1-based).
+
+        Raises:
+            ValueError: no such generated record.
+        """
+        if entity == "contacts":
+            self.put_raw_contact(raw, ident=ident)
+            return
+        if not 1 <= ident <= self.data.count(entity):
+            raise ValueError(f"no generated {entity} record {ident} to replace")
+        with self.lock:
+            self.raw_records.setdefault(entity, {})[ident] = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+            self.version += 1
 
     def put_raw_contacts(self, records: Iterable[tuple[bytes | str, int]]) -> list[int]:
         """Serve only these raw contacts (raw bytes, update time in ms), in new slots: every earlier change is dropped.

@@ -235,3 +235,9 @@ def test_major_units_exact(value: Any, expected: str) -> None:
 )
 def test_major_units_rejections(value: Any, rule: str) -> None:
     assert rule in reason(lambda: money.major_units(value, "billing_amount"))
+
+
+def test_minor_units_lookup() -> None:
+    assert (money.minor_units("JPY"), money.minor_units("KWD"), money.minor_units("CLF")) == (0, 3, 4)
+    with pytest.raises(KeyError):
+        money.minor_units("ZZZ")

@@ -15,12 +15,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from keap_pipeline.normalize.money import minor_units
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from keap_pipeline.db.dead_letters import list_dead_letters
 from keap_pipeline.entities import ENTITIES, Entity, lineage_order
+from keap_pipeline.normalize.money import minor_units
 from keap_pipeline.pipeline.replay import replay_dead_letters
 from keap_pipeline.pipeline.report import SyncReport
 from keap_pipeline.pipeline.sync import sync_entity
