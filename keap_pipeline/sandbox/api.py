@@ -120,18 +120,15 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
         if not state.delete_contact(number):
             raise ApiError(404, f"contact {number} not found")
         return 204, None
-    # the get operations
-    if entity == "contacts":
-        record = state.contact(number)
-        if record is None:
-            raise ApiError(404, f"contact {number} not found")
-        return 200, wire_json(_fields(record, params.get("fields"))).encode()
-    if not 1 <= number <= state.data.count(entity):
+    # the get operations: the record as it is now (changed, created or generated)
+    record = state.current(entity, number)
+    if record is None:
         raise ApiError(404, f"{entity.rstrip('s').replace('_', ' ')} {number} not found")
-    record = state.data.record(entity, number)
+    if entity == "contacts":
+        return 200, wire_json(_fields(record, params.get("fields"))).encode()
     if entity == "companies":
         record = select(spec, record, tuple(params["fields"].split(",")) if params.get("fields") else None)
-    return 200, js(record).encode()
+    return 200, wire_json(record).encode()
 
 
 def _fields(record: dict[str, Any], raw: str | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 
+from keap_pipeline.sandbox.entities import ENTITIES
 from keap_pipeline.sandbox.errors import SandboxConfigError
 
 DEFAULT_PORT = 8765
@@ -86,6 +87,8 @@ class SandboxConfig:
     # contacts served byte for byte as given (--raw-contacts): one JSON record each, hostile or
     # broken; one whose "id" is an existing contact's replaces it, the others are added
     raw_contacts: tuple[bytes, ...] = field(default=(), repr=False)
+    # the same for any entity (--raw-records ENTITY=FILE): (entity, its records), placed after raw_contacts
+    raw_records: tuple[tuple[str, tuple[bytes, ...]], ...] = field(default=(), repr=False)
     oauth_client_id: str = "sandbox-client"
     oauth_client_secret: str = field(default="sandbox-secret", repr=False)
     oauth_refresh_token: str = field(default="sandbox-refresh-0", repr=False)
@@ -108,6 +111,9 @@ class SandboxConfig:
             raise SandboxConfigError(f"the sandbox binds loopback addresses only, not {self.host!r}")
         if not 0 <= self.port <= 65535:
             raise SandboxConfigError(f"port must be 0..65535, got {self.port}")
+        for entity, _ in self.raw_records:
+            if entity not in ENTITIES:
+                raise SandboxConfigError(f"raw records for {entity!r}: the sandbox serves {', '.join(ENTITIES)}")
 
     def counts(self) -> dict[str, int]:
         """Entity counts, the ones left unset scaled from contacts."""
@@ -156,6 +162,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "\"id\" is an existing contact's replaces it, the others are added (update time: the line's "
         "update_time when valid, else the start)",
     )
+    parser.add_argument(
+        "--raw-records", metavar="ENTITY=FILE", action="append", default=[],
+        help="as --raw-contacts for any entity (orders, tags, products, subscriptions, ...); the update "
+        "time is read from the entity's time field (e.g. modification_time); may be repeated",
+    )
+
+
+def _read_lines(path: str, option: str) -> tuple[bytes, ...]:
+    """The non-blank lines of a raw-records file, line ends stripped, bytes kept as they are."""
+    try:
+        with open(path, "rb") as f:
+            return tuple(line.rstrip(b"\r\n") for line in f if line.strip())
+    except OSError as err:
+        raise SandboxConfigError(f"cannot read {option}{path}: {err.strerror}") from None
+
+
+def _raw_records(values: list[str]) -> tuple[tuple[str, tuple[bytes, ...]], ...]:
+    """--raw-records ENTITY=FILE values, read."""
+    out = []
+    for value in values:
+        entity, sep, path = value.partition("=")
+        if not sep or not path:
+            raise SandboxConfigError(f"--raw-records takes ENTITY=FILE, got {value!r}")
+        if entity not in ENTITIES:
+            raise SandboxConfigError(f"--raw-records {entity}: the sandbox serves {', '.join(ENTITIES)}")
+        out.append((entity, _read_lines(path, f"--raw-records {entity}=")))
+    return tuple(out)
 
 
 def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
@@ -171,13 +204,8 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         SandboxConfigError: a value is out of range.
     """
     limits = RateLimits.off() if ns.no_limits else RateLimits(ns.per_second, ns.per_minute, ns.per_day)
-    raw_contacts: tuple[bytes, ...] = ()
-    if getattr(ns, "raw_contacts", None):
-        try:
-            with open(ns.raw_contacts, "rb") as f:
-                raw_contacts = tuple(line.rstrip(b"\r\n") for line in f if line.strip())
-        except OSError as err:
-            raise SandboxConfigError(f"cannot read --raw-contacts {ns.raw_contacts}: {err.strerror}") from None
+    raw_contacts = _read_lines(ns.raw_contacts, "--raw-contacts ") if getattr(ns, "raw_contacts", None) else ()
+    raw_records = _raw_records(getattr(ns, "raw_records", None) or [])
     faults = Faults(ns.latency_ms, ns.error_share, ns.drop_share, ns.slow_every, ns.slow_ms)
     return SandboxConfig(
         host=ns.host,
@@ -193,4 +221,5 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         faults=faults,
         strict=ns.strict,
         raw_contacts=raw_contacts,
+        raw_records=raw_records,
     )

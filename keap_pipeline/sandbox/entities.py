@@ -34,6 +34,10 @@ class EntitySpec:
     order: order_by field -> "id" (ids ascend with this field: creation times, which the sandbox
     hands out in id order), "time" (the entity's indexed time field), or a record extractor
     (sorted the slow way, O(n log n) per page: fine for small entities, documented for contacts).
+
+    created_fields: the record's creation times (set once, when the sandbox creates a record);
+    stamp_field: the record property an update sets to its new time, when the entity has no
+    indexed time field (tag categories); see ``updated_field``.
     """
 
     name: str
@@ -46,12 +50,20 @@ class EntitySpec:
     filters: dict[str, Field]
     fields_param: bool = False
     not_default: frozenset[str] = frozenset()
+    created_fields: tuple[str, ...] = ()
+    stamp_field: str | None = None
+
+    @property
+    def updated_field(self) -> str | None:
+        """The record property that holds its update time (None: records carry none)."""
+        return self.stamp_field or self.time_field
 
 
 UNSUPPORTED = Field("unsupported")
 
 CONTACTS = EntitySpec(
     name="contacts",
+    created_fields=("create_time",),
     list_key="contacts",
     list_op="listContacts",
     get_op="getContact",
@@ -87,6 +99,7 @@ CONTACTS = EntitySpec(
 
 ORDERS = EntitySpec(
     name="orders",
+    created_fields=("creation_time", "order_time"),
     list_key="orders",
     list_op="listOrders",
     get_op="getOrder",
@@ -116,6 +129,7 @@ ORDERS = EntitySpec(
 
 TAGS = EntitySpec(
     name="tags",
+    created_fields=("create_time",),
     list_key="tags",
     list_op="listTags",
     get_op="getTag",
@@ -136,6 +150,8 @@ TAGS = EntitySpec(
 
 TAG_CATEGORIES = EntitySpec(
     name="tag_categories",
+    created_fields=("create_time",),
+    stamp_field="update_time",
     list_key="tag_categories",
     list_op="listTagCategories",
     get_op="getCategory",
@@ -154,6 +170,7 @@ TAG_CATEGORIES = EntitySpec(
 
 COMPANIES = EntitySpec(
     name="companies",
+    created_fields=("create_time",),
     list_key="companies",
     list_op="listCompanies",
     get_op="getCompany",
@@ -178,6 +195,7 @@ COMPANIES = EntitySpec(
 
 PRODUCTS = EntitySpec(
     name="products",
+    created_fields=("create_time",),
     list_key="products",
     list_op="listProducts",
     get_op="getProduct",

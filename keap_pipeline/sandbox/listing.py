@@ -1,4 +1,9 @@
-"""List endpoints: filter, order_by, page_size and page_token paging over generated + changed records."""
+"""List endpoints: filter, order_by, page_size and page_token paging over generated + changed records.
+
+Every entity is listed the same way: its generated records (by id, or through its timeline) merged
+with its overlay of changed, created, deleted and raw records (SandboxState.overlays). An entity
+whose overlay is empty takes the generated path alone.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from typing import Any
 from keap_pipeline.sandbox import filters
 from keap_pipeline.sandbox.contacts import CONTACT_FIELDS, DEFAULT_LIST_FIELDS, js, wire_json
 from keap_pipeline.sandbox.entities import EntitySpec
-from keap_pipeline.sandbox.errors import ApiError
+from keap_pipeline.sandbox.errors import ApiError, TimeFormatError
 from keap_pipeline.sandbox.state import SandboxState
 
 MAX_PAGE_SIZE = 1000
@@ -21,6 +26,9 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 1000
 
 Key = tuple[Any, ...]
+# What a filter check or an order_by extractor may raise on a record that is not shaped as Keap's
+# (a test's raw or changed record): that record does not match, or sorts as having no value.
+_SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, TimeFormatError)
 
 
 def _page_size(raw: str | None) -> int:
@@ -62,7 +70,8 @@ def encode_token(digest: str, key: Key) -> str:
     Returns:
         The token (URL-safe base64).
     """
-    raw = json.dumps({"q": digest, "k": list(key)}, separators=(",", ":"), ensure_ascii=False).encode()
+    # ASCII escapes: a key taken from a test's hostile record may hold a lone surrogate
+    raw = json.dumps({"q": digest, "k": list(key)}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -104,6 +113,9 @@ class Lister:
         token = params.get("page_token")
         self.after: Key | None = decode_token(token, self.digest) if token else None
         self.is_contacts = spec.name == "contacts"
+        self.overlay = state.overlays[spec.name]
+        self.count = self.data.count(spec.name)
+        self.timeline = self.data.timelines[spec.name]
         self.fields = self._fields(params.get("fields"))
 
     def _fields(self, raw: str | None) -> tuple[str, ...] | None:
@@ -124,13 +136,14 @@ class Lister:
 
     # --- candidates --------------------------------------------------------------------------------
     def _max_id(self) -> int:
-        return self.state.max_contact_id() if self.is_contacts else self.data.count(self.spec.name)
+        return self.state.max_id(self.spec.name)
 
     def _time(self, ident: int) -> int | None:
-        if self.is_contacts:
-            return self.state.contact_time(ident)
-        if 1 <= ident <= self.data.count(self.spec.name):
-            return self.data.timelines[self.spec.name].time_ms(ident)
+        entry = self.overlay.get(ident)
+        if entry is not None:
+            return entry.time_ms if entry.record is not None else None
+        if 1 <= ident <= self.count:
+            return self.timeline.time_ms(ident)
         return None
 
     def _in_window(self, t: int) -> bool:
@@ -148,8 +161,7 @@ class Lister:
         else:
             seq = range(1 if after is None else after + 1, self._max_id() + 1)
         windowed = self.filter.lo_ms is not None or self.filter.hi_ms is not None
-        overlay = self.state.overlay if self.is_contacts else {}
-        count = self.data.count(self.spec.name)
+        overlay, count = self.overlay, self.count
         for ident in seq:
             if after is not None and (ident <= after if not self.desc else ident >= after):
                 continue
@@ -176,10 +188,9 @@ class Lister:
         f = self.filter
         if f.lo_ms is None and f.hi_ms is None or self.spec.time_field is None:
             return None
-        timeline = self.data.timelines[self.spec.name]
+        timeline, overlay = self.timeline, self.overlay
         if timeline.count_window(f.lo_ms, f.hi_ms) * 4 > max(1, timeline.n):
             return None
-        overlay = self.state.overlay if self.is_contacts else {}
         ids = [i for _, i in timeline.iter_window(f.lo_ms, f.hi_ms, None, False) if i not in overlay]
         ids += [i for i, e in list(overlay.items()) if e.record is not None and self._in_window(e.time_ms)]
         return ids
@@ -187,8 +198,13 @@ class Lister:
     def _by_time(self) -> Iterator[tuple[Key, int]]:
         f = self.filter
         after = (int(self.after[0]), int(self.after[1])) if self.after else None
-        timeline = self.data.timelines[self.spec.name]
-        overlay = self.state.overlay if self.is_contacts else {}
+        timeline, overlay = self.timeline, self.overlay
+        if not overlay:  # nothing changed: the timeline alone
+            for key in timeline.iter_window(f.lo_ms, f.hi_ms, after, self.desc):
+                if f.id_ok(key[1]):
+                    yield key, key[1]
+            return
+        # a changed record leaves its base place and is merged in at its new time
         base = (
             (key, key[1])
             for key in timeline.iter_window(f.lo_ms, f.hi_ms, after, self.desc)
@@ -211,10 +227,11 @@ class Lister:
         assert callable(extract)
         keyed = []
         for _, ident in self._by_id_all():
-            value = extract(self._record(ident))
-            if isinstance(value, list):
-                value = value[0] if value else None
-            keyed.append(((0 if value is None else 1, value if value is not None else "", ident), ident))
+            try:
+                value = extract(self._record(ident))
+            except _SHAPE_ERRORS:
+                value = None
+            keyed.append((_value_key(value, ident), ident))
         keyed.sort(reverse=self.desc)
         for key, ident in keyed:
             if self.after is not None and (key <= self.after if not self.desc else key >= self.after):
@@ -230,11 +247,16 @@ class Lister:
             self.after, self.desc = saved, desc
 
     def _record(self, ident: int) -> dict[str, Any]:
-        if self.is_contacts:
-            record = self.state.contact(ident)
-            assert record is not None
-            return record
-        return self.data.record(self.spec.name, ident)
+        record = self.state.current(self.spec.name, ident)
+        assert record is not None  # candidates are existing records
+        return record
+
+    def _matches(self, ident: int) -> bool:
+        record = self._record(ident)
+        try:
+            return all(check(record) for check in self.filter.record_checks)
+        except _SHAPE_ERRORS:
+            return False
 
     # --- the page ----------------------------------------------------------------------------------
     def page(self) -> bytes:
@@ -248,10 +270,8 @@ class Lister:
         checks = self.filter.record_checks
         picked: list[tuple[Key, int]] = []
         for key, ident in candidates:
-            if checks:
-                record = self._record(ident)
-                if not all(check(record) for check in checks):
-                    continue
+            if checks and not self._matches(ident):
+                continue
             picked.append((key, ident))
             if len(picked) > self.size:
                 break
@@ -268,28 +288,46 @@ class Lister:
         return body.encode(), token
 
     def _render(self, idents: list[int]) -> list[str | bytes]:
-        if not self.is_contacts:
-            raw = self.state.raw_records.get(self.spec.name, {})
-            return [
-                raw[i] if i in raw else js(select(self.spec, self.data.record(self.spec.name, i), self.fields))
-                for i in idents
-            ]
-        factory = self.data.contacts
-        fragments = factory.compile(self.fields)
-        overlay = self.state.overlay
-        if not any(i in overlay for i in idents):
-            return list(factory.render_many(idents, fragments))
+        overlay = self.overlay
+        if not overlay or not any(i in overlay for i in idents):
+            return list(self._generated(idents))
+        generated = iter(self._generated([i for i in idents if i not in overlay]))
         out: list[str | bytes] = []
         for ident in idents:
             entry = overlay.get(ident)
             if entry is None:
-                out.append(factory.render(ident, fragments))
+                out.append(next(generated))
             elif entry.raw is not None:
                 out.append(entry.raw)
             else:
                 assert entry.record is not None
                 out.append(wire_json(select(self.spec, entry.record, self.fields)))
         return out
+
+    def _generated(self, idents: list[int]) -> list[str]:
+        """Base records as JSON texts (contacts straight from their fragments, the others via dicts)."""
+        if self.is_contacts:
+            factory = self.data.contacts
+            return factory.render_many(idents, factory.compile(self.fields))
+        spec, record = self.spec, self.data.record
+        return [js(select(spec, record(spec.name, i), self.fields)) for i in idents]
+
+
+def _value_key(value: Any, ident: int) -> Key:
+    """The sort key of a record under a value ordering: no value first, then numbers, then text.
+
+    A list sorts by its first item. Values of other kinds (only a test's changed or raw record
+    has them) sort last, by their JSON text, so mixed kinds never make the sort fail.
+    """
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is None:
+        return (0, "", ident)
+    if isinstance(value, str):
+        return (2, value, ident)
+    if isinstance(value, int | float):
+        return (1, value, ident)
+    return (3, js(value), ident)
 
 
 def select(spec: EntitySpec, record: dict[str, Any], fields: tuple[str, ...] | None) -> dict[str, Any]:

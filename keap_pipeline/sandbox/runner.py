@@ -165,6 +165,9 @@ def config_to_json(config: SandboxConfig) -> str:
     data = dataclasses.asdict(config)
     for secret in ("api_key", "oauth_client_secret", "oauth_refresh_token"):
         data.pop(secret)
+    # raw records are any bytes: latin-1 maps each byte to one code point, so JSON carries them exactly
+    data["raw_contacts"] = [raw.decode("latin-1") for raw in config.raw_contacts]
+    data["raw_records"] = [[entity, [raw.decode("latin-1") for raw in lines]] for entity, lines in config.raw_records]
     return json.dumps(data)
 
 
@@ -180,6 +183,10 @@ def config_from_json(text: str) -> SandboxConfig:
     data = json.loads(text)
     data["limits"] = RateLimits(**data["limits"])
     data["faults"] = Faults(**data["faults"])
+    data["raw_contacts"] = tuple(raw.encode("latin-1") for raw in data["raw_contacts"])
+    data["raw_records"] = tuple(
+        (entity, tuple(raw.encode("latin-1") for raw in lines)) for entity, lines in data["raw_records"]
+    )
     config = SandboxConfig(**data)
     secrets = {"oauth_client_secret": os.environ.get(_SECRET_ENV), "oauth_refresh_token": os.environ.get(_REFRESH_ENV)}
     return config.with_(**{k: v for k, v in secrets.items() if v})

@@ -1,18 +1,20 @@
-"""SandboxState: the base dataset plus a small overlay of changed contacts, OAuth tokens and recorded violations."""
+"""SandboxState: the base dataset plus a small overlay of changed records per entity, OAuth tokens and recorded violations."""
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from keap_pipeline.sandbox.config import SandboxConfig
-from keap_pipeline.sandbox.contacts import CONTACT_FIELDS
+from keap_pipeline.sandbox.contacts import CONTACT_FIELDS, wire_json
 from keap_pipeline.sandbox.dataset import Dataset
+from keap_pipeline.sandbox.entities import ENTITIES, EntitySpec
 from keap_pipeline.sandbox.prefetch import PagePrefetcher
 from keap_pipeline.sandbox.quota import Quota
 from keap_pipeline.sandbox.timefmt import iso_ms
@@ -22,10 +24,10 @@ MAX_VIOLATIONS = 1000
 
 @dataclass
 class OverlayEntry:
-    """A changed contact: its record (None once deleted) and its update time.
+    """A changed record of one entity: its record (None once deleted) and its update time.
 
     ``raw``, when set, is served in list pages instead of the record, byte for byte: a test's (or
-    ``--raw-contacts``) record exactly as given, hostile or not JSON at all. ``record`` is then
+    ``--raw-records``) record exactly as given, hostile or not JSON at all. ``record`` is then
     what the bytes decode to, for filters and mutations ({} when they are not a JSON object).
     """
 
@@ -37,17 +39,19 @@ class OverlayEntry:
 class SandboxState:
     """Everything a running sandbox knows, shared by its request threads (one lock guards changes).
 
-    Tests and benchmarks reach it through SandboxHandle.state to change Keap between syncs.
+    Tests and benchmarks reach it through SandboxHandle.state to change Keap between syncs. Every
+    entity's records are generated from their id (Dataset); a change goes into that entity's
+    overlay (``overlays[entity]``: id -> OverlayEntry), which listings and gets read first. An
+    entity whose overlay is empty is served exactly as generated, at no extra cost.
     """
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.data = Dataset(config)
         self.lock = threading.RLock()
-        self.overlay: dict[int, OverlayEntry] = {}
-        # entity -> id -> bytes served instead of that generated record (entities other than contacts)
-        self.raw_records: dict[str, dict[int, bytes]] = {}
-        self.next_contact_id = self.data.count("contacts") + 1
+        self.overlays: dict[str, dict[int, OverlayEntry]] = {name: {} for name in ENTITIES}
+        self.overlay = self.overlays["contacts"]  # the contacts' overlay, under its older name
+        self._next_ids = {name: self.data.count(name) + 1 for name in ENTITIES}
         self._last_ms = 0
         self.quota = Quota(config.limits)
         self.version = 0  # bumped by every change, so no page rendered before it is served after it
@@ -58,7 +62,10 @@ class SandboxState:
         self.refresh_token = config.oauth_refresh_token
         self.access_tokens: dict[str, float] = {}
         for raw in config.raw_contacts:
-            self.put_raw_contact(raw, ident=_existing_id(raw, self.next_contact_id - 1), time_ms=_update_time_ms(raw))
+            self._put_claimed("contacts", raw)
+        for entity, lines in config.raw_records:
+            for raw in lines:
+                self._put_claimed(entity, raw)
 
     # --- time --------------------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -67,10 +74,245 @@ class SandboxState:
             self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
             return self._last_ms
 
-    # --- contacts ----------------------------------------------------------------------------------
+    # --- any entity --------------------------------------------------------------------------------
+    def _overlay(self, entity: str) -> dict[int, OverlayEntry]:
+        try:
+            return self.overlays[entity]
+        except KeyError:
+            raise KeyError(f"no entity {entity!r}; the sandbox serves {', '.join(ENTITIES)}") from None
+
+    def max_id(self, entity: str) -> int:
+        """The highest id of an entity handed out so far (generated, created or placed raw).
+
+        Args:
+            entity: entity name (contacts, orders, tags, tag_categories, companies, products, subscriptions).
+
+        Returns:
+            The id (0 when there is none).
+        """
+        self._overlay(entity)
+        return self._next_ids[entity] - 1
+
+    def current(self, entity: str, ident: int) -> dict[str, Any] | None:
+        """A record as served now, without a copy: read it, never change it (use update_record).
+
+        Args:
+            entity: entity name.
+            ident: record id (ids are 1-based).
+
+        Returns:
+            The record (a changed record's stored dict, or a freshly generated one), or None if it
+            does not exist.
+        """
+        entry = self._overlay(entity).get(ident)
+        if entry is not None:
+            return entry.record
+        if 1 <= ident <= self.data.count(entity):
+            return self.data.record(entity, ident)
+        return None
+
+    def record(self, entity: str, ident: int) -> dict[str, Any] | None:
+        """A record's current properties (changed or generated), as a copy the caller may keep.
+
+        Args:
+            entity: entity name.
+            ident: record id (ids are 1-based).
+
+        Returns:
+            The record with all its properties, or None if it does not exist (or was deleted).
+        """
+        entry = self._overlay(entity).get(ident)
+        if entry is not None:
+            return copy.deepcopy(entry.record)
+        return self.current(entity, ident)
+
+    def record_time(self, entity: str, ident: int) -> int | None:
+        """A record's current update time in ms (what time windows and time ordering use).
+
+        Args:
+            entity: entity name.
+            ident: record id (ids are 1-based).
+
+        Returns:
+            Epoch milliseconds, or None if the record does not exist.
+        """
+        entry = self._overlay(entity).get(ident)
+        if entry is not None:
+            return entry.time_ms if entry.record is not None else None
+        if 1 <= ident <= self.data.count(entity):
+            return self.data.timelines[entity].time_ms(ident)
+        return None
+
+    def update_record(
+        self,
+        entity: str,
+        ident: int,
+        changes: dict[str, Any],
+        *,
+        drop: Collection[str] = (),
+        time_ms: int | None = None,
+    ) -> dict[str, Any] | None:
+        """Change a record's properties; it gets a fresh update time, so it shows in later windows.
+
+        Each key of ``changes`` replaces that top-level property with the value given (nested
+        values whole: an order's ``total``, a subscription's ``active``). The id, the creation
+        times and the update time are the sandbox's: keys naming them are ignored. The update
+        time (the entity's ``updated_field``: update_time, modification_time) becomes ``time_ms``.
+
+        Args:
+            entity: entity name.
+            ident: record id.
+            changes: property -> new value (JSON values).
+            drop: properties to remove from the record.
+            time_ms: the new update time (None: now, later than every earlier change).
+
+        Returns:
+            The updated record (a copy), or None if the record does not exist.
+
+        Raises:
+            ValueError: a value is not a JSON value.
+        """
+        return self._change(entity, ident, changes, drop, time_ms)
+
+    def create_record(self, entity: str, fields: dict[str, Any], *, time_ms: int | None = None) -> dict[str, Any]:
+        """Add a record with the next id after the highest; its creation and update times are now.
+
+        Args:
+            entity: entity name.
+            fields: its properties (id and the sandbox's times are set, not taken from here).
+            time_ms: its creation and update time (None: now).
+
+        Returns:
+            The new record (a copy), with its id.
+
+        Raises:
+            ValueError: a value is not a JSON value.
+        """
+        overlay = self._overlay(entity)
+        spec = ENTITIES[entity]
+        with self.lock:
+            ident = self._next_ids[entity]
+            when = self.now_ms() if time_ms is None else time_ms
+            stamp = iso_ms(when)
+            protected = _protected(spec)
+            record = {"id": str(ident), **{k: v for k, v in copy.deepcopy(fields).items() if k not in protected}}
+            record.update({name: stamp for name in spec.created_fields})
+            if spec.updated_field is not None:
+                record[spec.updated_field] = stamp
+            record = _shaped(spec, record)
+            self._next_ids[entity] = ident + 1
+            overlay[ident] = OverlayEntry(record, when)
+            self.version += 1
+            return copy.deepcopy(record)
+
+    def delete_record(self, entity: str, ident: int) -> bool:
+        """Delete a record: gone from listings and gets from now on.
+
+        Args:
+            entity: entity name.
+            ident: record id.
+
+        Returns:
+            False if the record did not exist.
+        """
+        overlay = self._overlay(entity)
+        with self.lock:
+            if self.current(entity, ident) is None:
+                return False
+            overlay[ident] = OverlayEntry(None, self.now_ms())
+            self.version += 1
+            return True
+
+    def put_raw_record(self, entity: str, raw: bytes | str, *, ident: int | None = None, time_ms: int | None = None) -> int:
+        """Serve a record as exactly these bytes (any bytes: hostile values, broken JSON, another id).
+
+        The bytes are served verbatim in list pages, whatever ``id`` or update time they claim;
+        the sandbox places the record at ``ident`` (a new id when None) and at ``time_ms`` (now
+        when None) for filters, ordering and paging; filters see what the bytes decode to ({}
+        when that is not a JSON object). Several raw records may claim one id.
+
+        Args:
+            entity: entity name.
+            raw: the record's JSON text or bytes (str is encoded as UTF-8; lone surrogates are
+                not encodable, write them as escapes).
+            ident: replace this record (None: a new slot after the highest id).
+            time_ms: its update time in milliseconds since the epoch, for time windows and order.
+
+        Returns:
+            The slot's id.
+        """
+        overlay = self._overlay(entity)
+        data = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+        try:
+            decoded = json.loads(data)
+        except (ValueError, RecursionError):
+            decoded = None
+        with self.lock:
+            if ident is None:
+                ident = self._next_ids[entity]
+            self._next_ids[entity] = max(self._next_ids[entity], ident + 1)
+            when = self.now_ms() if time_ms is None else time_ms
+            record = decoded if isinstance(decoded, dict) else {}
+            overlay[ident] = OverlayEntry(record, when, data)
+            self.version += 1
+            return ident
+
+    def put_raw_records(self, entity: str, records: Iterable[tuple[bytes | str, int]]) -> list[int]:
+        """Serve these raw records (bytes, update time in ms) in new slots; the entity's earlier changes are dropped.
+
+        The generated records stay: start the sandbox with a count of 0 for that entity to serve
+        only these (tag categories always have their 8).
+
+        Args:
+            entity: entity name.
+            records: (bytes, time_ms) pairs.
+
+        Returns:
+            Their slot ids, in order.
+        """
+        overlay = self._overlay(entity)
+        with self.lock:
+            overlay.clear()
+            self._next_ids[entity] = self.data.count(entity) + 1
+            self.version += 1
+            return [self.put_raw_record(entity, raw, time_ms=when) for raw, when in records]
+
+    def _change(
+        self, entity: str, ident: int, changes: dict[str, Any], drop: Iterable[str], time_ms: int | None
+    ) -> dict[str, Any] | None:
+        overlay = self._overlay(entity)
+        spec = ENTITIES[entity]
+        protected = _protected(spec)
+        with self.lock:
+            stored = self.current(entity, ident)
+            if stored is None:
+                return None
+            current = copy.deepcopy(stored)
+            for key, value in changes.items():
+                if key not in protected:
+                    current[key] = copy.deepcopy(value)
+            for key in drop:
+                if key not in protected:
+                    current.pop(key, None)
+            when = self.now_ms() if time_ms is None else time_ms
+            if spec.updated_field is not None:
+                current[spec.updated_field] = iso_ms(when)
+            current = _shaped(spec, current)
+            overlay[ident] = OverlayEntry(current, when)
+            self.version += 1
+            return copy.deepcopy(current)
+
+    def _put_claimed(self, entity: str, raw: bytes) -> None:
+        """Place a --raw-records line: at the existing record its "id" names, at the time it claims."""
+        spec = ENTITIES[entity]
+        self.put_raw_record(
+            entity, raw, ident=_existing_id(raw, self.max_id(entity)), time_ms=_claimed_time_ms(raw, spec.updated_field)
+        )
+
+    # --- contacts (the API's create / update / delete, and the older names tests use) --------------
     def max_contact_id(self) -> int:
         """The highest contact id handed out so far."""
-        return self.next_contact_id - 1
+        return self.max_id("contacts")
 
     def contact(self, ident: int) -> dict[str, Any] | None:
         """A contact's current record with all properties, or None if it does not exist.
@@ -81,12 +323,7 @@ class SandboxState:
         Returns:
             The record, or None.
         """
-        entry = self.overlay.get(ident)
-        if entry is not None:
-            return dict(entry.record) if entry.record is not None else None
-        if 1 <= ident <= self.data.count("contacts"):
-            return self.data.contacts.as_dict(ident)
-        return None
+        return self.record("contacts", ident)
 
     def contact_time(self, ident: int) -> int | None:
         """A contact's current update time in ms, or None if it does not exist.
@@ -97,12 +334,7 @@ class SandboxState:
         Returns:
             The update time in ms, or None.
         """
-        entry = self.overlay.get(ident)
-        if entry is not None:
-            return entry.time_ms if entry.record is not None else None
-        if 1 <= ident <= self.data.count("contacts"):
-            return self.data.timelines["contacts"].time_ms(ident)
-        return None
+        return self.record_time("contacts", ident)
 
     def create_contact(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Add a contact (the body of POST /contacts, already checked).
@@ -113,14 +345,7 @@ class SandboxState:
         Returns:
             The new contact record with id, create_time and update_time.
         """
-        with self.lock:
-            ident = self.next_contact_id
-            self.next_contact_id += 1
-            now = self.now_ms()
-            record = {"id": str(ident), **_contact_props(fields), "create_time": iso_ms(now), "update_time": iso_ms(now)}
-            self.overlay[ident] = OverlayEntry(_ordered(record), now)
-            self.version += 1
-            return dict(record)
+        return self.create_record("contacts", fields)
 
     def update_contact(self, ident: int, changes: dict[str, Any], mask: list[str] | None = None) -> dict[str, Any] | None:
         """Change a contact; it gets a fresh update_time, so it shows up in later time windows.
@@ -133,83 +358,26 @@ class SandboxState:
         Returns:
             The updated record, or None if the contact does not exist.
         """
-        with self.lock:
-            current = self.contact(ident)
-            if current is None:
-                return None
-            props = _contact_props(changes)
-            keys = mask if mask is not None else list(props)
-            for key in keys:
-                if key in ("id", "create_time", "update_time"):
-                    continue
-                if key in props:
-                    current[key] = props[key]
-                else:
-                    current.pop(key, None)  # masked but absent: cleared, as an update mask means
-            now = self.now_ms()
-            current["update_time"] = iso_ms(now)
-            self.overlay[ident] = OverlayEntry(_ordered(current), now)
-            self.version += 1
-            return dict(current)
+        if mask is None:
+            return self._change("contacts", ident, changes, (), None)
+        given = {key: changes[key] for key in mask if key in changes}
+        return self._change("contacts", ident, given, [key for key in mask if key not in changes], None)  # masked but absent: cleared
 
     def put_raw_contact(self, raw: bytes | str, *, ident: int | None = None, time_ms: int | None = None) -> int:
-        """Serve a contact as exactly these bytes (any bytes: hostile values, broken JSON, another id).
-
-        The bytes are served verbatim in list pages, whatever ``id`` or ``update_time`` they
-        claim; the sandbox places the record at ``ident`` (a new id when None) and at ``time_ms``
-        (now when None) for filters, ordering and paging. Several raw records may claim one id.
+        """Serve a contact as exactly these bytes: put_raw_record("contacts", ...).
 
         Args:
-            raw: the record's JSON text or bytes (str is encoded as UTF-8; lone surrogates are
-                not encodable, write them as escapes).
+            raw: the record's JSON text or bytes.
             ident: replace this contact (None: a new contact slot).
             time_ms: its update time in milliseconds since the epoch, for the time filters.
 
         Returns:
             The slot's id.
         """
-        data = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
-        try:
-            decoded = json.loads(data)
-        except (ValueError, RecursionError):
-            decoded = None
-        with self.lock:
-            if ident is None:
-                ident = self.next_contact_id
-                self.next_contact_id += 1
-            elif ident >= self.next_contact_id:
-                self.next_contact_id = ident + 1
-            when = self.now_ms() if time_ms is None else time_ms
-            record = decoded if isinstance(decoded, dict) else {}
-            self.overlay[ident] = OverlayEntry(record, when, data)
-            self.version += 1
-            return ident
-
-    def put_raw_record(self, entity: str, raw: bytes | str, *, ident: int) -> None:
-        """Serve record `ident` of an entity as exactly these bytes in list pages (contacts: put_raw_contact).
-
-        The record keeps its place (id, update time) for filters, ordering and paging; only the
-        bytes served change, e.g. a tag category with a name too long, a NUL, or no id at all.
-
-        Args:
-            entity: the entity (contacts, tags, tag_categories, products, orders, subscriptions, companies).
-            raw: the bytes (str is encoded as UTF-8).
-            ident: an existing record id of that entity (1-based).
-
-        Raises:
-            ValueError: no such generated record.
-        """
-        if entity == "contacts":
-            self.put_raw_contact(raw, ident=ident)
-            return
-        if not 1 <= ident <= self.data.count(entity):
-            raise ValueError(f"no generated {entity} record {ident} to replace")
-        with self.lock:
-            self.raw_records.setdefault(entity, {})[ident] = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
-            self.version += 1
+        return self.put_raw_record("contacts", raw, ident=ident, time_ms=time_ms)
 
     def put_raw_contacts(self, records: Iterable[tuple[bytes | str, int]]) -> list[int]:
-        """Serve only these raw contacts (raw bytes, update time in ms), in new slots: every earlier change is dropped.
+        """Serve only these raw contacts (raw bytes, update time in ms): put_raw_records("contacts", ...).
 
         Meant for a sandbox started with contacts=0 (the generated contacts stay otherwise).
 
@@ -219,11 +387,7 @@ class SandboxState:
         Returns:
             Their slot ids, in order.
         """
-        with self.lock:
-            self.overlay.clear()
-            self.next_contact_id = self.data.count("contacts") + 1
-            self.version += 1
-            return [self.put_raw_contact(raw, time_ms=when) for raw, when in records]
+        return self.put_raw_records("contacts", records)
 
     def delete_contact(self, ident: int) -> bool:
         """Delete a contact; returns False if it did not exist.
@@ -234,12 +398,7 @@ class SandboxState:
         Returns:
             False if the contact did not exist.
         """
-        with self.lock:
-            if self.contact(ident) is None:
-                return False
-            self.overlay[ident] = OverlayEntry(None, self.now_ms())
-            self.version += 1
-            return True
+        return self.delete_record("contacts", ident)
 
     # --- OAuth -------------------------------------------------------------------------------------
     def refresh(self, refresh_token: str) -> dict[str, Any] | None:
@@ -293,8 +452,25 @@ class SandboxState:
             self.violations.extend(problems[: max(0, room)])
 
 
+def _protected(spec: EntitySpec) -> frozenset[str]:
+    """Properties only the sandbox sets: the id, the creation times, the update time."""
+    return frozenset({"id", *spec.created_fields, *((spec.updated_field,) if spec.updated_field else ())})
+
+
+def _shaped(spec: EntitySpec, record: dict[str, Any]) -> dict[str, Any]:
+    """A changed record checked to be JSON and put in the order the entity's records are written."""
+    try:
+        wire_json(record)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"a {spec.name} record takes JSON values only: {err}") from None
+    if spec.name == "contacts":
+        rank = {f: i for i, f in enumerate(CONTACT_FIELDS)}
+        return dict(sorted(record.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    return record
+
+
 def _existing_id(raw: bytes, max_id: int) -> int | None:
-    """The contact a --raw-contacts line replaces: its "id", when that is an existing contact's."""
+    """The record a --raw-records line replaces: its "id", when that is an existing record's."""
     try:
         decoded = json.loads(raw)
     except (ValueError, RecursionError):
@@ -305,30 +481,17 @@ def _existing_id(raw: bytes, max_id: int) -> int | None:
     return None
 
 
-def _update_time_ms(raw: bytes) -> int | None:
-    """The update time a raw record claims, in ms, when it is a valid one (else None: now)."""
+def _claimed_time_ms(raw: bytes, time_field: str | None) -> int | None:
+    """The update time a raw record claims in its time field, in ms, when it is a valid one (else None: now)."""
     from datetime import UTC, datetime, timedelta
 
+    if time_field is None:
+        return None
     try:
         decoded = json.loads(raw)
-        moment = datetime.fromisoformat(decoded["update_time"])
+        moment = datetime.fromisoformat(decoded[time_field])
     except (ValueError, RecursionError, TypeError, KeyError, AttributeError, OverflowError):
         return None
     if moment.tzinfo is None:
         return None
     return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-
-
-def _contact_props(fields: dict[str, Any]) -> dict[str, Any]:
-    """A request body's properties as a stored contact has them (requests use EmailAddressRequest etc.)."""
-    out = {k: v for k, v in fields.items() if k in CONTACT_FIELDS and k not in ("id", "create_time", "update_time")}
-    for key in fields:
-        if key not in out and key not in ("id", "create_time", "update_time"):
-            out[key] = fields[key]  # spec properties the generator never fills are kept as given
-    return out
-
-
-def _ordered(record: dict[str, Any]) -> dict[str, Any]:
-    """Properties in the order base contacts are written, unknown ones after."""
-    rank = {f: i for i, f in enumerate(CONTACT_FIELDS)}
-    return dict(sorted(record.items(), key=lambda kv: rank.get(kv[0], len(rank))))
