@@ -194,7 +194,13 @@ def _custom_fields(record: dict[str, Any]) -> str:
         values = _custom_field_values(entries)
     if not values:
         return "{}"
-    return json_text(values, "custom_fields")
+    # fast path inline (a call per contact is measurable); anything unusual (a Decimal, NaN, a
+    # non-JSON value, a NUL escape) goes to json_text, which gives the text or the rejection
+    try:
+        text = _canonical_json(values)
+    except (TypeError, ValueError, RecursionError):
+        return json_text(values, "custom_fields")
+    return json_text(values, "custom_fields") if "\\u0000" in text else text
 
 
 def _custom_field_values(entries: list[Any]) -> dict[str, Any]:
