@@ -57,7 +57,7 @@ def _records(handle: SandboxHandle, entity: Entity) -> list[dict[str, Any]]:
     state = handle.state
     assert state is not None
     out = []
-    for ident in range(1, state.count(entity.name) + 1):
+    for ident in range(1, state.max_id(entity.name) + 1):
         record = state.record(entity.name, ident)
         if record is not None:
             out.append(record)
