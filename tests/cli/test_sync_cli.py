@@ -12,7 +12,6 @@ from keap_pipeline.cli import main
 from keap_pipeline.db.locks import run_lock
 from keap_pipeline.entities import ENTITIES, lineage_order
 from keap_pipeline.sync_cli import EXIT_RUN_LOCKED, run_in_lineage, worst
-from tests.pending import needs_entity_sql
 from tests.pipeline.conftest import API_KEY, client_for, expected_rows, sandbox_records, table_rows
 
 
@@ -111,7 +110,6 @@ def test_worst_status_order() -> None:
     assert worst([EXIT_RUN_LOCKED, 2, 3]) == 2
 
 
-@needs_entity_sql
 def test_sync_all_loads_every_entity_in_lineage_order(sandbox, migrated_database: str, capsys) -> None:  # type: ignore[no-untyped-def]
     handle = sandbox(contacts=400)
     status, lines, err = _sync(capsys, "all", "--page-size", "100", url=migrated_database, base_url=handle.base_url)
@@ -127,7 +125,6 @@ def test_sync_all_loads_every_entity_in_lineage_order(sandbox, migrated_database
         assert _count(migrated_database, name, where_null=column) == 0, (name, column)
 
 
-@needs_entity_sql
 def test_sync_all_with_a_window_says_the_full_passes_ignore_it(sandbox, migrated_database: str, capsys) -> None:  # type: ignore[no-untyped-def]
     handle = sandbox(contacts=200)
     since, until = "2024-01-01T00:00:00Z", datetime.now(UTC).isoformat()
@@ -140,7 +137,6 @@ def test_sync_all_with_a_window_says_the_full_passes_ignore_it(sandbox, migrated
     assert "[window:2024-01-01T00:00:00+00:00/" in line
 
 
-@needs_entity_sql
 def test_sync_all_with_contacts_locked_skips_its_children_and_exits_75(sandbox, migrated_database: str, capsys) -> None:  # type: ignore[no-untyped-def]
     handle = sandbox(contacts=100)
     with run_lock(migrated_database, "contacts", wait_seconds=0, holder="keap-pipeline contacts other-run"):

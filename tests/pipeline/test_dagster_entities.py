@@ -27,7 +27,6 @@ from keap_pipeline.defs.entities import SYNC_ALL_JOB, SYNC_ALL_SCHEDULE, asset_n
 from keap_pipeline.defs.keap import KeapResource
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.entities import ENTITIES, CursorKind, Entity, lineage_order
-from tests.pending import entity_params, needs_entity_sql
 from tests.pipeline.conftest import API_KEY, client_for
 
 
@@ -80,7 +79,7 @@ def _incremental_config(entities: tuple[Entity, ...], **extra: object) -> dict[s
     return {"ops": ops}
 
 
-@pytest.mark.parametrize("name", entity_params())
+@pytest.mark.parametrize("name", list(ENTITIES))
 def test_each_entity_materializes_after_its_link_parents_and_its_checks_pass(name: str, sandbox, migrated_database: str, instance) -> None:  # type: ignore[no-untyped-def]
     handle = sandbox(contacts=300)
     chain = _with_link_parents(name)
@@ -105,7 +104,6 @@ def test_each_entity_materializes_after_its_link_parents_and_its_checks_pass(nam
     assert all(ev.passed for ev in evaluations.values()), {k: v.description for k, v in evaluations.items()}
 
 
-@needs_entity_sql
 def test_sync_all_job_runs_every_entity_in_lineage_order_in_one_run(sandbox, migrated_database: str, instance) -> None:  # type: ignore[no-untyped-def]
     from keap_pipeline.definitions import defs
 
@@ -132,7 +130,7 @@ def test_sync_all_job_runs_every_entity_in_lineage_order_in_one_run(sandbox, mig
         assert evaluations[check].passed and evaluations[check].metadata["unresolved_links"].value == 0
 
 
-@pytest.mark.parametrize("name", [p for p in entity_params() if p.values[0] in ("tags", "orders")])  # type: ignore[attr-defined]
+@pytest.mark.parametrize("name", ["tags", "orders"])
 def test_a_backfill_range_of_a_timed_entity_is_one_run_syncing_one_window(name: str, sandbox, migrated_database: str, instance) -> None:  # type: ignore[no-untyped-def]
     handle = sandbox(contacts=2000)
     entity = ENTITIES[name]

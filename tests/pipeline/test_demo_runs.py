@@ -13,7 +13,6 @@ from keap_pipeline.entities import lineage_order
 from keap_pipeline.local_stack import SANDBOX_API_KEY
 from keap_pipeline.sandbox import RateLimits, SandboxConfig, running_sandbox
 from keap_pipeline.sandbox.runner import SandboxHandle
-from tests.pending import needs_entity_sql
 
 
 @pytest.fixture
@@ -40,7 +39,6 @@ def test_contacts_line_then_an_incremental_run_that_reads_nothing_new(demo_sandb
     assert again.metadata is not None and again.metadata["inserted"] == 0 and again.metadata["updated"] == 0
 
 
-@needs_entity_sql
 def test_every_entity_gets_its_line(demo_sandbox: SandboxHandle, migrated_database: str) -> None:
     handle = demo_sandbox
     runs = _materialize(handle.base_url, migrated_database, lineage_order(), strategy="merge")
