@@ -20,7 +20,7 @@ from keap_pipeline.db.migrate import (
     sql_dir,
     status,
 )
-from tests.db.catalog import diff, snapshot
+from tests.db.catalog import definitions, diff, snapshot
 
 # sha256 of every versioned file and down script up to 25 as applied by databases in the field (the
 # tree issue 11 started from). They are never edited: a database that applied one checks its checksum,
@@ -141,13 +141,15 @@ def test_rollback_to_zero_restores_the_catalog_object_for_object(fresh_database:
     before = snapshot(fresh_database)
     migrate(fresh_database)
     during = snapshot(fresh_database)
+    defined = definitions(fresh_database)
     assert diff(before, during), "the migrations must have created something"
     undone = rollback(fresh_database, 0)
     assert [m.version for m in undone] == sorted((m.version for m in discover()), reverse=True)
     assert diff(before, snapshot(fresh_database)) == []
-    # and the database can be built again after it
+    # and the database can be built again after it, repeatable files included
     assert len(migrate(fresh_database)) == len(discover())
     assert diff(during, snapshot(fresh_database)) == []
+    assert diff(defined, definitions(fresh_database)) == []
 
 
 def test_rollback_to_a_version_keeps_the_lower_ones(fresh_database: str) -> None:

@@ -397,3 +397,27 @@ def test_requirements_cover_every_versioned_file_that_defines_their_objects() ->
                     if m.version > r.requires:
                         too_low.append(f"{r.label} requires {r.requires} but {m.path.name} defines or grants {names}")
     assert too_low == []
+
+
+@pytest.mark.parametrize("version", [23, 16])
+def test_rolling_back_below_the_moved_files_gives_the_older_texts_back(
+    pg_server_url: str, fresh_database: str, version: int
+) -> None:
+    """The drop scripts of 10-60 drop nothing and the versioned down scripts do the rest: a database
+    rolled back to N defines the moved objects exactly as one migrated only to N."""
+    from tests.conftest import create_database, drop_database
+
+    name = f"kp_to_{version}_{uuid.uuid4().hex[:12]}"
+    only_to = create_database(pg_server_url, name)
+    try:
+        migrate(only_to, target=version)
+        migrate(fresh_database)
+        report = rollback_report(fresh_database, version)
+        assert {r.name for r in report.repeatable} == {r.name for r in discover_repeatable() if r.requires > version}
+        names = set().union(*(_objects(r.text()) for r in discover_repeatable() if r.name in MOVED))
+        old, new = definitions(only_to), definitions(fresh_database)
+        for kind in ("function_definitions", "view_definitions", "owners", "comments"):
+            column = 1 if kind == "comments" else 0
+            assert _of(old[kind], names, column) == _of(new[kind], names, column), kind
+    finally:
+        drop_database(pg_server_url, name)
