@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -21,6 +22,7 @@ from keap_pipeline.db.migrate import (
     rollback_report,
     sql_dir,
 )
+from tests.db.catalog import definitions, diff, snapshot
 
 LATEST = discover()[-1].version
 
@@ -311,3 +313,111 @@ def test_cli_migrations_lists_both_kinds(
     assert cli_main(["rollback", "--to", str(versions[-2]), "--database-url", fresh_database]) == 0
     out = capsys.readouterr().out
     assert "dropped  functions/91-probe-user" in out and "dropped  functions/90-probe" in out
+
+
+# The files of the move out of the versioned files (issue 11) with their checksums at the move. While
+# one is unchanged, its objects must be exactly what the versioned files built; edited on purpose
+# later, its objects are its own (and the test below compares the others).
+MOVED = {
+    "10-helpers": "3f15a19d2759d85b9ac5d8dc0cdabf79927f7edf8d8f046434c0f7f681978636",
+    "20-sync-triggers": "430d4fe2aeb4d76a72343a7f5368f8868e074dd8002d7f724a148381c9553bb7",
+    "30-conflicts": "e91a12a284342c8c195c51f337ad6c7a30af2634a64148a43ca33b55031e8761",
+    "40-partitions": "3cf14acddd5c93da223d16f2e77ffec7b11372c6e8f90a46adf5fc98ce0606f2",
+    "50-batch-upsert": "c31d66ad9512bee3446c7627df6c5b29bfa99dd8442dccc4cc7d1907ecf1e7e8",
+    "60-monitoring": "e1c0e6e2679f8cbf0b6a7d131298145029af98a223180ca9619089878ba4abb8",
+}
+_DEFINES = re.compile(r"create or replace (?:function|view) ([a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*)", re.IGNORECASE)
+
+
+def _objects(text: str) -> set[str]:
+    """Qualified names of the functions and views a file (re)defines."""
+    return set(_DEFINES.findall(text))
+
+
+def _of(rows: set[tuple[object, ...]], names: set[str], column: int) -> set[tuple[object, ...]]:
+    """The rows whose object (at `column`, an identity such as public.f(integer)) is one of `names`."""
+    return {row for row in rows if str(row[column]).split("(", 1)[0] in names}
+
+
+def test_the_moved_functions_and_views_are_exactly_what_the_versioned_files_built(
+    pg_server_url: str, fresh_database: str, tmp_path: Path
+) -> None:
+    from tests.conftest import create_database, drop_database
+
+    # the tree as it was before the move: every file but the moved ones
+    unmoved = tmp_path / "sql"
+    shutil.copytree(sql_dir(), unmoved)
+    for name in MOVED:
+        (unmoved / "functions" / f"{name}.sql").unlink()
+        (unmoved / "functions" / "rollback" / f"{name}.sql").unlink()
+    name = f"kp_unmoved_{uuid.uuid4().hex[:12]}"
+    before = create_database(pg_server_url, name)
+    try:
+        migrate(before, directory=unmoved)
+        report = migrate_report(fresh_database)
+        assert [r.name for r in report.repeatable] == [r.name for r in discover_repeatable()]
+        current = {r.name: r for r in discover_repeatable()}
+        unchanged = [current[n] for n, checksum in MOVED.items() if n in current and current[n].checksum == checksum]
+        old, new = definitions(before), definitions(fresh_database)
+        if len(unchanged) == len(MOVED):
+            # no moved file edited since: the whole catalog is the same, object for object
+            assert diff(snapshot(before), snapshot(fresh_database)) == []
+            assert diff(old, new) == []
+        # each moved file left unchanged defines its objects exactly as the versioned files did
+        names = set().union(*(_objects(r.text()) for r in unchanged))
+        for kind in ("function_definitions", "view_definitions", "owners", "comments"):
+            column = 1 if kind == "comments" else 0
+            assert _of(old[kind], names, column) == _of(new[kind], names, column), kind
+    finally:
+        drop_database(pg_server_url, name)
+
+
+_DDL = re.compile(
+    r"^(create (or replace )?(function|view)|alter (function|view)|comment on (function|view)|grant|revoke"
+    r"|drop (function|view))\b",
+    re.IGNORECASE,
+)
+
+
+def _statements(text: str) -> list[str]:
+    """The file's statements, roughly: comment lines out, split at semicolons (bodies split too)."""
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in code.split(";") if s.strip()]
+
+
+def test_requirements_cover_every_versioned_file_that_defines_their_objects() -> None:
+    """A rollback below such a file runs its down script, which gives these objects older text back:
+    the repeatable file must be forgotten then (requires >= that version) so the next migrate restores it."""
+    too_low = []
+    for r in discover_repeatable():
+        names = _objects(r.text())
+        for m in discover():
+            for statement in _statements(m.text()):
+                if _DDL.match(statement) and any(re.search(rf"\b{re.escape(n)}\b", statement) for n in names):
+                    if m.version > r.requires:
+                        too_low.append(f"{r.label} requires {r.requires} but {m.path.name} defines or grants {names}")
+    assert too_low == []
+
+
+@pytest.mark.parametrize("version", [23, 16])
+def test_rolling_back_below_the_moved_files_gives_the_older_texts_back(
+    pg_server_url: str, fresh_database: str, version: int
+) -> None:
+    """The drop scripts of 10-60 drop nothing and the versioned down scripts do the rest: a database
+    rolled back to N defines the moved objects exactly as one migrated only to N."""
+    from tests.conftest import create_database, drop_database
+
+    name = f"kp_to_{version}_{uuid.uuid4().hex[:12]}"
+    only_to = create_database(pg_server_url, name)
+    try:
+        migrate(only_to, target=version)
+        migrate(fresh_database)
+        report = rollback_report(fresh_database, version)
+        assert {r.name for r in report.repeatable} == {r.name for r in discover_repeatable() if r.requires > version}
+        names = set().union(*(_objects(r.text()) for r in discover_repeatable() if r.name in MOVED))
+        old, new = definitions(only_to), definitions(fresh_database)
+        for kind in ("function_definitions", "view_definitions", "owners", "comments"):
+            column = 1 if kind == "comments" else 0
+            assert _of(old[kind], names, column) == _of(new[kind], names, column), kind
+    finally:
+        drop_database(pg_server_url, name)
