@@ -94,19 +94,26 @@ def sync_entity(
     stall_seconds: float = DEFAULT_STALL_SECONDS,
     on_lock_wait: Callable[[str], None] | None = None,
 ) -> SyncReport:
-    """Page `entity` from Keap ordered by update time and load it, one transaction per batch of pages.
+    """Page `entity` from Keap and load it, one transaction per batch of pages.
 
-    Where to start: the stored cursor of `scope` when it is later than `since` (a killed run
-    resumes where its last committed batch ended; the bound is inclusive, and re-reading
-    records already loaded writes nothing), else `since` (None: from the beginning). A window
-    (`until` given, scope not INCREMENTAL) that was loaded to its end has its cursor at `until`
-    and is read again in full when synced again.
+    Where to start depends on the entity's cursor kind (entities.CursorKind):
+    - TIME (tags, contacts, orders): ordered by update time, from the stored cursor of `scope`
+      when it is later than `since` (a killed run resumes where its last committed batch ended;
+      the bound is inclusive, and re-reading records already loaded writes nothing), else `since`
+      (None: from the beginning). A window (`until` given, scope not INCREMENTAL) that was loaded
+      to its end has its cursor at `until` and is read again in full when synced again.
+    - ID (subscriptions): a full pass ordered by id; a killed pass resumes after the last id it
+      committed, a completed one starts the next from the first id. No window.
+    - FULL (products): a full pass from the first page every run. No window.
+    Unchanged records cost no writes in any kind (the key/hash diff). Before paging, the entity's
+    before_sync hook runs (tags: their categories); after it, the links of rows that waited for
+    this entity's records (or its own) are filled (link_dependents).
 
     Args:
         client: a Keap client.
         database_url: the sync database.
-        entity: the entity (must have a time filter, staging table and upsert function).
-        since: window start (inclusive); None = from the cursor or the beginning.
+        entity: the entity.
+        since: window start (inclusive; TIME entities only); None = from the cursor or the beginning.
         until: window end (exclusive); None = open.
         scope: the cursor scope (INCREMENTAL, or cursors.window_scope(...) for a backfill).
         strategy: conflict strategy (keap_wins, supabase_wins, manual, merge).
