@@ -32,7 +32,7 @@ from bench.common import (
 )
 from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor
 from keap_pipeline.db.load import UpsertCounts, begin_load, copy_frame, load_frame
-from keap_pipeline.entities import CONTACTS
+from keap_pipeline.entities import CONTACTS, Entity
 from keap_pipeline.normalize.contacts import normalize_contacts
 from keap_pipeline.pipeline.batching import BatchSizer
 from keap_pipeline.pipeline.parallel import LoaderPool
@@ -51,7 +51,9 @@ def frames(records_batches: list[list[dict]]) -> list[pl.DataFrame]:
     return out
 
 
-def load_ours(url: str, batches: list[pl.DataFrame], loaders: int = 1) -> tuple[float, UpsertCounts, int]:
+def load_ours(
+    url: str, batches: list[pl.DataFrame], loaders: int = 1, entity: Entity = CONTACTS
+) -> tuple[float, UpsertCounts, int]:
     """Load as the pipeline does: pages grouped into transactions by its BatchSizer, on `loaders`
     connections through its LoaderPool (commits in page order, the cursor in each batch's transaction)."""
     total = UpsertCounts()
@@ -63,9 +65,9 @@ def load_ours(url: str, batches: list[pl.DataFrame], loaders: int = 1) -> tuple[
         with conn.transaction():
             turn.begin()
             begin_load(conn, lock_timeout_seconds=DEFAULT_LOCK_TIMEOUT_SECONDS, relaxed_commit=True)
-            counts = load_frame(conn, CONTACTS, frame, diff=diff)
+            counts = load_frame(conn, entity, frame, diff=diff)
             turn()
-            advance_cursor(conn, "contacts", INCREMENTAL, frame["keap_updated_at"].max(), frame.height, "bench")  # type: ignore[arg-type]
+            advance_cursor(conn, entity.name, INCREMENTAL, frame["keap_updated_at"].max(), frame.height, "bench")  # type: ignore[arg-type]
         return counts
 
     def committed(batch: tuple[pl.DataFrame, int, bool], counts: UpsertCounts) -> None:

@@ -23,37 +23,66 @@ def _add_database_url(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from keap_pipeline.db.connect import redact, resolve_database_url
-    from keap_pipeline.db.migrate import migrate
+    from keap_pipeline.db.migrate import migrate_report
 
     url = resolve_database_url(args.database_url)
-    applied = migrate(url, target=args.to)
-    for m in applied:
+    report = migrate_report(url, target=args.to)
+    for m in report.versioned:
         print(f"applied  {m.name}  {m.checksum[:12]}")
-    print(f"{len(applied)} migration(s) applied to {redact(url)}" if applied else "nothing to apply")
+    for r in report.repeatable:
+        print(f"applied  {r.label}  {r.checksum[:12]}  (repeatable)")
+    if not report.versioned and not report.repeatable:
+        print("nothing to apply")
+        return 0
+    done = f"{len(report.versioned)} migration(s)"
+    if report.repeatable:
+        done += f" and {len(report.repeatable)} repeatable file(s)"
+    print(f"{done} applied to {redact(url)}")
     return 0
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from keap_pipeline.db.connect import redact, resolve_database_url
-    from keap_pipeline.db.migrate import rollback
+    from keap_pipeline.db.migrate import rollback_report
 
     url = resolve_database_url(args.database_url)
-    undone = rollback(url, args.to)
-    for m in undone:
+    report = rollback_report(url, args.to)
+    for r in report.repeatable:
+        print(f"dropped  {r.label}  (repeatable; the next migrate re-applies it)")
+    for m in report.versioned:
         print(f"rolled back  {m.name}")
-    print(f"{len(undone)} migration(s) rolled back on {redact(url)}" if undone else "nothing to roll back")
+    if not report.versioned and not report.repeatable:
+        print("nothing to roll back")
+        return 0
+    print(f"{len(report.versioned)} migration(s) rolled back on {redact(url)}")
     return 0
 
 
 def _cmd_migrations(args: argparse.Namespace) -> int:
     from keap_pipeline.db.connect import resolve_database_url
-    from keap_pipeline.db.migrate import status
+    from keap_pipeline.db.migrate import REPEATABLE_DIR, repeatable_status, status
 
-    states = status(resolve_database_url(args.database_url))
+    url = resolve_database_url(args.database_url)
+    states = status(url)
     print(f"{'version':>7}  {'status':8}  {'checksum':12}  {'applied at':32}  name")
     for s in states:
         at = s.applied_at.isoformat() if s.applied_at else "-"
         print(f"{s.version:>7}  {s.status:8}  {s.checksum[:12]}  {at:32}  {s.name}")
+    repeatables = repeatable_status(url)
+    if repeatables:
+        # after the versioned lines, whose format outside checks read; `repeat` in the version column
+        print(f"repeatable files (sql/{REPEATABLE_DIR}/, re-applied all together whenever one is pending or changed):")
+        for r in repeatables:
+            at = r.applied_at.isoformat() if r.applied_at else "-"
+            checksum = (r.checksum or r.applied_checksum or "")[:12]
+            requires = f"  (requires {r.requires})" if r.requires is not None else ""
+            print(f"{'repeat':>7}  {r.status:8}  {checksum:12}  {at:32}  {REPEATABLE_DIR}/{r.name}{requires}")
+        waiting = [r for r in repeatables if r.status != "applied"]
+        if waiting:
+            print(
+                f"{len(waiting)} repeatable file(s) pending, changed or removed: "
+                f"the next migrate re-applies all {sum(1 for r in repeatables if r.checksum)}"
+            )
     return 1 if any(s.status == "changed" for s in states) else 0
 
 

@@ -2,13 +2,7 @@
 
 from dagster import Definitions, EnvVar
 
-from keap_pipeline.defs.contacts import (
-    keap_contacts,
-    keap_contacts_cursor_fresh,
-    keap_contacts_dead_letters,
-    keap_contacts_incremental_schedule,
-    keap_contacts_job,
-)
+from keap_pipeline.defs.entities import entity_definitions
 from keap_pipeline.defs.keap import KeapResource
 from keap_pipeline.defs.maintenance import (
     audit_partitions_job,
@@ -18,18 +12,22 @@ from keap_pipeline.defs.maintenance import (
 )
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.defs.schema import sync_schema
+from keap_pipeline.entities import ENTITIES
 
-defs = Definitions(
-    assets=[sync_schema, keap_contacts],
-    asset_checks=[keap_contacts_dead_letters, keap_contacts_cursor_fresh],
-    jobs=[keap_contacts_job, audit_partitions_job, vacuum_analyze_job],
-    schedules=[keap_contacts_incremental_schedule, audit_partitions_schedule, vacuum_analyze_schedule],
-    resources={
-        # No URL here: the resource resolves KEAP_PIPELINE_DATABASE_URL (or the embedded
-        # server) when a run starts, never at import.
-        "postgres": PostgresResource(),
-        # Secrets only as EnvVar: resolved at run time, never shown in the UI or run config.
-        # OAuth instead of a key: oauth_client_id/oauth_client_secret/oauth_token_store, also EnvVar.
-        "keap": KeapResource(base_url=EnvVar("KEAP_BASE_URL"), api_key=EnvVar("KEAP_API_KEY")),
-    },
+defs = Definitions.merge(
+    # every Keap entity of the table: asset keap_<name>, config, checks, job, schedule; plus keap_sync_all_job
+    entity_definitions(ENTITIES),
+    Definitions(
+        assets=[sync_schema],
+        jobs=[audit_partitions_job, vacuum_analyze_job],
+        schedules=[audit_partitions_schedule, vacuum_analyze_schedule],
+        resources={
+            # No URL here: the resource resolves KEAP_PIPELINE_DATABASE_URL (or the embedded
+            # server) when a run starts, never at import.
+            "postgres": PostgresResource(),
+            # Secrets only as EnvVar: resolved at run time, never shown in the UI or run config.
+            # OAuth instead of a key: oauth_client_id/oauth_client_secret/oauth_token_store, also EnvVar.
+            "keap": KeapResource(base_url=EnvVar("KEAP_BASE_URL"), api_key=EnvVar("KEAP_API_KEY")),
+        },
+    ),
 )

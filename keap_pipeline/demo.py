@@ -1,9 +1,11 @@
 """`make demo`: the main job end to end on embedded defaults, then a summary. Exits by itself.
 
-Starts the embedded PostgreSQL and the Keap sandbox (50,000 contacts), materializes sync_schema and
-keap_contacts through Dagster (stored in the same instance `make ui` opens), changes some contacts
-in the sandbox and some locally (one of them on both sides: a conflict), runs the incremental sync
-and prints what happened.
+Starts the embedded PostgreSQL and the Keap sandbox (50,000 contacts, and tags, products, orders and
+subscriptions scaled from them), materializes sync_schema and every entity in lineage order through
+Dagster (stored in the same instance `make ui` opens) with a line per entity, changes some contacts
+in the sandbox and some locally (some of them on both sides: conflicts), runs the incremental sync of
+every entity, runs the database chores' jobs and prints what happened. Exits 1 when an entity did
+not sync.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from keap_pipeline.db import embedded
 from keap_pipeline.db.dead_letters import dead_letter_summary
+from keap_pipeline.entities import ENTITIES, CursorKind, Entity, lineage_order
 from keap_pipeline.keap import ApiKeyAuth, KeapClient
 from keap_pipeline.local_stack import SANDBOX_API_KEY, ensure_dagster_home
 from keap_pipeline.sandbox import RateLimits, SandboxConfig, running_sandbox
@@ -25,39 +31,80 @@ from keap_pipeline.sandbox import RateLimits, SandboxConfig, running_sandbox
 log = logging.getLogger("keap_pipeline.demo")
 
 
-def _materialize(base_url: str, database_url: str, *, mode: str, strategy: str) -> dict[str, object]:
+@dataclass(frozen=True)
+class EntityRun:
+    """What one entity's asset did in a demo run: its metadata, or why it has none."""
+
+    entity: str
+    metadata: dict[str, Any] | None
+    problem: str | None = None
+
+    def line(self) -> str:
+        """One line: records, inserted, updated, unchanged, dead letters, seconds (or what went wrong)."""
+        m = self.metadata
+        if m is None:
+            return f"{self.entity:<14} {self.problem}"
+        return (
+            f"{self.entity:<14} {m['records_seen']:>7,} records, {m['inserted']:,} inserted, {m['updated']:,} updated, "
+            f"{m['unchanged']:,} unchanged, {m['dead_lettered']:,} dead letters, {m['seconds']:.1f} s"
+        )
+
+
+def _failure(result: Any, step: str) -> str | None:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_key == step:
+            data = event.event_specific_data
+            described = getattr(getattr(data, "user_failure_data", None), "description", None)
+            error = data.error
+            while error is not None and error.cause is not None:  # the error the step's wrapper names
+                error = error.cause
+            text = described or (error.message if error is not None else "failed")
+            return str(text).strip().splitlines()[0]
+    return None
+
+
+def _materialize(base_url: str, database_url: str, entities: tuple[Entity, ...], *, strategy: str) -> dict[str, EntityRun]:
+    """Materialize sync_schema and the entities (with their checks) in one Dagster run, incremental."""
     from dagster import DagsterInstance, materialize
 
-    from keap_pipeline.defs.contacts import (
-        keap_contacts,
-        keap_contacts_cursor_fresh,
-        keap_contacts_dead_letters,
-    )
+    from keap_pipeline.defs.entities import asset_name, defs_for
     from keap_pipeline.defs.keap import KeapResource
     from keap_pipeline.defs.resources import PostgresResource
     from keap_pipeline.defs.schema import sync_schema
 
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    made = [defs_for(e) for e in entities]
+    timed = [e for e in entities if e.cursor is CursorKind.TIME]
+    ops = {
+        asset_name(e): {"config": {"strategy": strategy, **({"mode": "incremental"} if e in timed else {})}}
+        for e in entities
+    }
     result = materialize(
         # the asset checks too, so that the UI shows their results beside the materializations
-        [sync_schema, keap_contacts, keap_contacts_dead_letters, keap_contacts_cursor_fresh],
+        [sync_schema, *(d.asset for d in made), *(c for d in made for c in d.checks)],
         instance=DagsterInstance.get(),
-        partition_key=today,
+        # the entities with a time filter run in today's partition (incremental: the cursor bounds
+        # what is read); the others are not partitioned and do a full pass
+        partition_key=datetime.now(UTC).strftime("%Y-%m-%d") if timed else None,
         resources={
             "postgres": PostgresResource(database_url=database_url),
             # pacing off: the sandbox has no quota to protect and the demo should be quick
             "keap": KeapResource(base_url=base_url, api_key=SANDBOX_API_KEY, pacing=False),
         },
-        run_config={
-            "ops": {"keap_contacts": {"config": {"mode": mode, "strategy": strategy}}},
-            "loggers": {"console": {"config": {"log_level": "INFO"}}},
-        },
-        tags={"keap_pipeline/demo": mode},
+        run_config={"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        tags={"keap_pipeline/demo": "incremental"},
+        raise_on_error=False,
     )
-    if not result.success:
-        raise SystemExit("the Dagster run failed; see the log above")
-    mats = result.asset_materializations_for_node("keap_contacts")
-    return {k: v.value for k, v in mats[0].metadata.items()}
+    runs: dict[str, EntityRun] = {}
+    for e in entities:
+        mats = result.asset_materializations_for_node(asset_name(e))
+        if mats:
+            runs[e.name] = EntityRun(e.name, {k: v.value for k, v in mats[0].metadata.items()})
+        else:
+            failure = _failure(result, asset_name(e))
+            runs[e.name] = EntityRun(
+                e.name, None, f"FAILED: {failure}" if failure else "skipped: an entity it is loaded after did not complete"
+            )
+    return runs
 
 
 def _chores(database_url: str) -> list[str]:
@@ -75,6 +122,12 @@ def _chores(database_url: str) -> list[str]:
         if result.success:
             lines.extend(f"  {line}" for line in result.output_for_node(op_name)["lines"])
     return lines
+
+
+def _count(conn: psycopg.Connection, table: str) -> int:
+    schema, _, name = table.partition(".")
+    row = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _change_keap(client: KeapClient, ids: list[str], tag: str) -> None:
@@ -98,7 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keap_pipeline.demo", description=__doc__)
     parser.add_argument("--contacts", type=int, default=50_000)
     parser.add_argument("--strategy", default="merge", choices=["keap_wins", "supabase_wins", "manual", "merge"])
+    parser.add_argument(
+        "--entities", default=",".join(ENTITIES),
+        help="comma-separated entities to sync (default: all, in lineage order); contacts always, the demo's edits are contacts'",
+    )
     args = parser.parse_args(argv)
+    try:
+        entities = lineage_order(tuple({*(n.strip() for n in args.entities.split(",") if n.strip()), "contacts"}))
+    except KeyError as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for noisy in ("httpx", "dagster", "keap_pipeline.sandbox", "keap_pipeline.db.migrate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -112,11 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     with running_sandbox(config, subprocess_mode=True) as sandbox:
         log.info("Keap sandbox: %s (%s contacts)", sandbox.base_url, f"{args.contacts:,}")
 
-        log.info("\n1. sync_schema + keap_contacts through Dagster (first run: everything up to now)")
-        first = _materialize(sandbox.base_url, database_url, mode="incremental", strategy=args.strategy)
-        log.info("   %s seen, %s inserted, %s unchanged, %s dead-lettered in %ss (%s records/s)",
-                 first["records_seen"], first["inserted"], first["unchanged"], first["dead_lettered"],
-                 first["seconds"], first["records_per_second"])
+        log.info("\n1. sync_schema + %s through Dagster, in lineage order (first run: everything up to now)",
+                 ", ".join(e.name for e in entities))
+        first = _materialize(sandbox.base_url, database_url, entities, strategy=args.strategy)
+        for run in first.values():
+            log.info("   %s", run.line())
+        if first["contacts"].metadata is None:
+            raise SystemExit("contacts did not sync, so the demo's changes cannot follow; see the log above")
 
         log.info("\n2. changes: 20 contacts edited in Keap (+1 created), 10 edited in the app, 3 of them on both sides")
         with psycopg.connect(database_url) as conn:
@@ -128,11 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             _change_keap(client, keap_ids[:20], tag)
         _change_locally(database_url, keap_ids[17:27], tag)
 
-        log.info("\n3. the incremental sync (from the stored cursor), conflict strategy %s", args.strategy)
-        second = _materialize(sandbox.base_url, database_url, mode="incremental", strategy=args.strategy)
-        log.info("   %s seen, %s inserted, %s updated, %s unchanged, %s conflicts %s",
-                 second["records_seen"], second["inserted"], second["updated"], second["unchanged"],
-                 second["conflicts"], second["conflicts_by_strategy"])
+        log.info("\n3. the incremental sync of every entity (from the stored cursors; the full passes re-read "
+                 "and write nothing unchanged), conflict strategy %s", args.strategy)
+        second = _materialize(sandbox.base_url, database_url, entities, strategy=args.strategy)
+        for run in second.values():
+            log.info("   %s", run.line())
+        contacts = second["contacts"].metadata
+        if contacts is not None:
+            log.info("   contacts: %s conflicts %s", contacts["conflicts"], contacts["conflicts_by_strategy"])
 
     log.info("\n4. the database chores, as their Dagster jobs (the same the schedules launch)")
     for line in _chores(database_url):
@@ -144,16 +210,23 @@ def main(argv: list[str] | None = None) -> int:
         open_conflicts = conn.execute("select count(*) from public.sync_conflicts where resolved_at is null").fetchone()
         queued = conn.execute("select count(*) from public.sync_queue where status = 'pending'").fetchone()
         audit = conn.execute("select sync_source, count(*) from public.sync_audit_log group by 1 order by 1").fetchall()
-        dead, reasons = dead_letter_summary(conn, "contacts")
+        dead_letters = {e.name: dead_letter_summary(conn, e.name) for e in entities}
+        table_rows = {e.target_table: _count(conn, e.target_table) for e in entities}
     log.info("\nSummary")
+    log.info("  rows                    %s", ", ".join(f"{t.partition('.')[2]} {n:,}" for t, n in table_rows.items()))
     log.info("  sync_contacts rows      %s (%s without an email)", rows[0] if rows else 0, no_email[0] if no_email else 0)
     log.info("  open conflicts          %s", open_conflicts[0] if open_conflicts else 0)
     log.info("  queued for Keap         %s (app edits; ingested rows are never echoed)", queued[0] if queued else 0)
     log.info("  audit rows by source    %s", ", ".join(f"{s}: {n}" for s, n in audit))
-    log.info("  dead letters (open)     %s%s", dead, "".join(f"\n      {n} × {r}" for r, n in reasons))
+    for name, (dead, reasons) in dead_letters.items():
+        log.info("  dead letters (open)     %s: %s%s", name, dead, "".join(f"\n      {n} × {r}" for r, n in reasons))
     log.info("  time                    %.1f s", time.monotonic() - started)
     log.info("\nOpen the Dagster UI on the same data: make ui   (then http://127.0.0.1:3000)")
     log.info("psql: %s   |   stop the database: keap-pipeline db down", database_url)
+    failed = sorted({r.entity for r in (*first.values(), *second.values()) if r.metadata is None})
+    if failed:
+        log.info("\nnot synced in every run: %s (see the lines above)", ", ".join(failed))
+        return 1
     return 0
 
 

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from keap_pipeline.errors import KeapPipelineError
+
+if TYPE_CHECKING:
+    from keap_pipeline.entities import Entity
+    from keap_pipeline.keap import KeapClient
+
+log = logging.getLogger("keap_pipeline.cli")
+ALL = "all"
 
 
 class CommandLineError(KeapPipelineError):
@@ -26,60 +36,138 @@ def _instant(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+# the exit statuses of one entity's sync, best first: `sync all` exits with the worst of them
+EXIT_OK = 0
+EXIT_STOPPED_EARLY = 3  # the daily quota ran out: what was fetched is committed, the next run resumes
+EXIT_ERROR = 2  # as cli.main: a KeapPipelineError or a database error, one line
+EXIT_SEVERITY = (EXIT_OK, EXIT_STOPPED_EARLY, EXIT_RUN_LOCKED, EXIT_ERROR)
+
+
+def worst(statuses: Iterable[int]) -> int:
+    """The worst of some exit statuses in the order of EXIT_SEVERITY (0 when there are none; others rank last)."""
+    return max(
+        statuses, key=lambda s: EXIT_SEVERITY.index(s) if s in EXIT_SEVERITY else len(EXIT_SEVERITY), default=EXIT_OK
+    )
+
+
+def run_in_lineage(entities: Sequence[Entity], run_one: Callable[[Entity], int], say: Callable[[str], None]) -> int:
+    """Run each entity in the given (lineage) order; skip an entity when one it depends on did not succeed.
+
+    A failing entity does not stop the others, except the ones that depend on it, directly or
+    through a skipped one (as Dagster skips the downstream steps of a failed step in
+    keap_sync_all_job): they are skipped with a line naming the parent.
+
+    Args:
+        entities: the entities, each after the ones it depends on (entities.lineage_order).
+        run_one: syncs one entity and returns its exit status.
+        say: prints one line.
+
+    Returns:
+        The worst exit status (worst()).
+    """
+    statuses: dict[str, int] = {}
+    skipped: set[str] = set()
+    for entity in entities:
+        blocked = [d for d in entity.depends_on if d in skipped or statuses.get(d, EXIT_OK) != EXIT_OK]
+        if blocked:
+            skipped.add(entity.name)
+            why = ", ".join(f"{d} was skipped" if d in skipped else f"{d} exited {statuses[d]}" for d in blocked)
+            say(f"{entity.name}: skipped, it is loaded after {', '.join(blocked)} ({why}); the next sync includes it")
+            continue
+        statuses[entity.name] = run_one(entity)
+    return worst(statuses.values())
+
+
 def _cmd_sync(args: argparse.Namespace) -> int:
     from keap_pipeline.db.connect import resolve_database_url
-    from keap_pipeline.db.cursors import INCREMENTAL, window_scope
-    from keap_pipeline.db.locks import RunLocked
-    from keap_pipeline.entities import ENTITIES
+    from keap_pipeline.entities import ENTITIES, CursorKind, lineage_order
     from keap_pipeline.keap import ApiKeyAuth, KeapClient
-    from keap_pipeline.pipeline.sync import sync_entity
 
     base_url = args.base_url or os.environ.get("KEAP_BASE_URL")
     api_key = os.environ.get("KEAP_API_KEY")
     if not base_url or not api_key:
         raise CommandLineError("set KEAP_BASE_URL (or --base-url) and KEAP_API_KEY")
-    entity = ENTITIES[args.entity]
-    scope = INCREMENTAL
-    if args.since and args.until:
-        scope = window_scope(args.since, args.until)
+    every = args.entity == ALL
+    entities = lineage_order() if every else (ENTITIES[args.entity],)
+    if not every and entities[0].cursor is not CursorKind.TIME and (args.since or args.until):
+        raise CommandLineError(
+            f"{args.entity} has no time filter in Keap: every sync is a full pass; drop --since/--until"
+        )
     url = resolve_database_url(args.database_url)
+    run_id = f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     with KeapClient(base_url, ApiKeyAuth(api_key), pacing=not args.no_pacing) as client:
-        try:
-            report = sync_entity(
-                client,
-                url,
-                entity,
-                since=args.since,
-                until=args.until,
-                scope=scope,
-                strategy=args.strategy,
-                merge_rule=args.merge_rule,
-                page_size=args.page_size,
-                pages_per_batch=args.pages_per_batch,
-                max_pages_per_batch=args.max_pages_per_batch,
-                loaders=args.loaders,
-                run_id=f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}",
-                progress=lambda r: print(
-                    f"  {r.pages} pages, {r.records_seen} records, {r.records_per_second:,.0f}/s", flush=True
-                ),
-                lock_wait_seconds=args.wait,
-                lock_timeout_seconds=args.lock_timeout,
-                stall_seconds=args.stall_timeout,
-                on_lock_wait=lambda holder: print(
-                    f"  another {entity.name} run is in progress: {holder}; waiting up to {args.wait:g} s", flush=True
-                ),
-            )
-        except RunLocked as err:
-            print(f"keap-pipeline sync: {err}", file=sys.stderr)
-            return EXIT_RUN_LOCKED
-    print(report.summary())
+        status = run_in_lineage(
+            entities, lambda entity: _sync_one(client, url, entity, args, run_id, every=every), print
+        )
+    if every:
+        print(f"sync all: {len(entities)} entities in lineage order, exit status {status}")
+    return status
+
+
+def _sync_one(
+    client: KeapClient, url: str, entity: Entity, args: argparse.Namespace, run_id: str, *, every: bool
+) -> int:
+    """Sync one entity as the flags say; print its summary line; return its exit status."""
+    from keap_pipeline.cli import database_error_line
+    from keap_pipeline.db.cursors import INCREMENTAL, window_scope
+    from keap_pipeline.db.locks import RunLocked
+    from keap_pipeline.entities import CursorKind
+    from keap_pipeline.pipeline.sync import sync_entity
+
+    timed = entity.cursor is CursorKind.TIME
+    since, until = (args.since, args.until) if timed else (None, None)
+    scope = window_scope(since, until) if since and until else INCREMENTAL
+    try:
+        report = sync_entity(
+            client,
+            url,
+            entity,
+            since=since,
+            until=until,
+            scope=scope,
+            strategy=args.strategy,
+            merge_rule=args.merge_rule,
+            page_size=args.page_size,
+            pages_per_batch=args.pages_per_batch,
+            max_pages_per_batch=args.max_pages_per_batch,
+            loaders=args.loaders,
+            run_id=run_id,
+            progress=lambda r: print(
+                f"  {entity.name}: {r.pages} pages, {r.records_seen} records, {r.records_per_second:,.0f}/s",
+                flush=True,
+            ),
+            lock_wait_seconds=args.wait,
+            lock_timeout_seconds=args.lock_timeout,
+            stall_seconds=args.stall_timeout,
+            on_lock_wait=lambda holder: print(
+                f"  another {entity.name} run is in progress: {holder}; waiting up to {args.wait:g} s", flush=True
+            ),
+        )
+    except RunLocked as err:
+        return _failed(entity, str(err), EXIT_RUN_LOCKED, "not synced, another run holds its lock", every=every)
+    except KeapPipelineError as err:
+        return _failed(entity, str(err), EXIT_ERROR, "failed", every=every)
+    except Exception as err:
+        # psycopg is imported lazily; a database error is one line, as cli.main prints it. Any other
+        # error stops only this entity under `sync all` (its line says what; -v logs the traceback)
+        database = type(err).__module__.split(".")[0] == "psycopg"
+        if not database and not every:
+            raise
+        log.debug("%s: sync failed", entity.name, exc_info=True)
+        kind = "database error" if database else type(err).__name__
+        return _failed(entity, f"{kind}: {database_error_line(err)}", EXIT_ERROR, "failed", every=every)
+    note = ""
+    if not timed:
+        note = f"; a full pass ({entity.cursor.value} cursor: no time filter in Keap"
+        note += ", --since/--until apply to the others)" if args.since or args.until else ")"
+    print(report.summary() + note)
     if report.dead_lettered:
         # a record that cannot load never stops the run: it waits as a dead letter, the rest loads
         print(
             f"{report.dead_lettered} record(s) could not be loaded and are kept as dead letters: "
             f"`keap-pipeline dead-letters list --entity {entity.name}`"
         )
-    return 3 if report.stopped_early else 0
+    return EXIT_STOPPED_EARLY if report.stopped_early else EXIT_OK
 
 
 def _cmd_dead_letters(args: argparse.Namespace) -> int:
@@ -116,15 +204,32 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
     return 1 if report.still_failing else 0
 
 
+def _failed(entity: Entity, error: str, status: int, what: str, *, every: bool) -> int:
+    # the error on stderr as a single sync always printed it; under `sync all` also the entity's line
+    print(f"keap-pipeline sync {entity.name}: {error}", file=sys.stderr)
+    if every:
+        print(f"{entity.name}: {what} (exit {status}): {error}")
+    return status
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `sync` and `dead-letters` to the keap-pipeline parser."""
     from keap_pipeline.db.load import CONFLICT_STRATEGIES, MERGE_RULES
     from keap_pipeline.entities import ENTITIES
 
-    syncable = list(ENTITIES)
-    p = sub.add_parser("sync", help="sync an entity from Keap (incremental from the cursor, or a window)")
-    p.add_argument("entity", choices=syncable)
-    p.add_argument("--since", type=_instant, help="window start, ISO-8601 (default: the stored cursor)")
+    p = sub.add_parser(
+        "sync",
+        help="sync an entity from Keap, or all of them in lineage order (incremental from the cursor, or a window)",
+    )
+    p.add_argument(
+        "entity", choices=[*ENTITIES, ALL],
+        help=f"{ALL}: every entity in lineage order; a child of an entity that did not complete is skipped, "
+        "the exit status is the worst",
+    )
+    p.add_argument(
+        "--since", type=_instant,
+        help="window start, ISO-8601 (default: the stored cursor); entities without a time filter do a full pass",
+    )
     p.add_argument("--until", type=_instant, help="window end, ISO-8601 (default: now)")
     p.add_argument("--strategy", choices=CONFLICT_STRATEGIES, default="keap_wins")
     p.add_argument("--merge-rule", choices=MERGE_RULES, default="manual")

@@ -898,3 +898,96 @@ def example(draw: st.DrawFn, classes: Counter[str], min_records: int = 25, max_r
     items = place(values, lambda n: draw(st.integers(0, n - 1)), ascii_only)
     knobs = (draw(st.integers(1, 9)), draw(st.integers(1, 3)), draw(st.integers(1, 2)))
     return items, knobs
+
+
+# --- the other entities: hostile versions of the sandbox's records, judged by the normalizer alone ------
+
+# The fields each entity's normalizer reads (dotted paths into the record), from the spec's schemas
+# (Tag, RestV2Product_List, OrderV2, Subscription): each may be replaced by a hostile value.
+ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "tags": ("id", "name", "description", "category", "category.id", "update_time", "create_time"),
+    "products": ("id", "name", "sku", "description", "price", "price.amount", "price.currency_code", "active",
+                 "update_time"),
+    "orders": ("id", "contact", "contact.id", "invoice_number", "order_time", "total", "total.amount",
+               "total.currency_code", "status", "order_items", "shipping_information", "modification_time"),
+    "subscriptions": ("id", "active", "contact_id", "product_id", "subscription_plan_id", "start_date", "end_date",
+                      "next_bill_date", "billing_cycle", "billing_frequency", "billing_amount", "modification_time"),
+}
+MISSING = object()
+DATES: list[Any] = ["2024-05-21", "2024-02-29", "2024-02-30", "20240521", "2024-W21-2", "2024-05-21T00:00:00Z", "", "0000-01-01"]
+CURRENCY_VALUES: list[Any] = [
+    {"amount": 1999, "currency_code": "USD"}, {"amount": 1500, "currency_code": "JPY"},
+    {"amount": 12345, "currency_code": "KWD"}, {"amount": 1, "currency_code": "CLF"},
+    {"amount": 100, "currency_code": "ZZZ"}, {"amount": 100, "currency_code": "XAU"}, {"amount": RawNumber("12.5"), "currency_code": "USD"},
+    {"amount": RawNumber("1E+3"), "currency_code": "USD"}, {"amount": 2**70, "currency_code": "USD"}, {"currency_code": "USD"},
+    {"amount": 5}, {"amount": "5", "currency_code": "USD"}, {"amount": -250, "currency_code": "EUR"},
+]
+
+
+def _hostile_value(draw: st.DrawFn, classes: Counter[str]) -> Any:
+    kind = draw(st.integers(-3, 8))
+    if kind <= 0:  # text most often: most stored fields are strings
+        cls, value = draw(hostile_text(draw(st.sampled_from([50, 255]))))
+    elif kind == 1:
+        cls, value = "wrong JSON type", draw(st.sampled_from(WRONG_TYPES))
+    elif kind == 2:
+        cls, value = draw(st.sampled_from([(c, v) for c, vs in NUMBERS.items() for v in vs]))
+    elif kind == 3:
+        cls, value = draw(timestamp())
+    elif kind == 4:
+        cls, value = "dates", draw(st.sampled_from(DATES))
+    elif kind == 5:
+        cls, value = "currency values", draw(st.sampled_from(CURRENCY_VALUES))
+    elif kind == 6:
+        cls, value = "any JSON", draw(json_value())
+    elif kind == 7:
+        cls, value = "nested nulls", None
+    else:
+        cls, value = "missing", MISSING
+    classes[cls] += 1
+    return value
+
+
+def _set(record: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    target: Any = record
+    for key in parents:
+        if not isinstance(target, dict):
+            return
+        target = target.setdefault(key, {})
+    if not isinstance(target, dict):
+        return
+    if value is MISSING:
+        target.pop(last, None)
+    else:
+        target[last] = value
+
+
+@st.composite
+def entity_record(draw: st.DrawFn, entity: str, base: Sequence[dict[str, Any]], classes: Counter[str]) -> Any:
+    """One record of `entity` as Keap could send it: a sandbox record with some fields made hostile."""
+    import copy
+
+    shape = draw(st.integers(0, 29))
+    if shape == 0:
+        classes["record not an object"] += 1
+        return draw(st.sampled_from([[], "x", 5, None, [{"id": "1"}]]))
+    if shape == 1:
+        classes["record not JSON on its own"] += 1
+        return RawRecord(draw(st.sampled_from([b'{"id":"1","name":"a\\qb"}', b'{"id":"2","x":"\t"}', b"[" * 3000 + b"]" * 3000])))
+    record = copy.deepcopy(draw(st.sampled_from(list(base))))
+    for path in draw(st.lists(st.sampled_from(ENTITY_FIELDS[entity]), max_size=4, unique=True)):
+        _set(record, path, _hostile_value(draw, classes))
+    return record
+
+
+def normalize_wire(entity: str, values: Sequence[Any], ascii_only: bool = False) -> tuple[list[Any], Any]:
+    """The records as the client decodes a page of their wire bytes, and the pipeline's normalized result."""
+    from keap_pipeline.entities import ENTITIES
+    from keap_pipeline.jsontext import decode_list_body
+    from keap_pipeline.pipeline.pages import normalize_records
+
+    e = ENTITIES[entity]
+    page = b'{"' + e.list_key.encode() + b'":[' + b",".join(wire(v, ascii_only) for v in values) + b'],"next_page_token":""}'
+    records = decode_list_body(page, e.list_key)[e.list_key]
+    return records, normalize_records(e, records, fetched_at=datetime.now(UTC))

@@ -1,4 +1,7 @@
-"""Links that arrive out of order: fill the uuid links of rows whose Keap parent was loaded after them."""
+"""Links that arrive out of order: fill the uuid links of rows whose Keap parent was loaded after them.
+
+Counting the rows still waiting is db/link_health.py (the Dagster check reads it).
+"""
 
 from __future__ import annotations
 
@@ -39,27 +42,3 @@ def resolve_links(conn: psycopg.Connection, entity: Entity, *, lock_timeout_seco
     if linked:
         log.info("%s: linked %s rows whose parents arrived later", entity.name, linked)
     return linked
-
-
-def unresolved_links(conn: psycopg.Connection, entity: Entity) -> list[tuple[str, int, float | None]]:
-    """Per link of `entity`: (link column, rows naming a Keap parent that is not linked, age in seconds of the oldest).
-
-    Args:
-        conn: any connection (the counts read the sync table).
-        entity: the entity.
-
-    Returns:
-        One tuple per link; the age is None when no row waits.
-    """
-    out: list[tuple[str, int, float | None]] = []
-    schema, _, table = entity.target_table.partition(".")
-    for link in entity.links:
-        column = link.columns[0][0]
-        query = sql.SQL(
-            "select count(*), extract(epoch from now() - min(created_at))::float8 from {} "
-            "where {} is null and {} is not null and deleted_at is null"
-        ).format(sql.Identifier(schema, table), sql.Identifier(column), sql.Identifier(link.keap_column))
-        row = conn.execute(query).fetchone()
-        assert row is not None
-        out.append((column, int(row[0]), row[1]))
-    return out

@@ -17,7 +17,10 @@ def add_content_hash(frame: pl.DataFrame, columns: Sequence[str], name: str = "c
     """Append an md5 of the given columns, as 32 hex digits (PostgreSQL reads them as a uuid).
 
     The text hashed is built from values only, never from library formatting that could change
-    between versions: strings as they are, datetimes as epoch microseconds.
+    between versions: strings as they are, datetimes and dates as epoch microseconds (a date as
+    its UTC midnight), integers as their digits, booleans as true/false, decimals as their digits
+    at the column's fixed scale (12.5000). tests/normalize/test_toolkit.py pins each form to a
+    hand-computed md5, so a polars upgrade that changed one would fail there, not re-hash silently.
 
     Args:
         frame: a normalized frame.

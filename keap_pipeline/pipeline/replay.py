@@ -27,6 +27,7 @@ from keap_pipeline.pipeline.retries import (
     retry_pause,
     worth_retrying,
 )
+from keap_pipeline.pipeline.sync import link_dependents
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class ReplayReport:
     replayed: list[int] = field(default_factory=list)
     still_failing: list[tuple[int, str]] = field(default_factory=list)
     counts: UpsertCounts = field(default_factory=UpsertCounts)
+    linked: int = 0
 
 
 def _still_failing(conn: psycopg.Connection, letter: DeadLetter, reason: str, field_name: str | None) -> None:
@@ -133,5 +135,8 @@ def replay_dead_letters(
                 retry_pause(attempt)
                 continue
             break
+        if report.replayed:
+            # orders or subscriptions may have waited for a replayed contact or product
+            report.linked = link_dependents(conn, entity, lock_timeout_seconds)
     log.info("replayed %d dead letters, %d still failing", len(report.replayed), len(report.still_failing))
     return report

@@ -42,6 +42,18 @@ DEFAULT_LOCK_WAIT_SECONDS = 60.0
 DEFAULT_STALL_SECONDS = 300.0
 
 
+def link_dependents(conn: psycopg.Connection, entity: Entity, lock_timeout_seconds: float) -> int:
+    """Link rows loaded before their parents: this entity's, and its children's waiting for its records.
+
+    Runs after a sync or a replay of `entity`; each entity's links in one transaction, retried like a
+    batch when it meets a concurrent writer.
+
+    Returns:
+        How many links were filled.
+    """
+    return sum(_resolve_with_retries(conn, child, lock_timeout_seconds) for child in dependents(entity))
+
+
 def _resolve_with_retries(conn: psycopg.Connection, entity: Entity, lock_timeout_seconds: float) -> int:
     attempt = 0
     while True:
@@ -233,9 +245,7 @@ def sync_entity(
             # the pass reached the end: the next one starts from the first id
             with conn.transaction():
                 advance_cursor(conn, entity.name, scope, report.cursor, 0, run_id, pass_done=True)
-        # rows loaded before their parents (this entity's, or its children's waiting for these records)
-        for child in dependents(entity):
-            report.linked += _resolve_with_retries(conn, child, lock_timeout_seconds)
+        report.linked = link_dependents(conn, entity, lock_timeout_seconds)
     report.requests = client.stats.requests - requests_before
     report.quota_available = client.stats.quota_available
     report.seconds = time.monotonic() - started

@@ -83,8 +83,18 @@ def _int(name: str, raw: str) -> int:
     return int(raw)
 
 
+# What Keap takes in a time filter (the spec, listContacts' filter: "a full ISO-8601 date-time with
+# milliseconds and a timezone offset (e.g. 2026-01-01T00:00:00.000Z) ... Date-only values are
+# rejected"): exactly three fraction digits and Z or +HH:MM/-HH:MM. Looser forms (no
+# milliseconds, microseconds, no offset, a date, a space for the T) are refused as Keap refuses
+# them, so a client that sent them would fail here before it fails against Keap.
+_FILTER_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(?:Z|[+-]\d{2}:\d{2})", re.ASCII)
+
+
 def _time(name: str, raw: str) -> int:
     try:
+        if _FILTER_TIME.fullmatch(raw) is None:
+            raise TimeFormatError("not Keap's filter time format")
         return parse_iso_ms(raw)
     except TimeFormatError:
         raise ApiError(

@@ -79,3 +79,38 @@ def diff(before: dict[str, set[tuple[object, ...]]], after: dict[str, set[tuple[
         lines += [f"{kind}: gone   {row}" for row in sorted(b - a, key=repr)]
         lines += [f"{kind}: extra  {row}" for row in sorted(a - b, key=repr)]
     return lines
+
+
+# What snapshot() leaves out or keeps as a hash: the full text of every function and view, owners,
+# and every comment. Two builds that agree here define the same objects the same way.
+_DEFINITIONS = {
+    "function_definitions": """
+        select p.oid::regprocedure::text, pg_catalog.pg_get_functiondef(p.oid), p.proowner::regrole::text,
+               coalesce(p.proacl::text, ''), coalesce(array_to_string(p.proconfig, ','), '')
+        from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        where n.nspname not in ('pg_catalog', 'information_schema') and p.prokind <> 'a'
+    """,
+    "view_definitions": """
+        select c.oid::regclass::text, pg_catalog.pg_get_viewdef(c.oid), c.relowner::regrole::text,
+               coalesce(c.relacl::text, ''), coalesce(array_to_string(c.reloptions, ','), '')
+        from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+        where c.relkind in ('v', 'm') and n.nspname not in ('pg_catalog', 'information_schema')
+    """,
+    "owners": """
+        select c.oid::regclass::text, c.relowner::regrole::text
+        from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+        where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
+    """,
+    "comments": """
+        select d.classoid::regclass::text, (pg_catalog.pg_identify_object(d.classoid, d.objoid, d.objsubid)).identity,
+               d.description
+        from pg_catalog.pg_description d
+        where d.objoid >= 16384
+    """,
+}
+
+
+def definitions(conninfo: str) -> dict[str, set[tuple[object, ...]]]:
+    """Return the full definition of every function and view, relation owners and every comment."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return {name: {tuple(r) for r in conn.execute(query).fetchall()} for name, query in _DEFINITIONS.items()}

@@ -191,8 +191,8 @@ def _same(stored: str | None, staged: Any, column: str, entity: Entity) -> bool:
 
 
 @pytest.fixture(params=list(ENTITIES))
-def case(request: pytest.FixtureRequest, shared_database: str) -> Iterator[Case]:
-    yield Case(shared_database, ENTITIES[request.param])
+def case(request: pytest.FixtureRequest, migrated_database: str) -> Iterator[Case]:
+    yield Case(migrated_database, ENTITIES[request.param])
 
 
 def test_insert_writes_every_staged_column(case: Case) -> None:
@@ -310,9 +310,9 @@ def test_a_parked_record_changed_again_refreshes_its_one_open_conflict(case: Cas
     assert len(open_) == 1
 
 
-def test_the_generated_functions_agree_with_the_entity_table(shared_database: str) -> None:
+def test_the_generated_functions_agree_with_the_entity_table(migrated_database: str) -> None:
     """What define_sync_entity was told (71-entities.sql) is what keap_pipeline.entities says."""
-    with psycopg.connect(shared_database) as conn:
+    with psycopg.connect(migrated_database) as conn:
         for entity in ENTITIES.values():
             for fn in (entity.upsert_function, entity.diff_function, entity.link_function):
                 assert conn.execute("select to_regproc(%s)", (fn,)).fetchone() != (None,), fn
@@ -330,9 +330,9 @@ def test_the_generated_functions_agree_with_the_entity_table(shared_database: st
 
 
 @pytest.mark.parametrize("name", [n for n, e in ENTITIES.items() if e.links])
-def test_a_record_whose_parent_arrives_later_is_linked(shared_database: str, name: str) -> None:
+def test_a_record_whose_parent_arrives_later_is_linked(migrated_database: str, name: str) -> None:
     entity = ENTITIES[name]
-    child = Case(shared_database, entity)
+    child = Case(migrated_database, entity)
     parents: dict[str, str] = {}
     values = dict(child.values)
     for link in entity.links:
@@ -342,10 +342,10 @@ def test_a_record_whose_parent_arrives_later_is_linked(shared_database: str, nam
     for link in entity.links:
         assert child.row()[link.columns[0][0]] is None  # loaded, Keap id kept, link empty: no FK violation
         assert child.row()[link.keap_column] == parents[link.keap_column]
-    with psycopg.connect(shared_database) as conn:
+    with psycopg.connect(migrated_database) as conn:
         for link in entity.links:
             if link.parent:
-                parent = Case(shared_database, ENTITIES[link.parent])
+                parent = Case(migrated_database, ENTITIES[link.parent])
                 parent.keap_id = parents[link.keap_column]
                 parent.load()
             else:  # a lookup table (tag categories)
@@ -366,8 +366,8 @@ def test_a_record_whose_parent_arrives_later_is_linked(shared_database: str, nam
         assert row["category"] == "Customers"
 
 
-def test_only_the_ingestion_may_run_them(shared_database: str) -> None:
-    with psycopg.connect(shared_database) as conn:
+def test_only_the_ingestion_may_run_them(migrated_database: str) -> None:
+    with psycopg.connect(migrated_database) as conn:
         for entity in ENTITIES.values():
             with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
                 conn.execute(sql.SQL("select * from {}(%s)").format(sql.SQL(entity.upsert_function)), (uuid.uuid4(),))

@@ -155,13 +155,16 @@ def test_code_location_loads_assets_job_schedule_and_checks() -> None:
 
     repo = defs.get_repository_def()
     assert {AssetKey("sync_schema"), AssetKey("keap_contacts")} <= set(repo.asset_graph.get_all_asset_keys())
-    assert repo.asset_graph.get(AssetKey("keap_contacts")).parent_keys == {AssetKey("sync_schema")}
+    # the lineage: sync_schema and the catalog (tags, products) before contacts
+    assert repo.asset_graph.get(AssetKey("keap_contacts")).parent_keys == {
+        AssetKey("sync_schema"), AssetKey("keap_tags"), AssetKey("keap_products"),
+    }
     job = defs.resolve_job_def("keap_contacts_job")
     assert job.partitions_def == PARTITIONS
     schedule = defs.resolve_schedule_def("keap_contacts_incremental_schedule")
     assert schedule.cron_schedule == SCHEDULE_CRON == "*/15 * * * *"
     assert schedule.job_name == "keap_contacts_job"
-    checks = {key.name for key in repo.asset_graph.asset_check_keys}
+    checks = {key.name for key in repo.asset_graph.asset_check_keys if key.asset_key == AssetKey("keap_contacts")}
     assert checks == {"keap_contacts_dead_letters", "keap_contacts_cursor_fresh"}
 
 

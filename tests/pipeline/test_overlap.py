@@ -479,18 +479,32 @@ def test_a_cli_run_beside_another_run_waits_for_it_or_exits_75_naming_it(sandbox
     assert replay.returncode == 75 and "another contacts run is in progress" in replay.stderr
 
     released = threading.Event()
+    holding = threading.Event()
 
     def hold_briefly() -> None:
         with run_lock(migrated_database, "contacts", wait_seconds=0, holder="keap-pipeline contacts other"):
+            holding.set()
             released.wait(30)
 
     holder = threading.Thread(target=hold_briefly, daemon=True)
     holder.start()
-    time.sleep(0.2)  # the holder has the lock (a run_lock call takes milliseconds); the assertion below checks it
-    threading.Timer(2.0, released.set).start()
-    waited = _cli("sync", "contacts", "--wait", "60", url=migrated_database, base_url=handle.base_url)
+    assert holding.wait(30)  # the holder has the lock before the CLI starts (a loaded machine can take a while)
+    # the other run ends once the CLI has said that it waits (not after a fixed time: starting the
+    # CLI can take seconds on a loaded machine, and it must not find the lock free already)
+    env = {**os.environ, "KEAP_API_KEY": API_KEY}
+    env.pop("KEAP_PIPELINE_DATABASE_URL", None)
+    proc = subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-m", "keap_pipeline.cli", "sync", "contacts", "--wait", "60", "--base-url", handle.base_url,
+         "--no-pacing", "--database-url", migrated_database],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    released.set()
+    out, err = proc.communicate(timeout=120)
+    waited = subprocess.CompletedProcess(proc.args, proc.returncode, first + out, err)
     holder.join()
     assert waited.returncode == 0, waited.stderr
-    assert "another contacts run is in progress: 'keap-pipeline contacts other'" in waited.stdout
+    assert "another contacts run is in progress: 'keap-pipeline contacts other'" in first
     assert "waited" in waited.stdout and "for another run" in waited.stdout
     assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))

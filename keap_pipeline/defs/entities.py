@@ -1,0 +1,377 @@
+"""The Dagster shell of every Keap entity, generated from the entity table (keap_pipeline.entities).
+
+For each entity: the asset ``keap_<name>`` (deps: sync_schema and the assets of what it depends
+on, so the graph is the lineage), its config class (``<Name>SyncConfig``), its checks
+(defs.entity_checks), the job ``keap_<name>_job`` and the schedule
+``keap_<name>_incremental_schedule``. Across entities: ``keap_sync_all_job`` and its schedule
+``keap_sync_all_schedule``, every entity in lineage order. Every asset that calls Keap runs in
+the shared ``keap_api`` pool.
+
+TIME entities have daily partitions on Keap's update time; a backfill over any range is one
+run (BackfillPolicy.single_run) that syncs the range as one window. ID and FULL entities have no
+time filter in Keap: they are not partitioned, and every run is a full pass.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads the generated functions'
+# annotations (the config class) at definition time.
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any, Literal
+
+import psycopg
+import pydantic
+from dagster import (
+    AssetChecksDefinition,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    Config,
+    DailyPartitionsDefinition,
+    DefaultScheduleStatus,
+    Definitions,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    asset,
+    define_asset_job,
+    schedule,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from pydantic import Field
+
+from keap_pipeline.db.cursors import INCREMENTAL, window_scope
+from keap_pipeline.defs.entity_checks import entity_checks
+from keap_pipeline.defs.keap import KeapResource
+from keap_pipeline.defs.resources import PostgresResource
+from keap_pipeline.entities import ENTITIES, CursorKind, Entity, lineage_order
+from keap_pipeline.errors import KeapPipelineError
+from keap_pipeline.pipeline.report import SyncReport
+from keap_pipeline.pipeline.sync import sync_entity
+
+# Keap accounts hold history from long before this pipeline; a daily window per partition
+# keeps backfills as fine-grained as anyone needs, and a single run pages any range.
+PARTITIONS = DailyPartitionsDefinition(start_date="2010-01-01", timezone="UTC", end_offset=1)
+SCHEDULE_CRON = "*/15 * * * *"
+SCHEDULE_INTERVAL = timedelta(minutes=15)
+# The cursor is stale when no incremental sync committed for this long: two missed ticks plus slack.
+CURSOR_MAX_AGE = SCHEDULE_INTERVAL * 2 + timedelta(minutes=15)
+KEAP_POOL = "keap_api"
+GROUP = "keap"
+SYNC_ALL_JOB = "keap_sync_all_job"
+SYNC_ALL_SCHEDULE = "keap_sync_all_schedule"
+
+
+def asset_name(entity: Entity) -> str:
+    """The entity's asset (and op) name: ``keap_<name>``."""
+    return f"keap_{entity.name}"
+
+
+class EntitySyncConfig(Config):
+    """How a run of a keap_<name> asset syncs (each entity has its subclass, <Name>SyncConfig)."""
+
+    strategy: Literal["keap_wins", "supabase_wins", "manual", "merge"] = Field(
+        default="keap_wins", description="what to do with a record changed in Keap and locally since the last sync"
+    )
+    merge_rule: Literal["keap_wins", "supabase_wins", "manual"] = Field(
+        default="manual", description="for strategy merge: a field changed on both sides (manual = park the record)"
+    )
+    pages_per_batch: int = Field(default=1, ge=1, le=50, description="fewest Keap pages per database transaction")
+    page_size: int = Field(default=1000, ge=1, le=1000)
+    loaders: int = Field(
+        default=2, ge=1, le=8,
+        description="batches loading at once, each on its own database connection; they commit in page order",
+    )
+    lock_wait_seconds: float = Field(
+        default=300.0, ge=0, le=86_400,
+        description="when another run of the entity holds its run lock (a CLI sync or replay beside this run), "
+        "wait this long for it, then fail naming it",
+    )
+    lock_timeout_seconds: float = Field(
+        default=30.0, ge=0, le=3_600, description="a loader's longest wait for one row lock before its batch is retried"
+    )
+    stall_seconds: float = Field(
+        default=300.0, ge=0, le=86_400,
+        description="stop the run when no batch commits for this long, naming what the loaders wait on (0 = never)",
+    )
+
+
+def _config_class(entity: Entity) -> type[EntitySyncConfig]:
+    # One class per entity, named for it (ContactsSyncConfig: the Launchpad and the docs name it),
+    # with the entity's own words; TIME entities add `mode` (window or incremental).
+    record = entity.name.removesuffix("s")
+    fields: dict[str, Any] = {
+        "strategy": (
+            Literal["keap_wins", "supabase_wins", "manual", "merge"],
+            Field(default="keap_wins", description=f"what to do with a {record} changed in Keap and locally since the last sync"),
+        ),
+        "merge_rule": (
+            Literal["keap_wins", "supabase_wins", "manual"],
+            Field(default="manual", description=f"for strategy merge: a field changed on both sides (manual = park the {record})"),
+        ),
+        "lock_wait_seconds": (
+            float,
+            Field(
+                default=300.0, ge=0, le=86_400,
+                description=f"when another {entity.name} run holds the run lock (a CLI sync or replay beside this "
+                "run), wait this long for it, then fail naming it",
+            ),
+        ),
+    }
+    if entity.cursor is CursorKind.TIME:
+        fields["mode"] = (
+            Literal["window", "incremental"],
+            Field(
+                default="window",
+                description="window: the run's partition range (backfills); incremental: from the stored cursor "
+                "to now (the schedule)",
+            ),
+        )
+    name = f"{entity.name.capitalize()}SyncConfig"
+    doc = f"How a {asset_name(entity)} run syncs (the Launchpad offers and checks these values)."
+    model = pydantic.create_model(name, __base__=EntitySyncConfig, __module__=__name__, __doc__=doc, **fields)
+    return model
+
+
+def _metadata(report: SyncReport) -> dict[str, MetadataValue | int | float | str]:
+    c = report.counts
+    return {
+        "records_seen": report.records_seen,
+        "inserted": c.inserted,
+        "updated": c.updated,
+        "unchanged": c.unchanged + c.stale,
+        "duplicates_in_batch": c.duplicates,
+        "local_pending": c.local_pending,
+        "conflicts": c.conflicts,
+        "conflicts_by_strategy": MetadataValue.json(
+            {
+                "strategy": report.strategy,
+                "keap_wins": c.conflicts_keap_wins,
+                "supabase_wins": c.conflicts_supabase_wins,
+                "merged": c.conflicts_merged,
+                "parked": c.conflicts_parked,
+            }
+        ),
+        "dead_lettered": report.dead_lettered,
+        "pages": report.pages,
+        "batches": report.batches,
+        "requests": report.requests,
+        "quota_left": report.quota_available if report.quota_available is not None else -1,
+        "seconds": round(report.seconds, 3),
+        "records_per_second": round(report.records_per_second, 1),
+        "cursor": MetadataValue.text(report.cursor.isoformat() if report.cursor else "-"),
+        "scope": MetadataValue.text(report.scope),
+    }
+
+
+def _description(entity: Entity) -> str:
+    text = f"Keap {entity.name} -> {entity.target_table} (COPY + set-based upsert, conflicts resolved, audited as keap)."
+    if entity.cursor is CursorKind.TIME:
+        return text
+    resume = " resumed after a kill from the highest id committed;" if entity.cursor is CursorKind.ID else ""
+    return (
+        f"{text} Not time-partitioned: Keap's listing of {entity.name} has no time filter, so every run is a "
+        f"full pass ({entity.cursor.value} cursor;{resume} unchanged rows cost no writes)."
+    )
+
+
+def _asset(entity: Entity, config_class: type[EntitySyncConfig]) -> AssetsDefinition:
+    timed = entity.cursor is CursorKind.TIME
+
+    def sync(
+        context: AssetExecutionContext, config: EntitySyncConfig, keap: KeapResource, postgres: PostgresResource
+    ) -> MaterializeResult:
+        """Sync the run's window (or, incremental, everything since the cursor; or a full pass)."""
+        if timed and getattr(config, "mode", "window") == "window":
+            window = context.partition_time_window
+            since, until = window.start.astimezone(UTC), window.end.astimezone(UTC)
+            scope = window_scope(since, until)
+        else:
+            # incremental, or an entity without a time filter: a full pass (since/until must be None)
+            since, until, scope = None, None, INCREMENTAL
+
+        def progress(report: SyncReport) -> None:
+            context.log.info(
+                f"{entity.name}: {report.pages} pages, {report.records_seen} records, "
+                f"{report.records_per_second:,.0f}/s, cursor {report.cursor.isoformat() if report.cursor else '-'}"
+            )
+
+        try:
+            with keap.client() as client:
+                report = sync_entity(
+                    client,
+                    postgres.url(),
+                    entity,
+                    since=since,
+                    until=until,
+                    scope=scope,
+                    strategy=config.strategy,
+                    merge_rule=config.merge_rule,
+                    page_size=config.page_size,
+                    pages_per_batch=config.pages_per_batch,
+                    loaders=config.loaders,
+                    run_id=context.run.run_id,
+                    progress=progress,
+                    lock_wait_seconds=config.lock_wait_seconds,
+                    lock_timeout_seconds=config.lock_timeout_seconds,
+                    stall_seconds=config.stall_seconds,
+                    on_lock_wait=lambda holder: context.log.info(
+                        f"{entity.name}: another run is in progress ({holder}); "
+                        f"waiting up to {config.lock_wait_seconds:g} s"
+                    ),
+                )
+        except (KeapPipelineError, ValueError) as err:
+            raise Failure(description=f"{entity.name} sync failed: {err}") from None
+        except psycopg.OperationalError as err:
+            raise Failure(
+                description=f"{entity.name} sync failed, the database is unreachable ({postgres.safe_url()}): "
+                f"{str(err).strip()}; check KEAP_PIPELINE_DATABASE_URL and that the server runs. Batches "
+                "committed before the failure are kept with their cursor; the next run resumes."
+            ) from None
+        context.log.info(report.summary())
+        if report.stopped_early:
+            raise Failure(
+                description="stopped early, everything fetched so far is committed and the cursor saved: "
+                f"{report.stopped_early}",
+                metadata=_metadata(report),
+            )
+        return MaterializeResult(metadata=_metadata(report))
+
+    # Dagster takes the config schema from the annotation: the entity's own class
+    sync.__annotations__["config"] = config_class
+    sync.__doc__ = f"Sync Keap {entity.name} into {entity.target_table}."
+    # a backfill over any range is one run syncing the range as one window (no backfill policy
+    # at all for an unpartitioned asset: Dagster warns on the beta parameter whenever it is passed)
+    partitioning: dict[str, Any] = (
+        {"partitions_def": PARTITIONS, "backfill_policy": BackfillPolicy.single_run()} if timed else {}
+    )
+    return asset(
+        name=asset_name(entity),
+        deps=["sync_schema", *(asset_name(ENTITIES[d]) for d in entity.depends_on)],
+        pool=KEAP_POOL,
+        group_name=GROUP,
+        kinds={"postgres", "python"},
+        description=_description(entity),
+        **partitioning,
+    )(sync)
+
+
+def _tick(context: ScheduleEvaluationContext) -> datetime:
+    """The tick's time; now when the context has none (a manual evaluation), where Dagster raises."""
+    try:
+        return context.scheduled_execution_time.astimezone(UTC)
+    except Exception:  # dagster raises its (private) CheckError when no time was set
+        return datetime.now(UTC)
+
+
+def _incremental_schedule(
+    name: str, job: UnresolvedAssetJobDefinition, entities: tuple[Entity, ...], description: str
+) -> ScheduleDefinition:
+    timed = [e for e in entities if e.cursor is CursorKind.TIME]
+
+    def incremental(context: ScheduleEvaluationContext) -> RunRequest:
+        """Run today's partition in incremental mode: the cursor, not the partition, bounds what is read."""
+        tick = _tick(context)
+        return RunRequest(
+            run_key=f"incremental-{tick.isoformat()}",
+            # the job is partitioned when any entity has a time filter; the others run unpartitioned in it
+            partition_key=tick.strftime("%Y-%m-%d") if timed else None,
+            run_config={"ops": {asset_name(e): {"config": {"mode": "incremental"}} for e in timed}} if timed else {},
+            tags={"keap_pipeline/mode": "incremental"},
+        )
+
+    return schedule(
+        name=name,
+        job=job,
+        cron_schedule=SCHEDULE_CRON,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=description,
+    )(incremental)
+
+
+@dataclass(frozen=True)
+class EntityDefs:
+    """What the factory made for one entity."""
+
+    entity: Entity
+    config: type[EntitySyncConfig]
+    asset: AssetsDefinition
+    checks: tuple[AssetChecksDefinition, ...]
+    job: UnresolvedAssetJobDefinition
+    schedule: ScheduleDefinition
+
+
+@cache
+def defs_for(entity: Entity) -> EntityDefs:
+    """The asset, config, checks, job and schedule of one entity (made once per entity).
+
+    Args:
+        entity: a row of the entity table.
+
+    Returns:
+        The generated definitions; the same objects on every call.
+    """
+    config_class = _config_class(entity)
+    entity_asset = _asset(entity, config_class)
+    key = AssetKey(asset_name(entity))
+    if entity.cursor is CursorKind.TIME:
+        job_text = f"On demand: sync the chosen partitions' windows of Keap {entity.name} (one run per range)."
+        schedule_text = f"Incremental {entity.name} sync from the stored cursor, every 15 minutes."
+    else:
+        job_text = f"On demand: a full pass of Keap {entity.name} (no time filter, not partitioned)."
+        schedule_text = f"A full pass of {entity.name}, every 15 minutes (unchanged rows cost no writes)."
+    job = define_asset_job(f"{asset_name(entity)}_job", selection=[key], description=job_text)
+    return EntityDefs(
+        entity=entity,
+        config=config_class,
+        asset=entity_asset,
+        checks=entity_checks(entity, key, CURSOR_MAX_AGE),
+        job=job,
+        schedule=_incremental_schedule(f"{asset_name(entity)}_incremental_schedule", job, (entity,), schedule_text),
+    )
+
+
+def sync_all_job(entities: Iterable[Entity]) -> UnresolvedAssetJobDefinition:
+    """``keap_sync_all_job``: every entity given, in lineage order (the asset graph's edges)."""
+    return define_asset_job(
+        SYNC_ALL_JOB,
+        selection=[AssetKey(asset_name(e)) for e in entities],
+        description="Every Keap entity in lineage order (tags, products -> contacts -> orders, subscriptions), "
+        "one step at a time in the keap_api pool; a child of a failed entity is skipped. Entities with a time "
+        "filter sync the run's partition window (or, incremental, from their cursor); the others a full pass.",
+    )
+
+
+def entity_definitions(entities: Mapping[str, Entity] | Iterable[Entity]) -> Definitions:
+    """Everything Dagster shows of the entities: their assets, checks, jobs and schedules, plus sync-all.
+
+    Args:
+        entities: the entity table (ENTITIES) or some of its rows; any order, lineage is derived.
+
+    Returns:
+        Definitions to merge with the schema's and the chores' (definitions.py).
+    """
+    rows = entities.values() if isinstance(entities, Mapping) else entities
+    ordered = lineage_order(tuple(e.name for e in rows))
+    made = [defs_for(e) for e in ordered]
+    all_job = sync_all_job(ordered)
+    all_schedule = _incremental_schedule(
+        SYNC_ALL_SCHEDULE,
+        all_job,
+        ordered,
+        "Every 15 minutes: every entity in lineage order (keap_sync_all_job), incremental from each cursor; "
+        "entities without a time filter do a full pass.",
+    )
+    return Definitions(
+        assets=[d.asset for d in made],
+        asset_checks=[c for d in made for c in d.checks],
+        jobs=[*(d.job for d in made), all_job],
+        schedules=[*(d.schedule for d in made), all_schedule],
+    )

@@ -1,0 +1,4 @@
+-- Drop script of functions/20-sync-triggers.sql: `keap-pipeline rollback --to N` runs it for N below 24.
+-- Nothing to drop: every object of functions/20-sync-triggers.sql was created by versioned migrations
+-- (12, 20 and 24), whose down scripts drop it or give it back its text of their time. Drop here what
+-- the file comes to define beyond them (`drop function if exists ...;`, newest first).

@@ -1,0 +1,4 @@
+-- Drop script of functions/60-monitoring.sql: `keap-pipeline rollback --to N` runs it for N below 17.
+-- Nothing to drop: every object of functions/60-monitoring.sql was created by versioned migrations
+-- (17), whose down scripts drop it or give it back its text of their time. Drop here what
+-- the file comes to define beyond them (`drop function if exists ...;`, newest first).
