@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from keap_pipeline.sandbox import pools
-from keap_pipeline.sandbox.contacts import company_name, mix
+from keap_pipeline.sandbox.contacts import company_name, js, mix
 from keap_pipeline.sandbox.timefmt import iso_ms
 from keap_pipeline.sandbox.timeline import Timeline, create_time_ms
 
@@ -25,6 +25,30 @@ def currency_value(amount: int, code_index: int) -> dict[str, Any]:
     """
     code, digits, symbol = pools.CURRENCIES[code_index % len(pools.CURRENCIES)]
     return {"amount": amount, "currency_code": code, "formatted_amount": pools.format_amount(amount, digits, symbol)}
+
+
+_CURRENCY_JSON: dict[tuple[int, int], str] = {}
+
+
+def currency_json(amount: int, code_index: int) -> str:
+    """currency_value as compact JSON text, ``js(currency_value(amount, code_index))``.
+
+    Orders repeat few amounts (prices times small quantities), so texts are cached, bounded.
+
+    Args:
+        amount: amount in the currency's smallest unit.
+        code_index: index into the sandbox's currency table.
+
+    Returns:
+        The CurrencyValue as JSON text.
+    """
+    key = (amount, code_index)
+    text = _CURRENCY_JSON.get(key)
+    if text is None:
+        text = js(currency_value(amount, code_index))
+        if len(_CURRENCY_JSON) < 100_000:  # bounded: memory must not grow with requests
+            _CURRENCY_JSON[key] = text
+    return text
 
 
 def tag_category(ident: int, timeline: Timeline) -> dict[str, Any]:

@@ -2,94 +2,146 @@
 
 from __future__ import annotations
 
+import _random
+import json
 import random
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
-from keap_pipeline.sandbox.catalog import currency_value
-from keap_pipeline.sandbox.contacts import mix
+from keap_pipeline.sandbox.catalog import currency_json
+from keap_pipeline.sandbox.contacts import js, mix
 from keap_pipeline.sandbox.timefmt import iso_date, iso_ms
 from keap_pipeline.sandbox.timeline import Timeline, create_time_ms
 
 ORDER_STATUSES: tuple[str, ...] = ("PAID", "PAID", "PAID", "SENT", "DRAFT", "VIEWED")
+QUANTITIES: tuple[int, ...] = (1, 1, 2, 3, 10)
+SOURCE_TYPES: tuple[str, ...] = ("API", "CHECKOUT_FORM", "INVOICE", "MANUAL_PAYMENT")
 SUB_CYCLES: dict[str, str] = {"MONTHLY": "MONTH", "YEARLY": "YEAR", "WEEKLY": "WEEK", "DAILY": "DAY"}
 
 
-def order(
-    ident: int,
-    timeline: Timeline,
-    salt: int,
-    n_contacts: int,
-    n_products: int,
-    contact_of: Callable[[int], dict[str, Any]],
-    product_of: Callable[[int], dict[str, Any]],
-) -> dict[str, Any]:
-    """Order id 1..n: contact and products are existing ids, totals add up in the smallest unit.
+def _below(getrandbits: Callable[[int], int], n: int) -> int:
+    """random.Random.randrange(n) for n > 0 (and choice() of n items): CPython's _randbelow.
 
-    Args:
-        ident: record id (ids are 1-based).
-        timeline: the entity's update-time permutation.
-        salt: the entity's hash salt (from the seed).
-        n_contacts: number of base contacts.
-        n_products: number of products.
-        contact_of: contact id -> contact dict.
-        product_of: product id -> product dict.
-
-    Returns:
-        The OrderV2 dict.
+    The same draws as randrange(n), so records keep the values they had when generated with it
+    (tests/sandbox/test_render_pinned.py fails if a Python release changes the algorithm).
     """
-    h, h2 = mix(ident, salt)
-    rng = random.Random(h)
-    contact_id = h2 % n_contacts + 1
-    contact = contact_of(contact_id)
-    emails = contact.get("email_addresses") or []
-    cur = rng.randrange(64)
-    items = []
-    total = 0
-    for k in range(1 + h % 3):
-        pid = rng.randrange(n_products) + 1
-        prod = product_of(pid)
-        qty = rng.choice((1, 1, 2, 3, 10))
-        unit = prod["price"]["amount"] or 500
-        total += unit * qty
-        items.append({
-            "id": str(ident * 10 + k),
-            "name": prod["name"],
-            "quantity": qty,
-            "item_type": "PRODUCT",
-            "price_per_unit": currency_value(unit, cur),
-            "product": {"id": prod["id"], "name": prod["name"], "sku": prod["sku"],
-                        "shippable": prod["shippable"], "taxable": prod["taxable"]},
-        })
-    status = ORDER_STATUSES[(h >> 20) % len(ORDER_STATUSES)]
-    paid = total if status == "PAID" else (total // 2 if status == "VIEWED" else 0)
-    created = create_time_ms(ident, timeline.n)
-    record: dict[str, Any] = {
-        "id": str(ident),
-        "title": f"Order {ident}",
-        "status": status,
-        "total": currency_value(total, cur),
-        "total_paid": currency_value(paid, cur),
-        "total_due": currency_value(total - paid, cur),
-        "contact": {"id": str(contact_id), "given_name": contact.get("given_name", ""),
-                    "family_name": contact.get("family_name", "")},
-        "order_type": "ONLINE" if h % 4 else "OFFLINE",
-        "source_type": ("API", "CHECKOUT_FORM", "INVOICE", "MANUAL_PAYMENT")[(h >> 24) % 4],
-        "creation_time": iso_ms(created),
-        "order_time": iso_ms(created),
-        "modification_time": iso_ms(max(created, timeline.time_ms(ident))),
-        "order_items": items,
-        "invoice_number": str(100_000 + ident),
-        "allow_payment": status != "PAID",
-        "allow_paypal": False,
-    }
-    if emails:
-        record["contact"]["email"] = emails[0]["email"]
-    if "addresses" in contact and h % 2:
-        record["shipping_information"] = {"id": str(ident), "address": contact["addresses"][0],
-                                          "given_name": contact.get("given_name", ""),
-                                          "family_name": contact.get("family_name", "")}
-    return record
+    k = n.bit_length()
+    r = getrandbits(k)
+    while r >= n:
+        r = getrandbits(k)
+    return r
+
+
+ContactFields = tuple[str, str, str | None, str | None]
+
+
+class OrderRenderer:
+    """Renders order ids 1..n of one seed straight to JSON text (no dicts, no json.dumps).
+
+    An order's contact and products are existing ids; its totals add up in the smallest unit. The
+    text is what ``js()`` of the OrderV2 dict would be, key for key; the dict is parsed from it.
+    """
+
+    def __init__(
+        self,
+        timeline: Timeline,
+        salt: int,
+        n_contacts: int,
+        n_products: int,
+        contact_of: Callable[[int], ContactFields],
+        product_of: Callable[[int], dict[str, Any]],
+    ) -> None:
+        """Bind the order generator to its dataset.
+
+        Args:
+            timeline: the entity's update-time permutation.
+            salt: the entity's hash salt (from the seed).
+            n_contacts: number of base contacts.
+            n_products: number of products.
+            contact_of: contact id -> what an order copies (ContactFactory.order_fields).
+            product_of: product id -> product dict.
+        """
+        self.timeline, self.salt, self.n_contacts, self.n_products = timeline, salt, n_contacts, n_products
+        self.contact_of = contact_of
+        self._product_of = product_of
+        self.line_product = lru_cache(maxsize=4096)(self._line_product)
+        self._rng = random.Random()
+
+    def _draws(self, h: int) -> Callable[[int], int]:
+        """getrandbits of random.Random(h), without a new generator per order.
+
+        _random.Random.seed is what Random(h) runs for an int (random.Random.seed adds type
+        checks and resets gauss_next, which getrandbits does not use).
+        """
+        _random.Random.seed(self._rng, h)
+        return self._rng.getrandbits
+
+    def _line_product(self, pid: int) -> tuple[int, str, str]:
+        """(unit price, name as JSON, the line item's product object as JSON) of product pid."""
+        prod = self._product_of(pid)
+        product = {"id": prod["id"], "name": prod["name"], "sku": prod["sku"],
+                   "shippable": prod["shippable"], "taxable": prod["taxable"]}
+        return prod["price"]["amount"] or 500, js(prod["name"]), js(product)
+
+    def render(self, ident: int) -> str:
+        """Order `ident` as JSON text (the OrderV2 object).
+
+        Args:
+            ident: record id (ids are 1-based).
+
+        Returns:
+            The order as a JSON object text.
+        """
+        h, h2 = mix(ident, self.salt)
+        bits = self._draws(h)
+        contact_id = h2 % self.n_contacts + 1
+        given, family, email, address = self.contact_of(contact_id)
+        cur = _below(bits, 64)
+        items = []
+        total = 0
+        n_products = self.n_products
+        for k in range(1 + h % 3):
+            unit, name, product = self.line_product(_below(bits, n_products) + 1)
+            qty = QUANTITIES[_below(bits, 5)]
+            total += unit * qty
+            items.append(
+                f'{{"id":"{ident * 10 + k}","name":{name},"quantity":{qty},"item_type":"PRODUCT",'
+                f'"price_per_unit":{currency_json(unit, cur)},"product":{product}}}'
+            )
+        status = ORDER_STATUSES[(h >> 20) % len(ORDER_STATUSES)]
+        paid = total if status == "PAID" else (total // 2 if status == "VIEWED" else 0)
+        created = create_time_ms(ident, self.timeline.n)
+        created_text = iso_ms(created)
+        names = f'"given_name":{given},"family_name":{family}'
+        contact = f'"id":"{contact_id}",{names}' if email is None else f'"id":"{contact_id}",{names},"email":{email}'
+        shipping = (
+            f',"shipping_information":{{"id":"{ident}","address":{address},{names}}}'
+            if address is not None and h % 2 else ""
+        )
+        return (
+            f'{{"id":"{ident}","title":"Order {ident}","status":"{status}",'
+            f'"total":{currency_json(total, cur)},"total_paid":{currency_json(paid, cur)},'
+            f'"total_due":{currency_json(total - paid, cur)},'
+            f'"contact":{{{contact}}},'
+            f'"order_type":"{"ONLINE" if h % 4 else "OFFLINE"}","source_type":"{SOURCE_TYPES[(h >> 24) % 4]}",'
+            f'"creation_time":"{created_text}","order_time":"{created_text}",'
+            f'"modification_time":"{iso_ms(max(created, self.timeline.time_ms(ident)))}",'
+            f'"order_items":[{",".join(items)}],"invoice_number":"{100_000 + ident}",'
+            f'"allow_payment":{"false" if status == "PAID" else "true"},"allow_paypal":false{shipping}}}'
+        )
+
+    def record(self, ident: int) -> dict[str, Any]:
+        """Order `ident` as a dict (a fresh one, parsed from its text).
+
+        Args:
+            ident: record id (ids are 1-based).
+
+        Returns:
+            The OrderV2 dict.
+        """
+        result: dict[str, Any] = json.loads(self.render(ident))
+        return result
 
 
 def subscription(

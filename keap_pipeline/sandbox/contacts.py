@@ -115,6 +115,8 @@ class ContactFactory:
         self._domains = pools.EMAIL_DOMAINS
         self._phones = [self._phone_list(rng) for _ in range(POOL)]
         self._addresses = [self._address_list(rng) for _ in range(POOL)]
+        # the first address of each pool entry, as JSON text (what an order's shipping shows)
+        self._first_addresses = [js(json.loads(a.removeprefix('"addresses":'))[0]) for a in self._addresses]
         self._tags = [self._tag_list(rng, n_tags) for _ in range(POOL)]
         self._custom = [self._custom_list(rng) for _ in range(POOL)]
         self._births = [f'"birth_date":"{iso_ms(rng.randint(-631_152_000_000, 1_104_537_600_000))[:10]}"' for _ in range(64)]
@@ -160,21 +162,56 @@ class ContactFactory:
         return '"custom_fields":[' + ",".join(parts) + "]"
 
     # --- fragments -------------------------------------------------------------------------------
-    def _emails(self, i: int, h: int, h2: int) -> str:
-        roll = h2 % 100
-        if roll < 8:
-            return ""  # no e-mail: Keap allows a phone-only contact
+    def _email_parts(self, i: int, h: int, h2: int) -> tuple[str, str, str] | None:
+        """(ascii given, ascii family, first e-mail) of contact i, or None if it has no e-mail."""
+        if h2 % 100 < 8:
+            return None  # no e-mail: Keap allows a phone-only contact
         g = self._given_ascii[(h >> 8) % len(self._given_ascii)]
         f = self._family_ascii[(h >> 16) % len(self._family_ascii)]
         d = self._domains[(h2 >> 8) % len(self._domains)]
-        opt = self._opt[(h2 >> 16) % len(self._opt)]
         first = f"{g}.{f}{i}@{d}" if (h2 >> 24) % 10 else f"{g.title()}.{f.upper()}{i}@{d.upper()}"
+        return g, f, first
+
+    def _emails(self, i: int, h: int, h2: int) -> str:
+        parts = self._email_parts(i, h, h2)
+        if parts is None:
+            return ""
+        g, f, first = parts
+        roll = h2 % 100
+        opt = self._opt[(h2 >> 16) % len(self._opt)]
         out = f'"email_addresses":[{{"email":"{first}","field":"EMAIL1","email_opt_status":{opt}}}'
         if roll >= 78:
             out += f',{{"email":"{g}{i}@{self._domains[(h2 >> 28) % len(self._domains)]}","field":"EMAIL2"}}'
         if roll >= 93:
             out += f',{{"email":"{f}.{g}+keap{i}@example.com","field":"EMAIL3"}}'
         return out + "]"
+
+    @staticmethod
+    def _address_slot(h: int) -> int:
+        """Index into the address pool of a contact hashed h, or -1 if it has no address."""
+        return (h >> 33) % POOL if (h >> 52) % 10 < 8 else -1
+
+    def order_fields(self, ident: int) -> tuple[str, str, str | None, str | None]:
+        """What an order copies from contact `ident`, as JSON texts, without rendering the contact.
+
+        The same bit slices as the contact's own fragments, so an order shows what the contact does.
+
+        Args:
+            ident: contact id.
+
+        Returns:
+            (given_name, family_name, first e-mail or None, first address or None), the names and
+            the address as JSON texts, the e-mail as JSON text too.
+        """
+        h, h2 = mix(ident, self.salt)
+        parts = self._email_parts(ident, h, h2)
+        slot = self._address_slot(h)
+        return (
+            self._given[(h >> 8) % len(self._given)],
+            self._family[(h >> 16) % len(self._family)],
+            f'"{parts[2]}"' if parts is not None else None,  # as the contact writes it: ASCII, no escapes
+            self._first_addresses[slot] if slot >= 0 else None,
+        )
 
     def _build_fragments(self) -> dict[str, Fragment]:
         given, family, phones, addresses = self._given, self._family, self._phones, self._addresses
@@ -204,7 +241,7 @@ class ContactFactory:
             "preferred_name": lambda i, h, h2: self._preferred[(h2 >> 40) % len(self._preferred)] if (h2 >> 48) % 50 == 0 else "",
             "email_addresses": self._emails,
             "phone_numbers": phone_numbers,
-            "addresses": lambda i, h, h2: addresses[(h >> 33) % POOL] if (h >> 52) % 10 < 8 else "",
+            "addresses": lambda i, h, h2: addresses[slot] if (slot := self._address_slot(h)) >= 0 else "",
             "company": company,
             "job_title": lambda i, h, h2: self._jobs[(h2 >> 36) % len(self._jobs)] if (h2 >> 44) % 2 else "",
             "website": lambda i, h, h2: f'"website":"https://www.example.com/{i}"' if (h2 >> 50) % 10 == 0 else "",

@@ -305,11 +305,15 @@ class Lister:
         return out
 
     def _generated(self, idents: list[int]) -> list[str]:
-        """Base records as JSON texts (contacts straight from their fragments, the others via dicts)."""
+        """Base records as JSON texts (contacts and orders straight to text, the others via dicts)."""
         if self.is_contacts:
             factory = self.data.contacts
             return factory.render_many(idents, factory.compile(self.fields))
         spec, record = self.spec, self.data.record
+        if self.fields is None and not spec.not_default:  # the whole record: its text when it has one
+            texts = self.data.texts(spec.name, idents)
+            if texts is not None:
+                return texts
         return [js(select(spec, record(spec.name, i), self.fields)) for i in idents]
 
 
