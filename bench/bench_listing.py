@@ -1,11 +1,11 @@
 """Benchmark: the sandbox's list pages rendered in-process (no HTTP, no client), records/s per listing.
 
 Run: .venv/bin/python -m bench.bench_listing [--contacts 200000] [--orders 20000]
-         [--subscriptions 20000] [--rounds 5] [--changed 100] [--baseline DIR] [--write]
+         [--subscriptions 20000] [--products 2000] [--rounds 5] [--changed 100] [--baseline DIR] [--write]
 Each listing pages every record of an entity through Lister.page_and_token (page_size 1000, the
 prefetcher not used; timed in CPU seconds of that thread): contacts as bench_paging asks for them (a time window over all, ordered by
 update_time, the pipeline's fields) and in id order; orders in id order and by modification_time
-in a window; subscriptions by id and by `id>` (the pipeline's resume form). The "changed" rows
+in a window; subscriptions by id and by `id>` (the pipeline's resume form); products by id. The "changed" rows
 first change `--changed` records of that entity through SandboxState (records spread over the
 ids), so the overlay is merged in; the others leave every overlay empty.
 
@@ -51,6 +51,7 @@ def listings(changed: int) -> list[tuple[str, str, dict[str, str], int]]:
         ("orders, window by modification_time", "orders", orders_time, 0),
         ("subscriptions, by id", "subscriptions", {}, 0),
         ("subscriptions, id>0", "subscriptions", {"filter": "id>0"}, 0),
+        ("products, by id", "products", {}, 0),
     ]
     if changed:
         out += [
@@ -118,7 +119,7 @@ def run_child(args: argparse.Namespace, path: str | None) -> dict[str, float | N
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (path or root, env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, __file__, "--one", "--contacts", str(args.contacts), "--orders", str(args.orders),
-           "--subscriptions", str(args.subscriptions), "--changed", str(args.changed), "--seed", str(args.seed)]
+           "--subscriptions", str(args.subscriptions), "--products", str(args.products), "--changed", str(args.changed), "--seed", str(args.seed)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)  # noqa: S603 - this script
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -130,7 +131,7 @@ def render(table: dict[str, dict[str, list[float | None]]], trees: list[str], ar
     head = " | ".join(f"{t}: best (median) records/CPU-s" for t in trees)
     lines = [
         f"Measured {machine()}, commit {git_revision()}, with `python -m bench.bench_listing --contacts {args.contacts} "
-        f"--orders {args.orders} --subscriptions {args.subscriptions} --rounds {args.rounds} --changed {args.changed}"
+        f"--orders {args.orders} --subscriptions {args.subscriptions} --products {args.products} --rounds {args.rounds} --changed {args.changed}"
         + (" --baseline DIR`" if args.baseline else "`") + ".",
         "Server side only: every page of each listing rendered by `Lister.page_and_token` in-process (page_size",
         "1000, no HTTP, no prefetch), timed in CPU seconds of the rendering thread (time.thread_time: the",
@@ -156,6 +157,7 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=200_000)
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--subscriptions", type=int, default=20_000)
+    parser.add_argument("--products", type=int, default=2_000)
     parser.add_argument("--changed", type=int, default=100, help="records changed first in the 'changed' rows (0: none)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
@@ -166,7 +168,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.one:
-        counts = {"contacts": args.contacts, "orders": args.orders, "subscriptions": args.subscriptions}
+        counts = {"contacts": args.contacts, "orders": args.orders, "subscriptions": args.subscriptions,
+                  "products": args.products}
         sys.stdout.write(json.dumps(measure_all(counts, args.changed, args.seed)) + "\n")
         return
     trees = ([args.label] if args.baseline else []) + ["this tree"]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from keap_pipeline.sandbox import pools
-from keap_pipeline.sandbox.contacts import company_name, js, mix
+from keap_pipeline.sandbox.contacts import below, company_name, js, mix, seeded
 from keap_pipeline.sandbox.timefmt import iso_ms
 from keap_pipeline.sandbox.timeline import Timeline, create_time_ms
 
+PRICES: tuple[int, ...] = (0, 99, 1999, 4900, 12_500, 99_999, 250_000)
 PLAN_CYCLES: tuple[str, ...] = ("MONTHLY", "YEARLY", "WEEKLY", "DAILY")
 
 
@@ -145,8 +145,9 @@ def product(ident: int, timeline: Timeline, salt: int) -> dict[str, Any]:
         The product dict.
     """
     h, h2 = mix(ident, salt)
-    rng = random.Random(h)
-    price = rng.choice((0, 99, 1999, 4900, 12_500, 99_999, 250_000))
+    rng = seeded(h)  # the draws of random.Random(h): choice() of a price, then uniform(0, 20)
+    price = PRICES[below(rng.getrandbits, len(PRICES))]
+    weight = round(20 * rng.random(), 3)  # uniform(0, 20) is 0 + (20 - 0) * random()
     cur = (h >> 8) % len(pools.CURRENCIES)
     plans = [
         {
@@ -169,7 +170,7 @@ def product(ident: int, timeline: Timeline, salt: int) -> dict[str, Any]:
         "active": bool(h2 % 11),
         "shippable": bool((h >> 16) % 2),
         "taxable": bool((h >> 17) % 2),
-        "weight": round(rng.uniform(0, 20), 3),
+        "weight": weight,
         "short_description": "Beschreibung: groß & stark" if h % 4 == 0 else "",
         "subscription_only": bool(plans) and h % 2 == 0,
         "subscription_plans": plans,

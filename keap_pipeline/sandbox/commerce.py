@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import _random
 import json
-import random
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 from keap_pipeline.sandbox.catalog import currency_json
-from keap_pipeline.sandbox.contacts import js, mix
+from keap_pipeline.sandbox.contacts import below, js, mix, seeded
 from keap_pipeline.sandbox.timefmt import iso_date, iso_ms
 from keap_pipeline.sandbox.timeline import Timeline, create_time_ms
 
@@ -18,19 +16,6 @@ ORDER_STATUSES: tuple[str, ...] = ("PAID", "PAID", "PAID", "SENT", "DRAFT", "VIE
 QUANTITIES: tuple[int, ...] = (1, 1, 2, 3, 10)
 SOURCE_TYPES: tuple[str, ...] = ("API", "CHECKOUT_FORM", "INVOICE", "MANUAL_PAYMENT")
 SUB_CYCLES: dict[str, str] = {"MONTHLY": "MONTH", "YEARLY": "YEAR", "WEEKLY": "WEEK", "DAILY": "DAY"}
-
-
-def _below(getrandbits: Callable[[int], int], n: int) -> int:
-    """random.Random.randrange(n) for n > 0 (and choice() of n items): CPython's _randbelow.
-
-    The same draws as randrange(n), so records keep the values they had when generated with it
-    (tests/sandbox/test_render_pinned.py fails if a Python release changes the algorithm).
-    """
-    k = n.bit_length()
-    r = getrandbits(k)
-    while r >= n:
-        r = getrandbits(k)
-    return r
 
 
 ContactFields = tuple[str, str, str | None, str | None]
@@ -65,17 +50,7 @@ class OrderRenderer:
         self.timeline, self.salt, self.n_contacts, self.n_products = timeline, salt, n_contacts, n_products
         self.contact_of = contact_of
         self._product_of = product_of
-        self.line_product = lru_cache(maxsize=4096)(self._line_product)
-        self._rng = random.Random()
-
-    def _draws(self, h: int) -> Callable[[int], int]:
-        """getrandbits of random.Random(h), without a new generator per order.
-
-        _random.Random.seed is what Random(h) runs for an int (random.Random.seed adds type
-        checks and resets gauss_next, which getrandbits does not use).
-        """
-        _random.Random.seed(self._rng, h)
-        return self._rng.getrandbits
+        self.line_product = lru_cache(maxsize=16_384)(self._line_product)  # a few MB at most
 
     def _line_product(self, pid: int) -> tuple[int, str, str]:
         """(unit price, name as JSON, the line item's product object as JSON) of product pid."""
@@ -94,16 +69,16 @@ class OrderRenderer:
             The order as a JSON object text.
         """
         h, h2 = mix(ident, self.salt)
-        bits = self._draws(h)
+        bits = seeded(h).getrandbits  # randrange(64), then randrange(n_products) and choice() per line
+        n_products, lines = self.n_products, 1 + h % 3
+        cur = below(bits, 64)
+        draws = [(below(bits, n_products) + 1, QUANTITIES[below(bits, 5)]) for _ in range(lines)]
         contact_id = h2 % self.n_contacts + 1
         given, family, email, address = self.contact_of(contact_id)
-        cur = _below(bits, 64)
         items = []
         total = 0
-        n_products = self.n_products
-        for k in range(1 + h % 3):
-            unit, name, product = self.line_product(_below(bits, n_products) + 1)
-            qty = QUANTITIES[_below(bits, 5)]
+        for k, (pid, qty) in enumerate(draws):
+            unit, name, product = self.line_product(pid)
             total += unit * qty
             items.append(
                 f'{{"id":"{ident * 10 + k}","name":{name},"quantity":{qty},"item_type":"PRODUCT",'

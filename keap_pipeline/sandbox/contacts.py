@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import _random
 import json
 import random
+import threading
 from collections.abc import Callable, Sequence
 
 from keap_pipeline.sandbox import pools
@@ -76,6 +78,50 @@ def mix(ident: int, salt: int) -> tuple[int, int]:
     h ^= h >> 31
     h2 = ((h ^ (h >> 29)) * 0xBF58476D1CE4E5B9 + 0x632BE59BD9B4E019) & M64
     return h, h2 ^ (h2 >> 32)
+
+
+_LOCAL = threading.local()
+
+
+def seeded(h: int) -> random.Random:
+    """This thread's generator, seeded as random.Random(h) is: the same draws, no new generator.
+
+    _random.Random.seed is what Random(h) runs for an int (random.Random.seed adds type checks
+    and resets gauss_next, which nothing here uses). One generator per thread: list pages are
+    rendered on request threads and the prefetch worker at once. Take every draw of a record
+    before calling anything that may seed again (another record's generator).
+
+    Args:
+        h: the seed (a record's hash).
+
+    Returns:
+        The seeded generator.
+    """
+    rng: random.Random | None = getattr(_LOCAL, "rng", None)
+    if rng is None:
+        rng = _LOCAL.rng = random.Random()
+    _random.Random.seed(rng, h)
+    return rng
+
+
+def below(getrandbits: Callable[[int], int], n: int) -> int:
+    """random.Random.randrange(n) for n > 0, and the index choice() takes of n items (_randbelow).
+
+    The same draws as randrange(n), so records keep the values they had when generated with it
+    (tests/sandbox/test_render_pinned.py fails if a Python release changes the algorithm).
+
+    Args:
+        getrandbits: a seeded generator's getrandbits.
+        n: the bound (> 0).
+
+    Returns:
+        A number in [0, n).
+    """
+    k = n.bit_length()
+    r = getrandbits(k)
+    while r >= n:
+        r = getrandbits(k)
+    return r
 
 
 def company_name(cid: int) -> str:

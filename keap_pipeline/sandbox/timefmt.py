@@ -27,13 +27,17 @@ def iso_ms(ms: int) -> str:
         The ISO-8601 text.
     """
     days, rest = divmod(ms, 86_400_000)
-    day = _DAY_CACHE.get(days)
-    if day is None:
-        day = (_EPOCH_DAY + timedelta(days=days)).isoformat() + "T"
-        if len(_DAY_CACHE) < 100_000:  # bounded: memory must not grow with requests
-            _DAY_CACHE[days] = day
+    day = _DAY_CACHE.get(days) or _day(days)
     minute, milli = divmod(rest, 60_000)
     return day + _HOUR_MINUTE[minute] + _SECOND_MILLI[milli]
+
+
+def _day(days: int) -> str:
+    """ "2021-03-04T" of a day number since the epoch, cached (bounded)."""
+    day = (_EPOCH_DAY + timedelta(days=days)).isoformat() + "T"
+    if len(_DAY_CACHE) < 100_000:  # bounded: memory must not grow with requests
+        _DAY_CACHE[days] = day
+    return day
 
 
 def iso_date(ms: int) -> str:
@@ -45,7 +49,8 @@ def iso_date(ms: int) -> str:
     Returns:
         The date, YYYY-MM-DD.
     """
-    return (_EPOCH_DAY + timedelta(days=ms // 86_400_000)).isoformat()
+    days = ms // 86_400_000
+    return (_DAY_CACHE.get(days) or _day(days))[:-1]
 
 
 def parse_iso_ms(text: str) -> int:
