@@ -133,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                 out = subprocess.run(  # noqa: S603 - our own module
                     [sys.executable, "-m", "bench.bench_entities_e2e", "--database-url", args.database_url,
                      "--child", url, name, str(n), str(args.loaders), changed_file.name],
-                    capture_output=True, text=True, check=True,
+                    capture_output=True, text=True, check=False,
                 )
+            if out.returncode:
+                sys.stderr.write(out.stderr[-4000:])
+                raise SystemExit(f"{name} {n}: the child failed (exit {out.returncode})")
             result = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append((name, n, result))
             print(f"{name:>13} {n:>9,}: first load {result['first_per_second']:>8,.0f}/s;"

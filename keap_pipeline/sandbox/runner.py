@@ -127,11 +127,14 @@ def running_sandbox(config: SandboxConfig, subprocess_mode: bool = False, startu
         return
     with tempfile.TemporaryDirectory(prefix="keap-sandbox-") as tmp:
         port_file = Path(tmp) / "port"
+        # the config goes in a file: raw records can make it longer than one argument may be
+        config_file = Path(tmp) / "config.json"
+        config_file.write_text(config_to_json(config), encoding="utf-8")
         # secrets go by environment, never on the command line (visible to every local user)
         env = {**os.environ, API_KEY_ENV: config.api_key, _SECRET_ENV: config.oauth_client_secret,
                _REFRESH_ENV: config.oauth_refresh_token}
         proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", "keap_pipeline.sandbox.runner", "--config-json", config_to_json(config),
+            [sys.executable, "-m", "keap_pipeline.sandbox.runner", "--config-file", str(config_file),
              "--port-file", str(port_file)],
             env=env,
         )
@@ -202,11 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         The exit status.
     """
     parser = argparse.ArgumentParser(prog="python -m keap_pipeline.sandbox.runner")
-    parser.add_argument("--config-json", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config-json")
+    source.add_argument("--config-file", type=Path)
     parser.add_argument("--port-file", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(config_from_json(args.config_json), args.port_file)
+    text = args.config_json if args.config_json is not None else args.config_file.read_text(encoding="utf-8")
+    serve(config_from_json(text), args.port_file)
     return 0
 
 
