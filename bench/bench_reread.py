@@ -63,7 +63,10 @@ def _one(database_url: str, contacts: int, loaders: int) -> dict[str, float]:
             seconds = time.perf_counter() - started
             cpu, srv = time.process_time() - cpu0, _cpu_of(sandbox.pid) - srv0
     assert again.records_seen == contacts and again.counts.unchanged == contacts, again.summary()
+    import keap_pipeline
+
     return {
+        "code": str(Path(keap_pipeline.__file__).parents[1]),
         "first_seconds": first_seconds,
         "first_per_second": contacts / first_seconds,
         "seconds": seconds,
@@ -76,13 +79,12 @@ def _one(database_url: str, contacts: int, loaders: int) -> dict[str, float]:
 
 
 def _child(name: str, src: str, database_url: str, contacts: int, loaders: int) -> dict[str, float]:
-    env = dict(os.environ)
-    if src:
-        env["PYTHONPATH"] = os.pathsep.join([src, HERE])
+    # run as a script (not -m, which puts the working directory first): SRC's keap_pipeline wins
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([p for p in (src, HERE) if p])}
     out = subprocess.run(  # noqa: S603 - this module, fixed arguments
-        [sys.executable, "-m", "bench.bench_reread", "--database-url", database_url, "--child", str(contacts),
+        [sys.executable, __file__, "--database-url", database_url, "--child", str(contacts),
          "--child-loaders", str(loaders)],
-        capture_output=True, text=True, check=False, env=env, cwd=src or HERE,
+        capture_output=True, text=True, check=False, env=env,
     )
     if out.returncode:
         raise SystemExit(f"{name}: the child failed:\n{out.stderr[-4000:]}")
