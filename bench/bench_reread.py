@@ -23,6 +23,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,41 @@ HERE = str(Path(__file__).resolve().parents[1])
 def _cpu_of(pid: int) -> float:
     """User + system CPU seconds of a process so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ThreadCpu(threading.Thread):
+    """CPU seconds of each thread of this process by name, sampled every 50 ms (threads end before we ask)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.halt = threading.Event()
+
+    def sample(self) -> None:
+        for thread in threading.enumerate():
+            if thread.native_id is None or thread is self:
+                continue
+            try:
+                self.seen[thread.native_id] = (thread.name, _cpu_of_task(thread.native_id))
+            except OSError:
+                pass  # ended since enumerate()
+
+    def run(self) -> None:
+        while not self.halt.wait(0.05):
+            self.sample()
+
+    def by_name(self) -> dict[str, float]:
+        """CPU seconds per thread name, numbered threads (keap-loader-1, -2) added up."""
+        out: dict[str, float] = {}
+        for name, cpu in self.seen.values():
+            key = name.rstrip("0123456789").rstrip("-_") or name
+            out[key] = out.get(key, 0.0) + cpu
+        return out
+
+
+def _cpu_of_task(tid: int) -> float:
+    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -54,6 +90,10 @@ def _one(database_url: str, contacts: int, loaders: int) -> dict[str, float]:
             first = sync_entity(client, database_url, CONTACTS, run_id="bench-first", loaders=loaders)
             first_seconds = time.perf_counter() - started
             assert first.counts.inserted == contacts, first.summary()
+            threads = ThreadCpu()
+            threads.sample()
+            main_before = threads.by_name().get("MainThread", 0.0)
+            threads.start()
             cpu0, srv0 = time.process_time(), _cpu_of(sandbox.pid)
             started = time.perf_counter()
             again = sync_entity(
@@ -62,6 +102,11 @@ def _one(database_url: str, contacts: int, loaders: int) -> dict[str, float]:
             )
             seconds = time.perf_counter() - started
             cpu, srv = time.process_time() - cpu0, _cpu_of(sandbox.pid) - srv0
+            threads.halt.set()
+            threads.join()
+            threads.sample()
+            per_thread = threads.by_name()
+            per_thread["MainThread"] = per_thread.get("MainThread", 0.0) - main_before
     assert again.records_seen == contacts and again.counts.unchanged == contacts, again.summary()
     import keap_pipeline
 
@@ -72,6 +117,10 @@ def _one(database_url: str, contacts: int, loaders: int) -> dict[str, float]:
         "seconds": seconds,
         "records_per_second": contacts / seconds,
         "pipeline_cpu": cpu,
+        # the read-ahead thread fetches, decodes and normalizes: the one that holds the GIL most
+        "read_ahead_cpu": per_thread.get("keap-prefetch", 0.0),
+        "loaders_cpu": per_thread.get("keap-loader", 0.0),
+        "main_cpu": per_thread.get("MainThread", 0.0),
         "sandbox_cpu": srv,
         "batches": again.batches,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -119,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             results[name].append(r)
             print(f"pair {pair + 1} {name:>8}: first load {r['first_per_second']:>8,.0f}/s;"
                   f" re-read {r['seconds']:5.2f} s {r['records_per_second']:>8,.0f} records/s,"
-                  f" CPU pipeline {r['pipeline_cpu']:.2f} s sandbox {r['sandbox_cpu']:.2f} s,"
+                  f" CPU pipeline {r['pipeline_cpu']:.2f} s (read-ahead {r['read_ahead_cpu']:.2f}, loaders"
+                  f" {r['loaders_cpu']:.2f}, main {r['main_cpu']:.2f}) sandbox {r['sandbox_cpu']:.2f} s,"
                   f" peak RSS {r['peak_rss_mb']:.0f} MB, load {load:.1f}", flush=True)
     for name, rs in results.items():
+        print(f"{name}: median read-ahead thread CPU {statistics.median(r['read_ahead_cpu'] for r in rs) / args.contacts * 1e6:.1f}"
+              f" us/record, pipeline CPU {statistics.median(r['pipeline_cpu'] for r in rs) / args.contacts * 1e6:.1f} us/record")
         print(f"{name}: median re-read {statistics.median(r['records_per_second'] for r in rs):,.0f} records/s,"
               f" first load {statistics.median(r['first_per_second'] for r in rs):,.0f} records/s")
     if args.write:
@@ -131,14 +183,15 @@ def main(argv: list[str] | None = None) -> int:
             f"Rerun: `.venv/bin/python -m bench.bench_reread --database-url URL --contacts {n} --pairs {args.pairs}"
             + "".join(f" --variant {name}=SRC" for name, src in variants if src) + " --write`.",
             "",
-            "| variant | run | re-read s | re-read records/s | pipeline CPU s | sandbox CPU s | first load records/s"
-            " | peak RSS MB | load |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| variant | run | re-read s | re-read records/s | pipeline CPU s | of it read-ahead thread s"
+            " | loaders s | main s | sandbox CPU s | first load records/s | peak RSS MB | load |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for name, rs in results.items():
             for i, r in enumerate(rs, 1):
                 lines.append(
                     f"| {name} | {i} | {r['seconds']:.2f} | {r['records_per_second']:,.0f} | {r['pipeline_cpu']:.2f}"
+                    f" | {r['read_ahead_cpu']:.2f} | {r['loaders_cpu']:.2f} | {r['main_cpu']:.2f}"
                     f" | {r['sandbox_cpu']:.2f} | {r['first_per_second']:,.0f} | {r['peak_rss_mb']:.0f} | {r['load']:.1f} |"
                 )
         write_section("Re-reading unchanged records", "\n".join(lines))
