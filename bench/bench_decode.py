@@ -1,5 +1,6 @@
 """What the read-ahead thread spends per contact, stage by stage: decoding a page (json.loads as before,
-msgspec as now, msgspec into typed structs), normalizing it, and both with one or two threads.
+msgspec as now, msgspec into typed structs), normalizing it, both with one or two threads, and both
+with the cyclic collector paused while each page is made (a candidate measured and left out).
 
     .venv/bin/python -m bench.bench_decode [--contacts 100000] [--repeat 7]
 
@@ -124,12 +125,26 @@ def main(argv: list[str] | None = None) -> int:
                     pass
         return run
 
+    def paused() -> None:
+        # the candidate that was measured and left out: the collector paused while each page is made
+        kept: collections.deque[Any] = collections.deque(maxlen=2)
+        for raw in pages:
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                kept.append(normalized(raw))
+            finally:
+                if enabled:
+                    gc.enable()
+
     stages: dict[str, Callable[[], None]] = {
         "decode: json.loads + exact hooks (before)": each_page(_json_path),
         "decode: decode_json (msgspec, now)": each_page(lambda raw: decode_list_body(raw, "contacts")),
         "decode: msgspec into typed structs (gc=False)": each_page(typed),
         "decode + normalize (now), 1 thread": threads(1),
         "decode + normalize (now), 2 threads": threads(2),
+        "decode + normalize, plain loop": each_page(normalized),
+        "decode + normalize, collector paused per page": paused,
     }
     times: dict[str, list[float]] = {name: [] for name in stages}
     for i in range(args.repeat):
