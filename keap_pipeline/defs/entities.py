@@ -15,6 +15,7 @@ time filter in Keap: they are not partitioned, and every run is a full pass.
 # No `from __future__ import annotations` here: Dagster reads the generated functions'
 # annotations (the config class) at definition time.
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import Field
+from pydantic.fields import FieldInfo
 
 from keap_pipeline.db.cursors import INCREMENTAL, window_scope
 from keap_pipeline.defs.entity_checks import entity_checks
@@ -102,41 +104,41 @@ class EntitySyncConfig(Config):
     )
 
 
+class TimedSyncConfig(EntitySyncConfig):
+    """The config of an entity with a time filter: a partition window or, incremental, from the cursor."""
+
+    mode: Literal["window", "incremental"] = Field(
+        default="window",
+        description="window: the run's partition range (backfills); incremental: from the stored cursor to now (the schedule)",
+    )
+
+
+def _worded(field: str, description: str) -> tuple[Any, FieldInfo]:
+    # the base class's field with the entity's own words
+    base = EntitySyncConfig.model_fields[field]
+    info = copy.copy(base)
+    info.description = description
+    return base.annotation, info
+
+
 def _config_class(entity: Entity) -> type[EntitySyncConfig]:
     # One class per entity, named for it (ContactsSyncConfig: the Launchpad and the docs name it),
-    # with the entity's own words; TIME entities add `mode` (window or incremental).
+    # its descriptions in the entity's words; TIME entities add `mode` (TimedSyncConfig).
     record = entity.name.removesuffix("s")
-    fields: dict[str, Any] = {
-        "strategy": (
-            Literal["keap_wins", "supabase_wins", "manual", "merge"],
-            Field(default="keap_wins", description=f"what to do with a {record} changed in Keap and locally since the last sync"),
+    base: type[EntitySyncConfig] = TimedSyncConfig if entity.cursor is CursorKind.TIME else EntitySyncConfig
+    return pydantic.create_model(
+        f"{entity.name.capitalize()}SyncConfig",
+        __base__=base,
+        __module__=__name__,
+        __doc__=f"How a {asset_name(entity)} run syncs (the Launchpad offers and checks these values).",
+        strategy=_worded("strategy", f"what to do with a {record} changed in Keap and locally since the last sync"),
+        merge_rule=_worded("merge_rule", f"for strategy merge: a field changed on both sides (manual = park the {record})"),
+        lock_wait_seconds=_worded(
+            "lock_wait_seconds",
+            f"when another {entity.name} run holds the run lock (a CLI sync or replay beside this run), wait this "
+            "long for it, then fail naming it",
         ),
-        "merge_rule": (
-            Literal["keap_wins", "supabase_wins", "manual"],
-            Field(default="manual", description=f"for strategy merge: a field changed on both sides (manual = park the {record})"),
-        ),
-        "lock_wait_seconds": (
-            float,
-            Field(
-                default=300.0, ge=0, le=86_400,
-                description=f"when another {entity.name} run holds the run lock (a CLI sync or replay beside this "
-                "run), wait this long for it, then fail naming it",
-            ),
-        ),
-    }
-    if entity.cursor is CursorKind.TIME:
-        fields["mode"] = (
-            Literal["window", "incremental"],
-            Field(
-                default="window",
-                description="window: the run's partition range (backfills); incremental: from the stored cursor "
-                "to now (the schedule)",
-            ),
-        )
-    name = f"{entity.name.capitalize()}SyncConfig"
-    doc = f"How a {asset_name(entity)} run syncs (the Launchpad offers and checks these values)."
-    model = pydantic.create_model(name, __base__=EntitySyncConfig, __module__=__name__, __doc__=doc, **fields)
-    return model
+    )
 
 
 def _metadata(report: SyncReport) -> dict[str, MetadataValue | int | float | str]:
@@ -188,7 +190,7 @@ def _asset(entity: Entity, config_class: type[EntitySyncConfig]) -> AssetsDefini
         context: AssetExecutionContext, config: EntitySyncConfig, keap: KeapResource, postgres: PostgresResource
     ) -> MaterializeResult:
         """Sync the run's window (or, incremental, everything since the cursor; or a full pass)."""
-        if timed and getattr(config, "mode", "window") == "window":
+        if isinstance(config, TimedSyncConfig) and config.mode == "window":
             window = context.partition_time_window
             since, until = window.start.astimezone(UTC), window.end.astimezone(UTC)
             scope = window_scope(since, until)
