@@ -20,13 +20,7 @@ from keap_pipeline.db.locks import run_lock
 from keap_pipeline.entities import ENTITIES, Entity
 from keap_pipeline.pipeline.batch import load_isolating
 from keap_pipeline.pipeline.pages import normalize_records
-from keap_pipeline.pipeline.retries import (
-    DEFAULT_LOCK_TIMEOUT_SECONDS,
-    MAX_ATTEMPTS,
-    give_up,
-    retry_pause,
-    worth_retrying,
-)
+from keap_pipeline.pipeline.retries import DEFAULT_LOCK_TIMEOUT_SECONDS, with_retries
 from keap_pipeline.pipeline.sync import link_dependents
 
 log = logging.getLogger(__name__)
@@ -118,23 +112,17 @@ def replay_dead_letters(
         letters = [
             d for d in list_dead_letters(conn, entity_name, status="open", limit=limit) if ids is None or d.id in ids
         ]
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+
+        def attempt() -> ReplayReport:
+            # an app (or a writer that holds no run lock) writing one of these records meanwhile rolls
+            # the replay back whole, and it runs again, as a batch does
             report = ReplayReport()
-            try:
-                with conn.transaction():
-                    begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=False)
-                    _replay(conn, entity, letters, strategy, merge_rule, report)
-            except psycopg.Error as err:
-                # an app (or a writer that holds no run lock) wrote one of these records meanwhile:
-                # the replay is rolled back whole and runs again, as a batch is
-                if not worth_retrying(entity, err):
-                    raise
-                if attempt == MAX_ATTEMPTS:
-                    raise give_up(entity, err, attempt, lock_timeout_seconds) from err
-                log.info("replay retried (%s/%s): %s", attempt, MAX_ATTEMPTS, err.diag.message_primary)
-                retry_pause(attempt)
-                continue
-            break
+            with conn.transaction():
+                begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=False)
+                _replay(conn, entity, letters, strategy, merge_rule, report)
+            return report
+
+        report = with_retries(entity, attempt, lock_timeout_seconds=lock_timeout_seconds, what="replay", logger=log)
         if report.replayed:
             # orders or subscriptions may have waited for a replayed contact or product
             report.linked = link_dependents(conn, entity, lock_timeout_seconds)

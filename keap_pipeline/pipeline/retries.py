@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # a batch whose contacts an app keeps editing while it loads is retried this often, then fails
 MAX_ATTEMPTS = 5
@@ -72,3 +74,35 @@ def give_up(entity: Entity, err: psycopg.Error, attempts: int, lock_timeout_seco
             "next run resumes there. pg_stat_activity shows who holds the rows; raise the wait with `--lock-timeout`."
         )
     return err
+
+
+def with_retries(
+    entity: Entity, attempt: Callable[[], T], *, lock_timeout_seconds: float, what: str, logger: logging.Logger
+) -> T:
+    """Run one transaction's work until it commits, as a batch is retried (without the batch's commit turns).
+
+    Args:
+        entity: the entity it loads (which errors mean a concurrent writer: worth_retrying).
+        attempt: runs the whole transaction once; called again after a retryable error.
+        lock_timeout_seconds: the attempt's lock_timeout (named by give_up).
+        what: what is retried, for the log line.
+        logger: the caller's logger, which says so.
+
+    Returns:
+        What the attempt that committed returned.
+
+    Raises:
+        LockWaitsExhausted: the attempts ran out on lock timeouts; any other error that is not worth
+            retrying, or the last one, as it came.
+    """
+    for number in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return attempt()
+        except psycopg.Error as err:
+            if not worth_retrying(entity, err):
+                raise
+            if number == MAX_ATTEMPTS:
+                raise give_up(entity, err, number, lock_timeout_seconds) from err
+            logger.info("%s: %s retried (%s/%s): %s", entity.name, what, number, MAX_ATTEMPTS, err.diag.message_primary)
+            retry_pause(number)
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -23,13 +24,7 @@ from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, no
 from keap_pipeline.pipeline.parallel import LoaderPool, Turn
 from keap_pipeline.pipeline.prefetch import prefetch
 from keap_pipeline.pipeline.report import SyncReport
-from keap_pipeline.pipeline.retries import (
-    DEFAULT_LOCK_TIMEOUT_SECONDS,
-    MAX_ATTEMPTS,
-    give_up,
-    retry_pause,
-    worth_retrying,
-)
+from keap_pipeline.pipeline.retries import DEFAULT_LOCK_TIMEOUT_SECONDS, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +46,13 @@ def link_dependents(conn: psycopg.Connection, entity: Entity, lock_timeout_secon
     Returns:
         How many links were filled.
     """
-    return sum(_resolve_with_retries(conn, child, lock_timeout_seconds) for child in dependents(entity))
-
-
-def _resolve_with_retries(conn: psycopg.Connection, entity: Entity, lock_timeout_seconds: float) -> int:
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return resolve_links(conn, entity, lock_timeout_seconds=lock_timeout_seconds)
-        except psycopg.Error as err:
-            if not worth_retrying(entity, err):
-                raise
-            if attempt == MAX_ATTEMPTS:
-                raise give_up(entity, err, attempt, lock_timeout_seconds) from err
-            retry_pause(attempt)
+    linked = 0
+    for child in dependents(entity):
+        linked += with_retries(
+            child, partial(resolve_links, conn, child, lock_timeout_seconds=lock_timeout_seconds),
+            lock_timeout_seconds=lock_timeout_seconds, what="linking", logger=log,
+        )
+    return linked
 
 
 def run_holder(entity: Entity, run_id: str | None) -> str:
