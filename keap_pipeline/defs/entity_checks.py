@@ -23,11 +23,6 @@ def _minutes(age: timedelta) -> float:
     return round(age.total_seconds() / 60, 1)
 
 
-def _text(value: object) -> str:
-    # a cursor is a time today; an id cursor (CursorKind.ID) would be text: either way, no customer value
-    return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
 def dead_letters_check(entity: Entity, asset_key: AssetKey) -> AssetChecksDefinition:
     """``keap_<name>_dead_letters``: warn while records of the entity wait in the dead-letter table."""
 
@@ -84,7 +79,7 @@ def cursor_fresh_check(entity: Entity, asset_key: AssetKey, max_age: timedelta) 
             passed=age <= max_age,
             description=f"last incremental commit {_minutes(age)} min ago",
             metadata={
-                "cursor": MetadataValue.text(_text(cursor.value)),
+                "cursor": MetadataValue.text(cursor.value.isoformat()),
                 "last_commit": MetadataValue.text(cursor.updated_at.isoformat()),
                 "age_minutes": _minutes(age),
                 "max_age_minutes": max_age.total_seconds() / 60,

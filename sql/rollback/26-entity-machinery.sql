@@ -1,13 +1,5 @@
--- Down of 26. The generated functions of the four entities go first (sql/functions/rollback drops them
--- when rolling back below 26; listed here too so this script stands alone).
-drop function if exists keap_pipeline.upsert_tags_from_stage(uuid, text, text);
-drop function if exists keap_pipeline.upsert_products_from_stage(uuid, text, text);
-drop function if exists keap_pipeline.upsert_orders_from_stage(uuid, text, text);
-drop function if exists keap_pipeline.upsert_subscriptions_from_stage(uuid, text, text);
-drop function if exists keap_pipeline.diff_tags_from_stage(uuid);
-drop function if exists keap_pipeline.diff_products_from_stage(uuid);
-drop function if exists keap_pipeline.diff_orders_from_stage(uuid);
-drop function if exists keap_pipeline.diff_subscriptions_from_stage(uuid);
+-- Down of 26. The generated functions of the four entities are dropped before this script runs, by
+-- sql/functions/rollback/71-entities.sql (rollback runs the drop scripts of repeatable files requiring 26 first).
 
 drop index public.idx_sync_orders_unlinked_contact;
 drop index public.idx_sync_subscriptions_unlinked_contact;
