@@ -120,29 +120,34 @@ def load_plain_copy(url: str, batches: list[pl.DataFrame], connections: int = 1)
     return time.perf_counter() - started
 
 
-def load_reference(url: str, batches: list[pl.DataFrame]) -> float:
+def time_reference(url: str, reference_sql: Path, call: str, arrays: list[list[str]]) -> float:
+    """Install a row-by-row reference function and time it over the batches (one transaction each)."""
     with psycopg.connect(url) as conn:
-        conn.execute(REFERENCE_SQL.read_text().encode())
+        conn.execute(reference_sql.read_text().encode())
         conn.commit()
-        arrays = [
-            [
-                json.dumps(
-                    {
-                        "keap_id": r["keap_id"], "email": r["email"], "first_name": r["first_name"],
-                        "last_name": r["last_name"], "tags": json.loads(r["tags"]),
-                        "custom_fields": json.loads(r["custom_fields"]),
-                    },
-                    ensure_ascii=False,
-                )
-                for r in frame.iter_rows(named=True)
-            ]
-            for frame in batches
-        ]
         started = time.perf_counter()
         for array in arrays:
             with conn.transaction():
-                conn.execute("select * from bench_reference.batch_upsert_contacts(%s::jsonb[])", (array,))
+                conn.execute(call, (array,))
         return time.perf_counter() - started
+
+
+def load_reference(url: str, batches: list[pl.DataFrame]) -> float:
+    arrays = [
+        [
+            json.dumps(
+                {
+                    "keap_id": r["keap_id"], "email": r["email"], "first_name": r["first_name"],
+                    "last_name": r["last_name"], "tags": json.loads(r["tags"]),
+                    "custom_fields": json.loads(r["custom_fields"]),
+                },
+                ensure_ascii=False,
+            )
+            for r in frame.iter_rows(named=True)
+        ]
+        for frame in batches
+    ]
+    return time_reference(url, REFERENCE_SQL, "select * from bench_reference.batch_upsert_contacts(%s::jsonb[])", arrays)
 
 
 def change_one_percent(records_batches: list[list[dict]]) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import polars as pl
 import psycopg
 
-from bench.bench_db_stage import load_ours
+from bench.bench_db_stage import load_ours, time_reference
 from bench.common import fresh_database, git_revision, machine, server_version, write_section
 from keap_pipeline.entities import ORDERS
 from keap_pipeline.normalize.orders import normalize_orders
@@ -48,33 +47,26 @@ def frames(batches: list[list[dict]]) -> list[pl.DataFrame]:
 
 
 def load_reference(url: str, batches: list[pl.DataFrame]) -> float:
-    with psycopg.connect(url) as conn:
-        conn.execute(REFERENCE_SQL.read_text().encode())
-        conn.commit()
-        arrays = [
-            [
-                json.dumps(
-                    {
-                        **{k: v for k, v in r.items() if k not in ("ordinal", "content_hash")},
-                        "order_date": r["order_date"].isoformat(),
-                        "keap_updated_at": r["keap_updated_at"].isoformat(),
-                        "total_amount": str(r["total_amount"]) if isinstance(r["total_amount"], Decimal) else r["total_amount"],
-                        "line_items": json.loads(r["line_items"]),
-                        "shipping_address": json.loads(r["shipping_address"]) if r["shipping_address"] else None,
-                        "billing_address": json.loads(r["billing_address"]) if r["billing_address"] else None,
-                    },
-                    ensure_ascii=False,
-                    default=str,
-                )
-                for r in frame.iter_rows(named=True)
-            ]
-            for frame in batches
+    arrays = [
+        [
+            json.dumps(
+                {
+                    **{k: v for k, v in r.items() if k not in ("ordinal", "content_hash")},
+                    "order_date": r["order_date"].isoformat(),
+                    "keap_updated_at": r["keap_updated_at"].isoformat(),
+                    "total_amount": str(r["total_amount"]) if isinstance(r["total_amount"], Decimal) else r["total_amount"],
+                    "line_items": json.loads(r["line_items"]),
+                    "shipping_address": json.loads(r["shipping_address"]) if r["shipping_address"] else None,
+                    "billing_address": json.loads(r["billing_address"]) if r["billing_address"] else None,
+                },
+                ensure_ascii=False,
+                default=str,
+            )
+            for r in frame.iter_rows(named=True)
         ]
-        started = time.perf_counter()
-        for array in arrays:
-            with conn.transaction():
-                conn.execute("select * from bench_reference.batch_upsert_orders(%s::jsonb[])", (array,))
-        return time.perf_counter() - started
+        for frame in batches
+    ]
+    return time_reference(url, REFERENCE_SQL, "select * from bench_reference.batch_upsert_orders(%s::jsonb[])", arrays)
 
 
 def change_one_percent(batches: list[list[dict]]) -> int:
