@@ -292,23 +292,42 @@ def _versioned_location(migration: Migration, *, down: bool) -> str:
 
 
 class _Locked:
-    """An autocommit connection holding the migration advisory lock for its lifetime."""
+    """Two connections: one holds the migration advisory lock, the other applies the files.
+
+    The lock is transaction-scoped, held by an open, idle transaction on a connection of its own
+    (as the run lock is, db/locks.py): a pooler in transaction mode (PgBouncer, Supavisor on 6543)
+    keeps that transaction on one server connection, and when this process ends or its connection
+    drops, PostgreSQL releases the lock. A session lock (pg_advisory_lock) behind a transaction
+    pooler would stay on whichever server connection took it, long after this run, and every later
+    migrate would wait for it forever. The files run on the autocommit connection, one transaction
+    each, so nothing depends on session state.
+    """
 
     def __init__(self, conninfo: str) -> None:
-        self.conn = connect(conninfo, autocommit=True, application_name="keap-pipeline migrate")
+        self.lock_conn = connect(conninfo, application_name="keap-pipeline migrate (lock)")
+        try:
+            self.conn = connect(conninfo, autocommit=True, application_name="keap-pipeline migrate")
+        except BaseException:
+            self.lock_conn.close()
+            raise
 
     def __enter__(self) -> psycopg.Connection:
-        # Session lock: a second concurrent run waits here until the first is done, then finds
-        # nothing pending. Migrations must run on a direct or session-mode connection.
-        self.conn.execute("select pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        # A second concurrent run waits here until the first is done, then finds nothing pending.
+        # An idle-in-transaction timeout must not end the holding transaction under a running migrate.
+        self.lock_conn.execute("select pg_catalog.set_config('idle_in_transaction_session_timeout', '0', true)")
+        self.lock_conn.execute("select pg_catalog.pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
         return self.conn
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if not self.conn.closed:
-                self.conn.execute("select pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
-        finally:
             self.conn.close()
+        finally:
+            # ending the transaction releases the lock; closing alone would too
+            try:
+                if not self.lock_conn.closed:
+                    self.lock_conn.rollback()
+            finally:
+                self.lock_conn.close()
 
 
 def _check_history(migrations: list[Migration], applied: dict[int, tuple[str, str, datetime]]) -> None:
@@ -396,7 +415,7 @@ def migrate_report(
     this run applied a versioned file.
 
     Args:
-        conninfo: database URL (a direct or session-mode connection, not a transaction pooler).
+        conninfo: database URL (direct, or through a pooler in session or transaction mode).
         target: apply up to this version only; all when None.
         directory: the sql/ folder; sql_dir() when None.
         lock_timeout: how long a statement may wait for a table lock before the file fails.
@@ -453,7 +472,7 @@ def migrate(
     """Apply the pending migrations and, when needed, the repeatable files (see migrate_report).
 
     Args:
-        conninfo: database URL (a direct or session-mode connection, not a transaction pooler).
+        conninfo: database URL (direct, or through a pooler in session or transaction mode).
         target: apply up to this version only; all when None.
         directory: the sql/ folder; sql_dir() when None.
         lock_timeout: how long a statement may wait for a table lock before the file fails.
