@@ -59,8 +59,17 @@ class Pooler:
 
 
 @contextmanager
-def running_pgbouncer(server_url: str, *, pool_size: int = 8, pool_mode: str = "transaction") -> Iterator[Pooler]:
-    """Start PgBouncer in front of `server_url`'s server (trust auth, as the test servers use); stop it after."""
+def running_pgbouncer(
+    server_url: str, *, pool_size: int = 8, pool_mode: str = "transaction", extra_users: tuple[str, ...] = ()
+) -> Iterator[Pooler]:
+    """Start PgBouncer in front of `server_url`'s server (trust auth, as the test servers use); stop it after.
+
+    Args:
+        server_url: a database URL of the server to front (its user is the admin user).
+        pool_size: server connections per database and user.
+        pool_mode: transaction (what Supabase's 6543 is) or session.
+        extra_users: more login roles clients may connect as.
+    """
     binary = pgbouncer_binary()
     params = conninfo_to_dict(server_url)
     user = str(params.get("user") or "postgres")
@@ -69,7 +78,7 @@ def running_pgbouncer(server_url: str, *, pool_size: int = 8, pool_mode: str = "
     port = _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="keap-pgbouncer-"))
     os.chmod(workdir, 0o755)
-    (workdir / "users.txt").write_text(f'"{user}" ""\n')
+    (workdir / "users.txt").write_text("".join(f'"{name}" ""\n' for name in (user, *extra_users)))
     log_path = workdir / "pgbouncer.log"
     (workdir / "pgbouncer.ini").write_text(
         "[databases]\n"

@@ -19,80 +19,12 @@
 -- * updated_by is the app user who made the change (auth.uid(); NULL for the ingestion and the
 --   server-side roles), deleted_by the one who soft-deleted the row; both are bookkeeping like
 --   version, so updated_by alone is not a change (no audit row, no queue item).
-create or replace function public.trigger_sync_on_update()
-returns trigger
-language plpgsql
-volatile
-security definer
-set search_path = pg_catalog, pg_temp
-as $$
+-- The function is generated so that each of its three set-based writes is written once: its text is
+-- run as static SQL for small statements and EXECUTEd for large ones (see the comment inside).
+-- $1, $2, $3 in the texts are the entity (tg_table_name), the source and the user.
+do $generate$
 declare
-    v_source pg_catalog.text;
-    v_user pg_catalog.uuid;
-    v_jit pg_catalog.text;
-begin
-    if tg_level = 'ROW' then
-        if tg_when <> 'BEFORE' or tg_op <> 'UPDATE' then
-            raise exception 'trigger_sync_on_update: as a row trigger it runs BEFORE UPDATE only (got % %)', tg_when, tg_op
-                using hint = 'Create it BEFORE UPDATE FOR EACH ROW, and AFTER INSERT/UPDATE/DELETE FOR EACH STATEMENT with transition tables.';
-        end if;
-        if new.id is distinct from old.id then
-            raise exception 'trigger_sync_on_update: the id of a row of %.% cannot change (% -> %)',
-                tg_table_schema, tg_table_name, old.id, new.id
-                using errcode = '23514', hint = 'Insert a new row instead of changing the id.';
-        end if;
-        -- No queries here (this runs once per row) but for a change of keap_id, which is rare.
-        if new is not distinct from old then
-            return new;
-        end if;
-        if new.keap_id is distinct from old.keap_id and not keap_pipeline.is_ingestion() then
-            raise exception 'trigger_sync_on_update: keap_id of %.% is set by the Keap ingestion only', tg_table_schema, tg_table_name
-                using errcode = '42501',
-                      hint = 'The ingestion links rows to Keap records; other roles leave keap_id as it is.';
-        end if;
-        new.version := old.version + 1;
-        new.updated_at := pg_catalog.now();
-        new.updated_by := auth.uid();
-        if new.deleted_at is distinct from old.deleted_at then
-            new.deleted_by := case when new.deleted_at is not null then auth.uid() end;
-        else
-            new.deleted_by := old.deleted_by;
-        end if;
-        return new;
-    end if;
-
-    -- Statement level. Only the ingestion's writes are Keap's (an allowlist on its role).
-    v_source := case when keap_pipeline.is_ingestion() then 'keap' else 'supabase' end;
-    if tg_op = 'INSERT' and v_source <> 'keap' then
-        -- (a separate IF: new_rows exists in INSERT and UPDATE triggers only)
-        if exists (select 1 from new_rows as n where n.keap_id is not null) then
-            raise exception 'trigger_sync_on_update: keap_id of %.% is set by the Keap ingestion only', tg_table_schema, tg_table_name
-                using errcode = '42501',
-                      hint = 'Insert the row without keap_id; the ingestion links rows to Keap records.';
-        end if;
-    end if;
-    v_user := auth.uid();
-    -- Transition tables carry no statistics, so the planner's estimates for a 10k-row statement are
-    -- far too high and PostgreSQL would spend most of the time JIT-compiling (measured: 0.7 s of 1 s
-    -- on PostgreSQL 15). Off for these statements only; the caller's value is restored below.
-    v_jit := pg_catalog.current_setting('jit', true);
-    if v_jit is not null and v_jit <> 'off' then
-        perform pg_catalog.set_config('jit', 'off', true);
-    end if;
-
-    -- The writes below are EXECUTEd constant SQL: EXECUTE plans each call with the transition tables'
-    -- real row counts. A static statement would be planned once per session and its plan cached; a plan
-    -- made for an empty transition table (e.g. a nested loop joining old and new rows) then runs on the
-    -- next 10,000-row statement and turns quadratic (observed on PostgreSQL 15).
-    -- Audit and sync_status ids come from the column defaults (time-ordered, see above).
-    if tg_op = 'INSERT' then
-        if not exists (select 1 from new_rows) then
-            if v_jit is not null and v_jit <> 'off' then
-                perform pg_catalog.set_config('jit', v_jit, true);
-            end if;
-            return null;
-        end if;
-        execute $sql$
+    v_insert pg_catalog.text := $stmt$
             with changed as (
                 select n.id, n.keap_id, n.sync_status, pg_catalog.to_jsonb(n.*) as row_data
                 from new_rows as n
@@ -133,17 +65,8 @@ begin
                 sync_direction = case when s.sync_direction = 'supabase_to_keap' then s.sync_direction else 'bidirectional' end,
                 last_sync_status = 'pending',
                 updated_at = pg_catalog.now()
-        $sql$
-        using tg_table_name, v_source, v_user;
-
-    elsif tg_op = 'UPDATE' then
-        if not exists (select 1 from new_rows) then
-            if v_jit is not null and v_jit <> 'off' then
-                perform pg_catalog.set_config('jit', v_jit, true);
-            end if;
-            return null;
-        end if;
-        execute $sql$
+$stmt$;
+    v_update pg_catalog.text := $stmt$
             -- materialized: otherwise the CTE is inlined and to_jsonb(o.*) is recomputed for every key below
             with pairs as materialized (
                 select
@@ -213,17 +136,8 @@ begin
                 sync_direction = case when s.sync_direction = 'supabase_to_keap' then s.sync_direction else 'bidirectional' end,
                 last_sync_status = 'pending',
                 updated_at = pg_catalog.now()
-        $sql$
-        using tg_table_name, v_source, v_user;
-
-    elsif tg_op = 'DELETE' then
-        if not exists (select 1 from old_rows) then
-            if v_jit is not null and v_jit <> 'off' then
-                perform pg_catalog.set_config('jit', v_jit, true);
-            end if;
-            return null;
-        end if;
-        execute $sql$
+$stmt$;
+    v_delete pg_catalog.text := $stmt$
             with changed as (
                 select o.id, o.keap_id, o.sync_status, pg_catalog.to_jsonb(o.*) as row_data
                 from old_rows as o
@@ -261,15 +175,142 @@ begin
                 sync_direction = case when s.sync_direction = 'supabase_to_keap' then s.sync_direction else 'bidirectional' end,
                 last_sync_status = 'pending',
                 updated_at = pg_catalog.now()
-        $sql$
-        using tg_table_name, v_source, v_user;
+$stmt$;
+    v_function pg_catalog.text := $template$
+create or replace function public.trigger_sync_on_update()
+returns trigger
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+    v_source pg_catalog.text;
+    v_user pg_catalog.uuid;
+    v_jit pg_catalog.text;
+begin
+    if tg_level = 'ROW' then
+        if tg_when <> 'BEFORE' or tg_op <> 'UPDATE' then
+            raise exception 'trigger_sync_on_update: as a row trigger it runs BEFORE UPDATE only (got % %)', tg_when, tg_op
+                using hint = 'Create it BEFORE UPDATE FOR EACH ROW, and AFTER INSERT/UPDATE/DELETE FOR EACH STATEMENT with transition tables.';
+        end if;
+        if new.id is distinct from old.id then
+            raise exception 'trigger_sync_on_update: the id of a row of %.% cannot change (% -> %)',
+                tg_table_schema, tg_table_name, old.id, new.id
+                using errcode = '23514', hint = 'Insert a new row instead of changing the id.';
+        end if;
+        -- No queries here (this runs once per row) but for a change of keap_id, which is rare.
+        if new is not distinct from old then
+            return new;
+        end if;
+        if new.keap_id is distinct from old.keap_id and not keap_pipeline.is_ingestion() then
+            raise exception 'trigger_sync_on_update: keap_id of %.% is set by the Keap ingestion only', tg_table_schema, tg_table_name
+                using errcode = '42501',
+                      hint = 'The ingestion links rows to Keap records; other roles leave keap_id as it is.';
+        end if;
+        new.version := old.version + 1;
+        new.updated_at := pg_catalog.now();
+        new.updated_by := auth.uid();
+        if new.deleted_at is distinct from old.deleted_at then
+            new.deleted_by := case when new.deleted_at is not null then auth.uid() end;
+        else
+            new.deleted_by := old.deleted_by;
+        end if;
+        return new;
+    end if;
+
+    -- Statement level. Only the ingestion's writes are Keap's (an allowlist on its role).
+    v_source := case when keap_pipeline.is_ingestion() then 'keap' else 'supabase' end;
+    if tg_op = 'INSERT' and v_source <> 'keap' then
+        -- (a separate IF: new_rows exists in INSERT and UPDATE triggers only)
+        if exists (select 1 from new_rows as n where n.keap_id is not null) then
+            raise exception 'trigger_sync_on_update: keap_id of %.% is set by the Keap ingestion only', tg_table_schema, tg_table_name
+                using errcode = '42501',
+                      hint = 'Insert the row without keap_id; the ingestion links rows to Keap records.';
+        end if;
+    end if;
+    v_user := auth.uid();
+    -- Transition tables carry no statistics, so the planner's estimates for a 10k-row statement are
+    -- far too high and PostgreSQL would spend most of the time JIT-compiling (measured: 0.7 s of 1 s
+    -- on PostgreSQL 15). Off for these statements only; the caller's value is restored below.
+    v_jit := pg_catalog.current_setting('jit', true);
+    if v_jit is not null and v_jit <> 'off' then
+        perform pg_catalog.set_config('jit', 'off', true);
+    end if;
+
+    -- Each write below exists twice, from one text (generated, see the DO block): a statement of fewer
+    -- than 16 rows (an app user's edit) runs it as static SQL, whose plan PL/pgSQL caches per session;
+    -- a larger one (an ingestion batch) EXECUTEs it, planned for the transition tables' real row
+    -- counts. A cached plan made for a small transition table (e.g. a nested loop joining old and new
+    -- rows) turns quadratic on a 10,000-row statement (observed on PostgreSQL 15), and planning every
+    -- single-row app edit afresh doubled its cost (bench/bench_load_test.py, docs/benchmarks.md).
+    -- Audit and sync_status ids come from the column defaults (time-ordered, see above).
+    if tg_op = 'INSERT' then
+        if not exists (select 1 from new_rows) then
+            if v_jit is not null and v_jit <> 'off' then
+                perform pg_catalog.set_config('jit', v_jit, true);
+            end if;
+            return null;
+        end if;
+        if (select pg_catalog.count(*) from (select from new_rows limit 16) as few) < 16 then
+            -- @INSERT_STATIC@
+        else
+            execute @INSERT_DYNAMIC@
+            using tg_table_name, v_source, v_user;
+        end if;
+
+    elsif tg_op = 'UPDATE' then
+        if not exists (select 1 from new_rows) then
+            if v_jit is not null and v_jit <> 'off' then
+                perform pg_catalog.set_config('jit', v_jit, true);
+            end if;
+            return null;
+        end if;
+        if (select pg_catalog.count(*) from (select from new_rows limit 16) as few) < 16 then
+            -- @UPDATE_STATIC@
+        else
+            execute @UPDATE_DYNAMIC@
+            using tg_table_name, v_source, v_user;
+        end if;
+
+    elsif tg_op = 'DELETE' then
+        if not exists (select 1 from old_rows) then
+            if v_jit is not null and v_jit <> 'off' then
+                perform pg_catalog.set_config('jit', v_jit, true);
+            end if;
+            return null;
+        end if;
+        if (select pg_catalog.count(*) from (select from old_rows limit 16) as few) < 16 then
+            -- @DELETE_STATIC@
+        else
+            execute @DELETE_DYNAMIC@
+            using tg_table_name, v_source, v_user;
+        end if;
     end if;
     if v_jit is not null and v_jit <> 'off' then
         perform pg_catalog.set_config('jit', v_jit, true);
     end if;
     return null;
 end
-$$;
+$fn$;
+$template$;
+    v_static pg_catalog.text;
+    v_name pg_catalog.text;
+    v_text pg_catalog.text;
+begin
+    foreach v_name in array array['INSERT', 'UPDATE', 'DELETE'] loop
+        v_text := case v_name when 'INSERT' then v_insert when 'UPDATE' then v_update else v_delete end;
+        v_static := pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(v_text,
+            '$1', 'tg_table_name'), '$2', 'v_source'), '$3', 'v_user');
+        v_function := pg_catalog.replace(v_function, '-- @' || v_name || '_STATIC@', pg_catalog.btrim(v_static, E'\n') || ';');
+        v_function := pg_catalog.replace(v_function, '@' || v_name || '_DYNAMIC@', pg_catalog.quote_literal(v_text));
+    end loop;
+    if pg_catalog.strpos(v_function, '_STATIC@') > 0 or pg_catalog.strpos(v_function, '_DYNAMIC@') > 0 then
+        raise exception '20-sync-triggers: a placeholder of trigger_sync_on_update was not replaced';
+    end if;
+    execute v_function;
+end
+$generate$;
 
 comment on function public.trigger_sync_on_update() is
     'Sync tables: BEFORE UPDATE row part bumps version/updated_at/updated_by; AFTER statement parts write audit, queue and sync_status set-based; only keap_pipeline_ingest writes as Keap.';
