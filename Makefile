@@ -44,8 +44,10 @@ lint: install
 	$(BIN)/ruff check keap_pipeline tests bench
 	$(BIN)/mypy keap_pipeline
 
+## bench: the benchmarks into docs/benchmarks.md (issue 16's by default; BENCH="pooling load_test" or `python -m bench --list`)
 bench: install
-	$(BIN)/python -m bench
+	$(UV) sync --locked --group bench --python $(PYTHON)
+	$(BIN)/python -m bench $(BENCH)
 
 ## fuzz: issue 9's property on a long random pass (hostile records through sandbox, sync, replay); FUZZ_ARGS="--examples 2000 --seed S"
 fuzz: install

@@ -20,6 +20,7 @@ import argparse
 import os
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -81,6 +82,24 @@ def load_test(server: str, *, baseline_sql: str | None = None, name: str = "keap
             f"{fmt(result.percentile(95), 2)} | {fmt(result.percentile(99), 2)} | {result.failed} | "
             f"{rows:,} | {audit:,} | {queued:,} |")
     return line, figures
+
+
+def reference_run(server: str) -> str:
+    """The same pgbench, same role and claims, into a bare table (no triggers, RLS, indexes): the machine's ceiling now."""
+    url = fresh_database(server, "keap_load_reference")
+    seed_app_users(url, users=100, per_user=0)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "create table public.load_test_reference (id uuid default gen_random_uuid(), email text, first_name text,"
+            " last_name text, phone text, company text, tags jsonb, custom_fields jsonb)"
+        )
+        conn.execute("grant insert on public.load_test_reference to authenticated")
+    script = Path(tempfile.mkdtemp(prefix="keap-load-ref-")) / "load_test_reference.sql"
+    script.write_text((BENCH / "load_test.sql").read_text().replace("public.sync_contacts", "public.load_test_reference"))
+    result = run_pgbench(make_conninfo(url, user=APP_LOGIN), script, clients=10, threads=4, transactions=1000,
+                         variables={"users": 100})
+    return (f"| bare table (reference) | {fmt(result.tps, 0)} | {fmt(result.mean_ms, 2)} | {fmt(result.percentile(50), 2)} | "
+            f"{fmt(result.percentile(95), 2)} | {fmt(result.percentile(99), 2)} | {result.failed} |")
 
 
 def detect_calls(url: str, calls: int) -> list[float]:
@@ -303,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_line(server)
         load_line, load = load_test(server)
         print(load_line, load, flush=True)
+        reference_line = reference_run(server)
+        print(reference_line, flush=True)
         compare_lines = []
         if baseline_sql:
             for round_ in range(args.rounds):
@@ -328,6 +349,13 @@ Keap by the triggers. The request asks for > 1,000 records/s; one record per tra
 | tps (= records/s) | mean ms | p50 ms | p95 ms | p99 ms | failed | rows | audit rows | queued |
 |---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {load_line}
+
+The same script in the same run into a bare table (no triggers, no RLS policies, no indexes), which is what
+this machine could do at that moment without the sync schema's work:
+
+| target | tps | mean ms | p50 ms | p95 ms | p99 ms | failed |
+|---|---:|---:|---:|---:|---:|---:|
+{reference_line}
 {_comparison(args.baseline, compare_lines)}
 **Conflict detection** (the request: < 50 ms per record). Set-based in the load path: one 10,000-record Keap batch
 (strategy manual) over rows the app had not touched (plain updates) and over rows the app had edited first (every
