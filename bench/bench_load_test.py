@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import polars as pl
 import psycopg
