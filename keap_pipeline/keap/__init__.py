@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from keap_pipeline.keap.errors import (
         KeapArgumentError,
         KeapAuthError,
+        KeapConnectionRefused,
         KeapError,
         KeapNotFound,
         KeapPagingError,
@@ -73,6 +74,7 @@ _EXPORTS = {
     'format_time': 'keap_pipeline.keap.endpoints',
     'KeapArgumentError': 'keap_pipeline.keap.errors',
     'KeapAuthError': 'keap_pipeline.keap.errors',
+    'KeapConnectionRefused': 'keap_pipeline.keap.errors',
     'KeapError': 'keap_pipeline.keap.errors',
     'KeapNotFound': 'keap_pipeline.keap.errors',
     'KeapPagingError': 'keap_pipeline.keap.errors',
@@ -119,6 +121,7 @@ __all__ = [
     "KeapArgumentError",
     "KeapAuthError",
     "KeapClient",
+    "KeapConnectionRefused",
     "KeapError",
     "KeapNotFound",
     "KeapPagingError",

@@ -17,6 +17,7 @@ from keap_pipeline.keap.endpoints import ENDPOINTS, EndpointSpec, build_list_par
 from keap_pipeline.keap.errors import (
     KeapArgumentError,
     KeapAuthError,
+    KeapConnectionRefused,
     KeapError,
     KeapNotFound,
     KeapRateLimited,
@@ -28,7 +29,7 @@ from keap_pipeline.keap.errors import (
 from keap_pipeline.keap.pacing import Pacer, next_utc_midnight, quota_exhausted
 from keap_pipeline.keap.paging import FetchResult, Page
 from keap_pipeline.keap.quota import QuotaState
-from keap_pipeline.keap.retrying import RetryPolicy, parse_retry_after
+from keap_pipeline.keap.retrying import RetryPolicy, is_refused, parse_retry_after
 from keap_pipeline.keap.secret import redact
 from keap_pipeline.keap.stats import ClientStats
 
@@ -323,6 +324,7 @@ class KeapClient:
             KeapRateLimited: 429s beyond the retry budget.
             KeapServerError: 5xx beyond the retry budget.
             KeapTransportError: timeouts/dropped connections beyond the retry budget.
+            KeapConnectionRefused: nothing listens at the base URL's host and port (at once, no retry).
             KeapAuthError: 401 (after one OAuth refresh) or 403.
             KeapNotFound: 404.
             KeapRequestError: any other 4xx.
@@ -340,6 +342,12 @@ class KeapClient:
                 response = self._http.request(method, path, params=params, json=json, headers=sent)
             except httpx.TransportError as exc:
                 self.stats.transport_errors += 1
+                if is_refused(exc):
+                    # nothing listens there: retrying with backoff would only delay this answer
+                    raise KeapConnectionRefused(
+                        f"{method} {path}: connection refused by {self._address()}: nothing accepts "
+                        "connections there; check KEAP_BASE_URL and that Keap (or the sandbox) runs at it"
+                    ) from exc
                 unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 delay = self._retry.backoff(retries)
                 if (idempotent or unsent) and self._may_retry(retries, waited, delay):
@@ -349,9 +357,14 @@ class KeapClient:
                     )
                     retries, waited = self._wait(retries, waited, delay)
                     continue
+                advice = (
+                    "Keap did not answer in time: raise the timeout or retry later"
+                    if isinstance(exc, httpx.TimeoutException)
+                    else "check the network and KEAP_BASE_URL"
+                )
                 raise KeapTransportError(
-                    f"{method} {path}: {type(exc).__name__} on {retries + 1} attempt(s), retry "
-                    "budget spent; check the network and KEAP_BASE_URL, or raise the timeout"
+                    f"{method} {path} to {self._address()}: {type(exc).__name__} on {retries + 1} "
+                    f"attempt(s), retry budget spent; {advice}"
                 ) from exc
             quota = self._observe(response)
             status = response.status_code
@@ -429,6 +442,13 @@ class KeapClient:
             )
 
     # ---- helpers -------------------------------------------------------------------------
+
+    def _address(self) -> str:
+        """host:port of the base URL (the port the scheme implies when none is given)."""
+        url = self._http.base_url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        host = f"[{url.host}]" if ":" in url.host else url.host
+        return f"{host}:{port}"
 
     def _may_retry(self, retries: int, waited: float, delay: float) -> bool:
         return retries < self._retry.max_retries and waited + delay <= self._retry.max_wait

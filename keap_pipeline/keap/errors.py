@@ -60,6 +60,10 @@ class KeapTransportError(KeapError):
     """Timeouts or dropped connections persisted beyond the retry budget."""
 
 
+class KeapConnectionRefused(KeapTransportError):
+    """Nothing accepts connections at the host and port of the base URL; not retried (a refusal is an answer)."""
+
+
 class KeapRequestError(KeapError):
     """Keap rejected the request itself (a 4xx other than 401/403/404/429)."""
 

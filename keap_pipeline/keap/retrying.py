@@ -41,6 +41,29 @@ class RetryPolicy:
         return self.rng.uniform(0.0, min(self.max_delay, self.base_delay * (2**attempt)))
 
 
+def is_refused(exc: BaseException) -> bool:
+    """Whether a transport error is a refused connection (ECONNREFUSED anywhere in its chain of causes).
+
+    A refusal is an answer, not slowness: the host said at once that nothing listens on that
+    port, and waiting does not change that. Other failures to connect (an unreachable network,
+    a name that does not resolve yet, a reset) may pass and stay retried.
+
+    Args:
+        exc: the exception httpx raised.
+
+    Returns:
+        True for a refused connection.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait as a Retry-After header says: delta-seconds or an HTTP-date.
 

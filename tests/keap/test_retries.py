@@ -11,6 +11,7 @@ import pytest
 
 from keap_pipeline.keap import (
     KeapAuthError,
+    KeapConnectionRefused,
     KeapNotFound,
     KeapQuotaExhausted,
     KeapRateLimited,
@@ -83,7 +84,7 @@ def test_429_past_the_budget_is_keap_rate_limited() -> None:
         (lambda: httpx.ReadTimeout("timed out"), KeapTransportError),
         (lambda: httpx.ConnectTimeout("timed out"), KeapTransportError),
         (lambda: httpx.RemoteProtocolError("peer closed connection"), KeapTransportError),
-        (lambda: httpx.ConnectError("connection refused"), KeapTransportError),
+        (lambda: httpx.ConnectError("[Errno 101] Network is unreachable"), KeapTransportError),
     ],
 )
 @pytest.mark.parametrize("budget_spent", [False, True])
@@ -203,8 +204,41 @@ def test_every_request_carries_the_configured_timeout() -> None:
     assert handler.requests[0].extensions["timeout"] == httpx.Timeout(5.0).as_dict()
 
 
-def test_a_refused_connection_on_a_real_socket_is_retried_then_reported() -> None:
+def _refused() -> httpx.ConnectError:
+    # what httpx raises for ECONNREFUSED: a ConnectError caused (through httpcore) by the OSError
+    error = httpx.ConnectError("[Errno 111] Connection refused")
+    error.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    return error
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_a_refused_connection_is_not_retried_and_names_host_and_port(idempotent: bool) -> None:
+    clock = FakeClock()
+    handler = Scripted([_refused()])
+    with make_client(handler, clock) as client, pytest.raises(KeapConnectionRefused) as info:
+        client.request("GET" if idempotent else "POST", "/contacts", idempotent=idempotent)
+    assert len(handler.requests) == 1 and clock.sleeps == [] and client.stats.retries == 0
+    assert "connection refused by 127.0.0.1:8765" in str(info.value)
+    assert "KEAP_BASE_URL" in str(info.value) and "timeout" not in str(info.value)
+    assert isinstance(info.value, KeapTransportError)  # callers catching the wider class still do
+
+
+def test_transport_errors_past_the_budget_name_the_address_and_fitting_advice() -> None:
+    for failure, advice in [(httpx.ReadTimeout("timed out"), "raise the timeout"),
+                            (httpx.ConnectError("[Errno -3] Temporary failure in name resolution"),
+                             "check the network and KEAP_BASE_URL")]:
+        retry = RetryPolicy(max_retries=1, rng=random.Random(2))
+        handler = Scripted([failure, failure])
+        with make_client(handler, FakeClock(), retry=retry) as client, pytest.raises(KeapTransportError) as info:
+            client.get("/contacts/1")
+        assert not isinstance(info.value, KeapConnectionRefused)
+        assert "to 127.0.0.1:8765" in str(info.value) and advice in str(info.value), str(info.value)
+        assert len(handler.requests) == 2
+
+
+def test_a_refused_connection_on_a_real_socket_fails_at_once_naming_host_and_port() -> None:
     import socket
+    import time
 
     from keap_pipeline.keap import ApiKeyAuth, KeapClient
 
@@ -212,12 +246,13 @@ def test_a_refused_connection_on_a_real_socket_is_retried_then_reported() -> Non
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     clock = FakeClock()
-    retry = RetryPolicy(max_retries=2, rng=random.Random(4))
+    started = time.monotonic()
     with KeapClient(f"http://127.0.0.1:{port}/crm/rest/v2", ApiKeyAuth("k"), pacing=False,
-                    retry=retry, sleep=clock.sleep, timeout=2.0) as client:
-        with pytest.raises(KeapTransportError, match="ConnectError on 3 attempt"):
+                    sleep=clock.sleep, timeout=2.0) as client:
+        with pytest.raises(KeapConnectionRefused, match=f"connection refused by 127.0.0.1:{port}"):
             client.get("/contacts/1")
-        assert client.stats.transport_errors == 3 and client.stats.retries == 2
+        assert client.stats.transport_errors == 1 and client.stats.retries == 0
+    assert clock.sleeps == [] and time.monotonic() - started < 2.0
 
 
 def test_a_503_with_retry_after_waits_at_least_that_long() -> None:
