@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from urllib.parse import unquote
 
 from keap_pipeline.errors import KeapPipelineError
 
@@ -110,11 +112,16 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def _add_sandbox(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser("sandbox", help="serve a local Keap REST v2 sandbox on loopback until stopped")
     try:
         from keap_pipeline.sandbox import add_arguments
+        from keap_pipeline.sandbox.config import KEY_HELP
     except ImportError:  # the sandbox package is optional in a trimmed install
         return
+    parser = sub.add_parser(
+        "sandbox", help="serve a local Keap REST v2 sandbox on loopback until stopped",
+        description="Serve a local Keap REST v2 sandbox on loopback until stopped (Ctrl-C or SIGTERM).",
+        epilog=f"{KEY_HELP} Point the pipeline at it with KEAP_BASE_URL=http://127.0.0.1:PORT/crm/rest/v2.",
+    )
     add_arguments(parser)
     parser.set_defaults(func=_cmd_sandbox)
 
@@ -127,12 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="apply pending migrations")
     _add_database_url(p)
-    p.add_argument("--to", type=int, default=None, metavar="VERSION", help="stop at this version")
+    p.add_argument("--to", type=int, default=None, metavar="VERSION",
+                   help="stop at this version (default: apply everything pending)")
     p.set_defaults(func=_cmd_migrate)
 
     p = sub.add_parser("rollback", help="run down scripts back to a version (0 = everything)")
     _add_database_url(p)
-    p.add_argument("--to", type=int, required=True, metavar="VERSION")
+    p.add_argument(
+        "--to", type=int, required=True, metavar="VERSION",
+        help="required: keep the migrations up to this version, run the down scripts of every later one "
+        "(newest first; 0 = everything)",
+    )
     p.set_defaults(func=_cmd_rollback)
 
     p = sub.add_parser("migrations", help="list applied and pending migrations with checksums")
@@ -140,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_migrations)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL under KEAP_PIPELINE_HOME")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument(
+        "action", choices=["up", "down", "status"],
+        help="up: start it (initialised on first use) and print its URL; down: stop it; "
+        "status: running or stopped, its URL and data directory",
+    )
     p.set_defaults(func=_cmd_db)
 
     _add_sandbox(sub)
@@ -166,11 +182,48 @@ _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
 
 
-def database_error_line(err: Exception) -> str:
-    """One line for a database error: the server's (or libpq's) first line, any password masked."""
+_QUERY_PASSWORD = re.compile(r"[?&]password=([^&#]*)", re.IGNORECASE)
+# PostgreSQL's words when the schema this command needs is not there (undefined table / function / schema)
+_NOT_MIGRATED = ("42P01", "42883", "3F000")
+
+
+def _passwords_in(url: str) -> set[str]:
+    """Every password a database URL (or key=value conninfo) carries, as written and percent-decoded."""
+    found: set[str] = set()
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo = rest.rsplit("@", 1)[0]
+        if ":" in userinfo:
+            found.add(userinfo.split(":", 1)[1])
+    found.update(m.group(1) for m in _QUERY_PASSWORD.finditer(url))
+    found.update(m.group(2).strip("'") for m in _KV_PASSWORD.finditer(url))
+    return {p for value in found if value for p in (value, unquote(value)) if p}
+
+
+def database_error_line(err: Exception, urls: Iterable[str | None] = ()) -> str:
+    """One line for a database error: the server's (or libpq's) first line, any password masked.
+
+    Args:
+        err: the psycopg error.
+        urls: the database URLs in play (the flag, the environment): their passwords are masked
+            wherever libpq's message quotes them, even when the URL could not be parsed.
+
+    Returns:
+        The line, with a hint to migrate when the schema it needs is missing.
+    """
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    for password in sorted({p for url in urls if url for p in _passwords_in(url)}, key=len, reverse=True):
+        text = text.replace(password, "***")
     text = _URL_PASSWORD.sub(r"\1***@", text)
-    return _KV_PASSWORD.sub(r"\1***", text)
+    text = _KV_PASSWORD.sub(r"\1***", text)
+    if getattr(err, "sqlstate", None) in _NOT_MIGRATED:
+        text += "; is the schema migrated? run `keap-pipeline migrate`"
+    return text
+
+
+def database_urls(args: argparse.Namespace) -> tuple[str | None, ...]:
+    """The database URLs a command may have used: its --database-url flag and KEAP_PIPELINE_DATABASE_URL."""
+    return getattr(args, "database_url", None), os.environ.get("KEAP_PIPELINE_DATABASE_URL")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if type(err).__module__.split(".")[0] != "psycopg":
             raise
         command = " ".join(filter(None, (args.command, getattr(args, "chore", None))))
-        print(f"keap-pipeline {command}: database error: {database_error_line(err)}", file=sys.stderr)
+        print(f"keap-pipeline {command}: database error: {database_error_line(err, database_urls(args))}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -149,8 +149,10 @@ def _change_locally(database_url: str, keap_ids: list[str], tag: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m keap_pipeline.demo", description=__doc__)
-    parser.add_argument("--contacts", type=int, default=50_000)
-    parser.add_argument("--strategy", default="merge", choices=["keap_wins", "supabase_wins", "manual", "merge"])
+    parser.add_argument("--contacts", type=int, default=50_000,
+                        help="contacts in the sandbox; the other entities scale from it (default 50000)")
+    parser.add_argument("--strategy", default="merge", choices=["keap_wins", "supabase_wins", "manual", "merge"],
+                        help="conflict strategy of the runs (default merge)")
     parser.add_argument(
         "--entities", default=",".join(ENTITIES),
         help="comma-separated entities to sync (default: all, in lineage order); contacts always, the demo's edits are contacts'",

@@ -108,7 +108,7 @@ def _sync_one(
     client: KeapClient, url: str, entity: Entity, args: argparse.Namespace, run_id: str, *, every: bool
 ) -> int:
     """Sync one entity as the flags say; print its summary line; return its exit status."""
-    from keap_pipeline.cli import database_error_line
+    from keap_pipeline.cli import database_error_line, database_urls
     from keap_pipeline.db.cursors import INCREMENTAL, window_scope
     from keap_pipeline.db.locks import RunLocked
     from keap_pipeline.entities import CursorKind
@@ -155,7 +155,7 @@ def _sync_one(
             raise
         log.debug("%s: sync failed", entity.name, exc_info=True)
         kind = "database error" if database else type(err).__name__
-        return _failed(entity, f"{kind}: {database_error_line(err)}", EXIT_ERROR, "failed", every=every)
+        return _failed(entity, f"{kind}: {database_error_line(err, database_urls(args))}", EXIT_ERROR, "failed", every=every)
     note = ""
     if not timed:
         note = f"; a full pass ({entity.cursor.value} cursor: no time filter in Keap"
@@ -193,7 +193,8 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
 
     try:
         report = replay_dead_letters(
-            url, args.entity, ids=args.ids or None, strategy=args.strategy, lock_wait_seconds=args.wait
+            url, args.entity, ids=args.ids or None, strategy=args.strategy, merge_rule=args.merge_rule,
+            lock_wait_seconds=args.wait,
         )
     except RunLocked as err:
         print(f"keap-pipeline dead-letters: {err}", file=sys.stderr)
@@ -214,12 +215,16 @@ def _failed(entity: Entity, error: str, status: int, what: str, *, every: bool) 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `sync` and `dead-letters` to the keap-pipeline parser."""
-    from keap_pipeline.db.load import CONFLICT_STRATEGIES, MERGE_RULES
     from keap_pipeline.entities import ENTITIES
 
     p = sub.add_parser(
         "sync",
         help="sync an entity from Keap, or all of them in lineage order (incremental from the cursor, or a window)",
+        description="Sync Keap into PostgreSQL: incremental from the stored cursor, or the window --since/--until.",
+        epilog="Environment: KEAP_API_KEY (required) is the Keap API key, read from the environment only, never "
+        "a flag (flags show in the process list); KEAP_BASE_URL is the API root ending in /crm/rest/v2 "
+        "(or --base-url); KEAP_PIPELINE_DATABASE_URL is the database (or --database-url, else the embedded "
+        "server). The local sandbox (`keap-pipeline sandbox`) accepts the key it prints at start.",
     )
     p.add_argument(
         "entity", choices=[*ENTITIES, ALL],
@@ -231,9 +236,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="window start, ISO-8601 (default: the stored cursor); entities without a time filter do a full pass",
     )
     p.add_argument("--until", type=_instant, help="window end, ISO-8601 (default: now)")
-    p.add_argument("--strategy", choices=CONFLICT_STRATEGIES, default="keap_wins")
-    p.add_argument("--merge-rule", choices=MERGE_RULES, default="manual")
-    p.add_argument("--pages-per-batch", type=int, default=1, help="fewest pages per transaction")
+    _add_strategy(p)
+    p.add_argument("--pages-per-batch", type=int, default=1, help="fewest pages per transaction (default 1)")
     p.add_argument(
         "--max-pages-per-batch", type=int, default=10,
         help="most pages per transaction, reached while pages change little (default 10)",
@@ -245,7 +249,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--page-size", type=int, default=1000, choices=range(1, 1001), metavar="1..1000",
                    help="records per Keap request (default 1000, Keap's maximum)")
     p.add_argument("--base-url", help="Keap API root (default KEAP_BASE_URL)")
-    p.add_argument("--no-pacing", action="store_true", help="do not pace requests (sandbox benchmarks only)")
+    p.add_argument("--no-pacing", action="store_true",
+                   help="do not pace requests to Keap's published limits (sandbox benchmarks only; default: paced)")
     _add_wait(p)
     p.add_argument(
         "--lock-timeout", type=float, default=30.0, metavar="SECONDS",
@@ -255,19 +260,45 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--stall-timeout", type=float, default=300.0, metavar="SECONDS",
         help="stop the run when no batch commits for this long, naming what it waits on (default 300; 0 = never)",
     )
-    p.add_argument("--database-url", metavar="URL", help="default KEAP_PIPELINE_DATABASE_URL, else the embedded server")
+    p.add_argument("--database-url", metavar="URL",
+                   help="PostgreSQL URL; default KEAP_PIPELINE_DATABASE_URL, else the embedded server")
     p.set_defaults(func=_cmd_sync)
 
     p = sub.add_parser("dead-letters", help="list or replay records that could not be loaded")
-    p.add_argument("action", choices=["list", "replay"])
-    p.add_argument("--entity", choices=list(ENTITIES), default="contacts")
-    p.add_argument("--status", choices=["open", "replayed", "discarded", "all"], default="open")
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--id", dest="ids", type=int, action="append", help="replay only this id (repeatable)")
-    p.add_argument("--strategy", choices=CONFLICT_STRATEGIES, default="keap_wins")
+    p.add_argument(
+        "action", choices=["list", "replay"],
+        help="list: the dead letters with their reasons; replay: load them again with today's rules "
+        "(those that still fail stay open, with the new reason)",
+    )
+    # every entity of the table has a loader (normalizer + upsert), so every one can be replayed
+    p.add_argument("--entity", choices=list(ENTITIES), default="contacts",
+                   help=f"whose dead letters: {', '.join(ENTITIES)} (default contacts)")
+    p.add_argument("--status", choices=["open", "replayed", "discarded", "all"], default="open",
+                   help="list only: which letters (default open)")
+    p.add_argument("--limit", type=int, default=100, help="list only: at most this many, newest first (default 100)")
+    p.add_argument("--id", dest="ids", type=int, action="append", metavar="ID",
+                   help="replay only this id, repeatable (default: every open letter of the entity)")
+    _add_strategy(p)
     _add_wait(p)
-    p.add_argument("--database-url", metavar="URL", help="default KEAP_PIPELINE_DATABASE_URL, else the embedded server")
+    p.add_argument("--database-url", metavar="URL",
+                   help="PostgreSQL URL; default KEAP_PIPELINE_DATABASE_URL, else the embedded server")
     p.set_defaults(func=_cmd_dead_letters)
+
+
+def _add_strategy(p: argparse.ArgumentParser) -> None:
+    """--strategy and --merge-rule, as `sync` and `dead-letters replay` share them."""
+    from keap_pipeline.db.load import CONFLICT_STRATEGIES, MERGE_RULES
+
+    p.add_argument(
+        "--strategy", choices=CONFLICT_STRATEGIES, default="keap_wins",
+        help="for a record changed in Keap and locally since the last sync: keap_wins, supabase_wins, manual "
+        "(park it as an open conflict) or merge (field by field, see --merge-rule) (default keap_wins)",
+    )
+    p.add_argument(
+        "--merge-rule", choices=MERGE_RULES, default="manual",
+        help="with --strategy merge, for a field changed on both sides: keap_wins, supabase_wins, or manual "
+        "(park the record as an open conflict) (default manual)",
+    )
 
 
 def _add_wait(p: argparse.ArgumentParser) -> None:
