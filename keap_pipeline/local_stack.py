@@ -11,9 +11,10 @@ import psycopg
 from psycopg import sql
 
 from keap_pipeline.db import embedded
+from keap_pipeline.sandbox.config import DEMO_API_KEY
 
 DAGSTER_DATABASE = "dagster"
-SANDBOX_API_KEY = "sandbox-demo-key"  # a made-up key the local sandbox accepts; never a real one
+SANDBOX_API_KEY = DEMO_API_KEY  # a made-up key the local sandbox accepts; never a real one
 SANDBOX_PORT = 8765
 
 

@@ -13,6 +13,14 @@ from keap_pipeline.sandbox.errors import SandboxConfigError
 DEFAULT_PORT = 8765
 API_KEY_ENV = "KEAP_API_KEY"
 FALLBACK_API_KEY = "sandbox-key"
+DEMO_API_KEY = "sandbox-demo-key"  # what `make demo` and `make ui` start the sandbox with
+# made up for the sandbox, never a real credential: the only keys the sandbox names when it starts
+MADE_UP_API_KEYS = frozenset({FALLBACK_API_KEY, DEMO_API_KEY})
+KEY_HELP = (
+    f"The sandbox accepts one API key (header X-Keap-API-Key, or Authorization: Bearer): the value of "
+    f"{API_KEY_ENV} when that is set, else {FALLBACK_API_KEY!r}; `make demo` and `make ui` start it with "
+    f"{DEMO_API_KEY!r}. Its start line says which."
+)
 
 
 def _is_loopback(host: str) -> bool:
@@ -22,6 +30,22 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def accepted_key(api_key: str) -> str:
+    """Which API key a sandbox accepts, in words for its start line (a key that may be real is never shown).
+
+    Args:
+        api_key: the key the sandbox was configured with.
+
+    Returns:
+        e.g. "API key 'sandbox-key'" or "the API key in KEAP_API_KEY (not shown)".
+    """
+    if api_key in MADE_UP_API_KEYS:
+        return f"API key {api_key!r}"
+    if api_key == os.environ.get(API_KEY_ENV):
+        return f"the API key in {API_KEY_ENV} (not shown)"
+    return "the API key it was given (not shown)"
 
 
 def _default_api_key() -> str:
@@ -145,27 +169,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contacts", type=int, default=1000, help="number of contacts (default 1000)")
     for name in ("tags", "products", "orders", "subscriptions", "companies"):
         parser.add_argument(f"--{name}", type=int, default=None, help=f"number of {name} (default scaled from --contacts)")
-    parser.add_argument("--seed", type=int, default=1, help="data seed (same seed, same data)")
-    parser.add_argument("--no-limits", action="store_true", help="switch Keap's rate limits off (demo, benchmarks)")
+    parser.add_argument("--seed", type=int, default=1, help="data seed: same seed, same data (default 1)")
+    parser.add_argument("--no-limits", action="store_true",
+                        help="switch Keap's rate limits off (demo, benchmarks; default: on, at the limits below)")
     parser.add_argument("--per-second", type=int, default=10, help="requests a second before 429 (default 10)")
     parser.add_argument("--per-minute", type=int, default=240, help="requests a minute before 429 (default 240)")
     parser.add_argument("--per-day", type=int, default=30_000, help="requests a UTC day before 429 (default 30000)")
-    parser.add_argument("--latency-ms", type=int, default=0, help="fault: added latency on every API answer")
-    parser.add_argument("--error-share", type=float, default=0.0, help="fault: share of 500/502/503 answers")
-    parser.add_argument("--drop-share", type=float, default=0.0, help="fault: share of dropped connections")
-    parser.add_argument("--slow-every", type=int, default=0, help="fault: every Nth list request is slow")
-    parser.add_argument("--slow-ms", type=int, default=1500, help="fault: how slow a slow page is")
-    parser.add_argument("--strict", action="store_true", help="validate traffic against the Keap contract, log violations")
+    parser.add_argument("--latency-ms", type=int, default=0,
+                        help="fault: milliseconds added to every API answer (default 0)")
+    parser.add_argument("--error-share", type=float, default=0.0,
+                        help="fault: share of 500/502/503 answers, 0..1 (default 0)")
+    parser.add_argument("--drop-share", type=float, default=0.0,
+                        help="fault: share of dropped connections, 0..1 (default 0)")
+    parser.add_argument("--slow-every", type=int, default=0,
+                        help="fault: every Nth list request is slow (default 0 = never)")
+    parser.add_argument("--slow-ms", type=int, default=1500,
+                        help="fault: milliseconds a slow page takes (default 1500)")
+    parser.add_argument("--strict", action="store_true",
+                        help="validate traffic against the Keap contract, log violations (default off)")
     parser.add_argument(
         "--raw-contacts", metavar="FILE", default=None,
         help="serve these contacts byte for byte: one record a line (JSON Lines, any bytes); a line whose "
         "\"id\" is an existing contact's replaces it, the others are added (update time: the line's "
-        "update_time when valid, else the start)",
+        "update_time when valid, else the start) (default: none)",
     )
     parser.add_argument(
         "--raw-records", metavar="ENTITY=FILE", action="append", default=[],
         help="as --raw-contacts for any entity (orders, tags, products, subscriptions, ...); the update "
-        "time is read from the entity's time field (e.g. modification_time); may be repeated",
+        "time is read from the entity's time field (e.g. modification_time); may be repeated (default: none)",
     )
 
 

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keap_pipeline.sandbox.api import API_ROOT
-from keap_pipeline.sandbox.config import API_KEY_ENV, Faults, RateLimits, SandboxConfig
+from keap_pipeline.sandbox.config import (
+    API_KEY_ENV,
+    Faults,
+    RateLimits,
+    SandboxConfig,
+    accepted_key,
+)
 from keap_pipeline.sandbox.errors import SandboxStartError
 from keap_pipeline.sandbox.server import SandboxServer
 from keap_pipeline.sandbox.state import SandboxState
@@ -27,6 +33,7 @@ from keap_pipeline.sandbox.state import SandboxState
 log = logging.getLogger("keap_pipeline.sandbox")
 _SECRET_ENV = "KEAP_SANDBOX_OAUTH_CLIENT_SECRET"
 _REFRESH_ENV = "KEAP_SANDBOX_OAUTH_REFRESH_TOKEN"
+_SUBPROCESS_MAIN = "import sys; from keap_pipeline.sandbox.runner import main; sys.exit(main())"
 
 
 @dataclass
@@ -82,8 +89,8 @@ def serve(config: SandboxConfig, port_file: Path | None = None) -> None:
     server, thread = _start(config)
     port = server.server_address[1]
     log.info(
-        "Keap sandbox on http://%s:%d%s (%s contacts, seed %d, limits %s, faults %s)",
-        config.host, port, API_ROOT, f"{config.contacts:,}", config.seed,
+        "Keap sandbox on http://%s:%d%s, accepting %s (%s contacts, seed %d, limits %s, faults %s)",
+        config.host, port, API_ROOT, accepted_key(config.api_key), f"{config.contacts:,}", config.seed,
         "off" if config.limits == RateLimits.off() else "on", "on" if config.faults.any else "off",
     )
     if port_file is not None:
@@ -134,8 +141,9 @@ def running_sandbox(config: SandboxConfig, subprocess_mode: bool = False, startu
         env = {**os.environ, API_KEY_ENV: config.api_key, _SECRET_ENV: config.oauth_client_secret,
                _REFRESH_ENV: config.oauth_refresh_token}
         proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", "keap_pipeline.sandbox.runner", "--config-file", str(config_file),
-             "--port-file", str(port_file)],
+            # -c, not `-m keap_pipeline.sandbox.runner`: the package imports runner, and runpy warns
+            # (RuntimeWarning) when the module it is asked to run as __main__ is already imported
+            [sys.executable, "-c", _SUBPROCESS_MAIN, "--config-file", str(config_file), "--port-file", str(port_file)],
             env=env,
         )
         try:

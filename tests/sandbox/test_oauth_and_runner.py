@@ -61,6 +61,20 @@ def test_subprocess_mode_serves_and_stops() -> None:
         httpx.get(handle.base_url + "/contacts", timeout=2)
 
 
+def test_the_start_line_names_a_made_up_key_and_hides_any_other(capfd: pytest.CaptureFixture[str]) -> None:
+    from keap_pipeline.sandbox.config import DEMO_API_KEY
+
+    for key, says in ((DEMO_API_KEY, f"accepting API key {DEMO_API_KEY!r}"),
+                      ("KeapAK-maybe-real-SECRET", "accepting the API key in KEAP_API_KEY (not shown)")):
+        with running_sandbox(small_config(contacts=1, api_key=key), subprocess_mode=True) as handle:
+            assert httpx.get(handle.base_url + "/tags", headers={"X-Keap-API-Key": key}).status_code == 200
+        err = capfd.readouterr().err
+        assert says in err, err
+        assert "KeapAK-maybe-real-SECRET" not in err
+        # the subprocess starts without runpy's warning about a module imported before it runs
+        assert "RuntimeWarning" not in err
+
+
 def test_cli_arguments_build_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEAP_API_KEY", "from-env")
     parser = argparse.ArgumentParser()
