@@ -124,6 +124,16 @@ def _chores(database_url: str) -> list[str]:
     return lines
 
 
+def _first_run(database_url: str) -> bool:
+    """Whether no sync has stored a cursor in this database yet (a fresh KEAP_PIPELINE_HOME)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("select to_regclass('keap_pipeline.sync_cursors') is not null").fetchone()
+        if not row or not row[0]:
+            return True
+        stored = conn.execute("select exists (select from keap_pipeline.sync_cursors)").fetchone()
+    return not (stored and stored[0])
+
+
 def _count(conn: psycopg.Connection, table: str) -> int:
     schema, _, name = table.partition(".")
     row = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))).fetchone()
@@ -162,9 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         entities = lineage_order(tuple({*(n.strip() for n in args.entities.split(",") if n.strip()), "contacts"}))
     except KeyError as err:
         parser.error(str(err))
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    for noisy in ("httpx", "dagster", "keap_pipeline.sandbox", "keap_pipeline.db.migrate"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # the demo's own lines and the embedded server's start; everything else only from WARNING up (the
+    # libraries' INFO lines, such as alembic's "setup plugin ..." while Dagster creates its storage,
+    # and the pipeline's, which the runs' logs show, are not for this summary)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    for ours in ("keap_pipeline.demo", "keap_pipeline.db.embedded"):
+        logging.getLogger(ours).setLevel(logging.INFO)
     started = time.monotonic()
 
     server = embedded.start()
@@ -173,10 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info("embedded PostgreSQL: %s", database_url)
     config = SandboxConfig(port=0, contacts=args.contacts, limits=RateLimits.off(), api_key=SANDBOX_API_KEY)
     with running_sandbox(config, subprocess_mode=True) as sandbox:
-        log.info("Keap sandbox: %s (%s contacts)", sandbox.base_url, f"{args.contacts:,}")
+        log.info("Keap sandbox: %s (%s contacts, API key %r)", sandbox.base_url, f"{args.contacts:,}", SANDBOX_API_KEY)
 
-        log.info("\n1. sync_schema + %s through Dagster, in lineage order (first run: everything up to now)",
-                 ", ".join(e.name for e in entities))
+        log.info("\n1. sync_schema + %s through Dagster, in lineage order (%s)", ", ".join(e.name for e in entities),
+                 "first run: everything up to now" if _first_run(database_url)
+                 else "incremental from the cursors an earlier `make demo` stored")
         first = _materialize(sandbox.base_url, database_url, entities, strategy=args.strategy)
         for run in first.values():
             log.info("   %s", run.line())

@@ -132,10 +132,7 @@ def _sync_one(
             max_pages_per_batch=args.max_pages_per_batch,
             loaders=args.loaders,
             run_id=run_id,
-            progress=lambda r: print(
-                f"  {entity.name}: {r.pages} pages, {r.records_seen} records, {r.records_per_second:,.0f}/s",
-                flush=True,
-            ),
+            progress=lambda r: print(f"  {r.progress_line()}", flush=True),
             lock_wait_seconds=args.wait,
             lock_timeout_seconds=args.lock_timeout,
             stall_seconds=args.stall_timeout,

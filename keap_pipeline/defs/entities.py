@@ -16,6 +16,7 @@ time filter in Keap: they are not partitioned, and every run is a full pass.
 # annotations (the config class) at definition time.
 
 import copy
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
+    BetaWarning,
     Config,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
@@ -143,6 +145,8 @@ def _config_class(entity: Entity) -> type[EntitySyncConfig]:
 
 def _metadata(report: SyncReport) -> dict[str, MetadataValue | int | float | str]:
     c = report.counts
+    # quota_left only when Keap reported a daily quota (the sandbox with its limits off reports none)
+    quota = {} if report.quota_available is None else {"quota_left": report.quota_available}
     return {
         "records_seen": report.records_seen,
         "inserted": c.inserted,
@@ -164,7 +168,7 @@ def _metadata(report: SyncReport) -> dict[str, MetadataValue | int | float | str
         "pages": report.pages,
         "batches": report.batches,
         "requests": report.requests,
-        "quota_left": report.quota_available if report.quota_available is not None else -1,
+        **quota,
         "seconds": round(report.seconds, 3),
         "records_per_second": round(report.records_per_second, 1),
         "cursor": MetadataValue.text(report.cursor.isoformat() if report.cursor else "-"),
@@ -199,10 +203,7 @@ def _asset(entity: Entity, config_class: type[EntitySyncConfig]) -> AssetsDefini
             since, until, scope = None, None, INCREMENTAL
 
         def progress(report: SyncReport) -> None:
-            context.log.info(
-                f"{entity.name}: {report.pages} pages, {report.records_seen} records, "
-                f"{report.records_per_second:,.0f}/s, cursor {report.cursor.isoformat() if report.cursor else '-'}"
-            )
+            context.log.info(report.progress_line())
 
         try:
             with keap.client() as client:
@@ -253,15 +254,19 @@ def _asset(entity: Entity, config_class: type[EntitySyncConfig]) -> AssetsDefini
     partitioning: dict[str, Any] = (
         {"partitions_def": PARTITIONS, "backfill_policy": BackfillPolicy.single_run()} if timed else {}
     )
-    return asset(
-        name=asset_name(entity),
-        deps=["sync_schema", *(asset_name(ENTITIES[d]) for d in entity.depends_on)],
-        pool=KEAP_POOL,
-        group_name=GROUP,
-        kinds={"postgres", "python"},
-        description=_description(entity),
-        **partitioning,
-    )(sync)
+    with warnings.catch_warnings():
+        # backfill_policy is "beta" in Dagster's words; we rely on it deliberately (a backfill is one
+        # run), and its warning, printed by every process that loads the code, tells a user nothing
+        warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
+        return asset(
+            name=asset_name(entity),
+            deps=["sync_schema", *(asset_name(ENTITIES[d]) for d in entity.depends_on)],
+            pool=KEAP_POOL,
+            group_name=GROUP,
+            kinds={"postgres", "python"},
+            description=_description(entity),
+            **partitioning,
+        )(sync)
 
 
 def _tick(context: ScheduleEvaluationContext) -> datetime:

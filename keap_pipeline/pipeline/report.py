@@ -31,11 +31,26 @@ class SyncReport:
     waited_for_lock_seconds: float = 0.0
     # rows (of this entity or of those linking to it) whose parent link was filled after the load
     linked: int = 0
+    # what the committed batches held (pages and records_seen count what was fetched, which runs ahead)
+    committed_pages: int = 0
+    committed_records: int = 0
 
     @property
     def records_per_second(self) -> float:
         """Records seen per wall-clock second."""
         return self.records_seen / self.seconds if self.seconds > 0 else 0.0
+
+    def progress_line(self) -> str:
+        """One line after a committed batch: what is committed so far, so that no two lines of a run repeat.
+
+        The fetch runs ahead of the commits (read-ahead, loaders): counting what was fetched
+        printed the same "5 pages, 5000 records" once per batch still committing after the last page.
+        """
+        rate = self.committed_records / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.entity}: {self.committed_records:,} records in {self.committed_pages} pages committed "
+            f"({self.pages} fetched), {rate:,.0f}/s, cursor {self.cursor.isoformat() if self.cursor else '-'}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (datetimes as ISO strings)."""

@@ -183,6 +183,8 @@ def sync_entity(
             records, _, page_count, _ = batch
             sizer.observe(outcome.counts, len(records), page_count)
             report.batches += 1
+            report.committed_pages += page_count
+            report.committed_records += len(records)
             report.counts.add(outcome.counts)
             report.dead_lettered += outcome.dead_lettered
             if outcome.max_updated_at is not None:

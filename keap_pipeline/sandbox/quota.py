@@ -8,10 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 from keap_pipeline.sandbox.config import RateLimits
 
-# Advertised when a limit is switched off: large, so a client pacing from the headers never waits.
-_UNLIMITED_MINUTE = 1_000_000
-_UNLIMITED_DAY = 100_000_000
-
 
 class Quota:
     """Fixed-window counters (second, minute, UTC day) like Keap's spike arrest, throttle and quota."""
@@ -75,22 +71,27 @@ class Quota:
         return self._headers(m_used, d_used, day)
 
     def _headers(self, m_used: int, d_used: int, day: int) -> dict[str, str]:
-        m_limit = self.limits.per_minute if self.limits.per_minute is not None else _UNLIMITED_MINUTE
-        d_limit = self.limits.per_day if self.limits.per_day is not None else _UNLIMITED_DAY
+        # a limit that is switched off has no headers, as a Keap without that limit would send none
+        # (advertising a made-up figure showed up as "quota_left 99999999" in the runs' metadata)
+        m_limit, d_limit = self.limits.per_minute, self.limits.per_day
         expiry = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=day + 1)
         headers: dict[str, str] = {}
         for scope in ("product", "tenant"):
-            headers.update({
-                f"x-keap-{scope}-throttle-limit": str(m_limit),
-                f"x-keap-{scope}-throttle-available": str(max(0, m_limit - m_used)),
-                f"x-keap-{scope}-throttle-used": str(m_used),
-                f"x-keap-{scope}-throttle-time-unit": "minute",
-                f"x-keap-{scope}-throttle-interval": "1",
-                f"x-keap-{scope}-quota-limit": str(d_limit),
-                f"x-keap-{scope}-quota-available": str(max(0, d_limit - d_used)),
-                f"x-keap-{scope}-quota-used": str(d_used),
-                f"x-keap-{scope}-quota-time-unit": "day",
-                f"x-keap-{scope}-quota-interval": "1",
-                f"x-keap-{scope}-quota-expiry-time": expiry.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            })
+            if m_limit is not None:
+                headers.update({
+                    f"x-keap-{scope}-throttle-limit": str(m_limit),
+                    f"x-keap-{scope}-throttle-available": str(max(0, m_limit - m_used)),
+                    f"x-keap-{scope}-throttle-used": str(m_used),
+                    f"x-keap-{scope}-throttle-time-unit": "minute",
+                    f"x-keap-{scope}-throttle-interval": "1",
+                })
+            if d_limit is not None:
+                headers.update({
+                    f"x-keap-{scope}-quota-limit": str(d_limit),
+                    f"x-keap-{scope}-quota-available": str(max(0, d_limit - d_used)),
+                    f"x-keap-{scope}-quota-used": str(d_used),
+                    f"x-keap-{scope}-quota-time-unit": "day",
+                    f"x-keap-{scope}-quota-interval": "1",
+                    f"x-keap-{scope}-quota-expiry-time": expiry.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                })
         return headers

@@ -52,6 +52,16 @@ def test_sync_contacts_loads_everything_and_prints_its_line(sandbox, migrated_da
     assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
 
 
+def test_progress_lines_say_what_is_committed_and_never_repeat(sandbox, migrated_database: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    handle = sandbox(contacts=1000)
+    status, lines, err = _sync(capsys, "contacts", "--page-size", "100", "--loaders", "2",
+                               url=migrated_database, base_url=handle.base_url)
+    assert status == 0, err
+    progress = [line.split(")")[0] + ")" for line in lines if line.startswith("  contacts: ")]  # without rate, cursor
+    assert progress and len(progress) == len(set(progress)), progress
+    assert progress[-1] == "  contacts: 1,000 records in 10 pages committed (10 fetched)"
+
+
 def test_a_window_on_an_entity_without_a_time_filter_is_refused(sandbox, migrated_database: str, capsys) -> None:  # type: ignore[no-untyped-def]
     handle = sandbox(contacts=10)
     for name in ("products", "subscriptions"):

@@ -55,8 +55,9 @@ def test_error_status_and_body(sandbox, method: str, path: str, params: dict | N
         _is_error_body(client.request(method, path, params=params), status)
 
 
-def test_quota_headers_on_every_answer(sandbox) -> None:
-    with api(sandbox) as client:
+def test_quota_headers_on_every_answer(start_sandbox) -> None:
+    handle = start_sandbox(limits=RateLimits(per_second=None, per_minute=1000, per_day=5000))
+    with api(handle) as client:
         ok = client.get("/tags")
         missing = client.get("/tags/99999")
     for response in (ok, missing):
@@ -66,6 +67,15 @@ def test_quota_headers_on_every_answer(sandbox) -> None:
                          "quota-interval", "quota-expiry-time"):
                 assert f"x-keap-{scope}-{name}" in response.headers
     assert int(missing.headers["x-keap-product-quota-used"]) == int(ok.headers["x-keap-product-quota-used"]) + 1
+    assert ok.headers["x-keap-product-quota-limit"] == "5000" and ok.headers["x-keap-tenant-throttle-limit"] == "1000"
+
+
+def test_a_limit_switched_off_sends_no_headers_for_it(sandbox, start_sandbox) -> None:
+    with api(sandbox) as client:  # every limit off: no made-up figures (they showed as quota_left 99999999)
+        assert not [h for h in client.get("/tags").headers if h.startswith("x-keap-")]
+    with api(start_sandbox(limits=RateLimits(per_second=None, per_minute=None, per_day=700))) as client:
+        headers = client.get("/tags").headers
+    assert headers["x-keap-product-quota-available"] == "699" and "x-keap-product-throttle-limit" not in headers
 
 
 def test_past_the_per_second_limit_is_429_with_retry_after(start_sandbox) -> None:
