@@ -25,7 +25,12 @@ from keap_pipeline.db import embedded
 from keap_pipeline.db.dead_letters import dead_letter_summary
 from keap_pipeline.entities import ENTITIES, CursorKind, Entity, lineage_order
 from keap_pipeline.keap import ApiKeyAuth, KeapClient
-from keap_pipeline.local_stack import SANDBOX_API_KEY, ensure_dagster_home
+from keap_pipeline.local_stack import (
+    DEMO_CONTACTS,
+    SANDBOX_API_KEY,
+    ensure_dagster_home,
+    sandbox_state_file,
+)
 from keap_pipeline.sandbox import RateLimits, SandboxConfig, running_sandbox
 
 log = logging.getLogger("keap_pipeline.demo")
@@ -159,8 +164,8 @@ def _change_locally(database_url: str, keap_ids: list[str], tag: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m keap_pipeline.demo", description=__doc__)
-    parser.add_argument("--contacts", type=int, default=50_000,
-                        help="contacts in the sandbox; the other entities scale from it (default 50000)")
+    parser.add_argument("--contacts", type=int, default=DEMO_CONTACTS,
+                        help=f"contacts in the sandbox; the other entities scale from it (default {DEMO_CONTACTS})")
     parser.add_argument("--strategy", default="merge", choices=["keap_wins", "supabase_wins", "manual", "merge"],
                         help="conflict strategy of the runs (default merge)")
     parser.add_argument(
@@ -184,9 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     database_url = server.url
     ensure_dagster_home(database_url)
     log.info("embedded PostgreSQL: %s", database_url)
-    config = SandboxConfig(port=0, contacts=args.contacts, limits=RateLimits.off(), api_key=SANDBOX_API_KEY)
+    config = SandboxConfig(port=0, contacts=args.contacts, limits=RateLimits.off(), api_key=SANDBOX_API_KEY,
+                           state_file=str(sandbox_state_file()))
     with running_sandbox(config, subprocess_mode=True) as sandbox:
-        log.info("Keap sandbox: %s (%s contacts, API key %r)", sandbox.base_url, f"{args.contacts:,}", SANDBOX_API_KEY)
+        log.info("Keap sandbox: %s (%s contacts, API key %r; its changes are kept in %s for `make ui`)",
+                 sandbox.base_url, f"{args.contacts:,}", SANDBOX_API_KEY, sandbox_state_file())
 
         log.info("\n1. sync_schema + %s through Dagster, in lineage order (%s)", ", ".join(e.name for e in entities),
                  "first run: everything up to now" if _first_run(database_url)

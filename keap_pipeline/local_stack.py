@@ -16,6 +16,17 @@ from keap_pipeline.sandbox.config import DEMO_API_KEY
 DAGSTER_DATABASE = "dagster"
 SANDBOX_API_KEY = DEMO_API_KEY  # a made-up key the local sandbox accepts; never a real one
 SANDBOX_PORT = 8765
+DEMO_CONTACTS = 50_000  # the sandbox's contacts when `make demo` is given no --contacts
+SANDBOX_STATE_FILE = "sandbox-state.json"
+
+
+def sandbox_state_file() -> Path:
+    """Where `make demo` and `make ui` keep what was changed in the sandbox (KEAP_PIPELINE_HOME/sandbox-state.json).
+
+    The sandbox saves its changes there when it stops and loads them when it starts, so `make ui`
+    serves the Keap that `make demo` left, edits included, beside the database it left.
+    """
+    return embedded.home_dir() / SANDBOX_STATE_FILE
 
 
 def repo_root() -> Path:

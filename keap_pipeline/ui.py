@@ -17,9 +17,17 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from keap_pipeline.db import embedded
-from keap_pipeline.local_stack import SANDBOX_API_KEY, SANDBOX_PORT, ensure_dagster_home, repo_root
+from keap_pipeline.local_stack import (
+    DEMO_CONTACTS,
+    SANDBOX_API_KEY,
+    SANDBOX_PORT,
+    ensure_dagster_home,
+    repo_root,
+    sandbox_state_file,
+)
 from keap_pipeline.process_group import STOP_SIGNALS, process_group
 from keap_pipeline.sandbox import RateLimits, SandboxConfig, running_sandbox
+from keap_pipeline.sandbox.saved_state import saved_dataset
 
 log = logging.getLogger("keap_pipeline.ui")
 
@@ -84,7 +92,11 @@ def _run(stack: ExitStack) -> int:
         log.info("using the Keap at KEAP_BASE_URL; Dagster UI at http://127.0.0.1:%s", _ui_port())
         return _dagster_dev(dagster_home)
     port = int(os.environ.get("KEAP_PIPELINE_SANDBOX_PORT", SANDBOX_PORT))
-    config = SandboxConfig(port=port, contacts=50_000, limits=RateLimits.off(), api_key=SANDBOX_API_KEY)
+    # the Keap `make demo` left: its data (seed and counts) and its changes, from the state file
+    state_file = sandbox_state_file()
+    dataset = saved_dataset(state_file) or {"contacts": DEMO_CONTACTS}
+    config = SandboxConfig(port=port, limits=RateLimits.off(), api_key=SANDBOX_API_KEY, state_file=str(state_file),
+                           **dataset)  # type: ignore[arg-type]
     sandbox = stack.enter_context(running_sandbox(config, subprocess_mode=True))
     os.environ["KEAP_BASE_URL"] = sandbox.base_url
     os.environ["KEAP_API_KEY"] = SANDBOX_API_KEY

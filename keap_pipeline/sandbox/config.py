@@ -113,6 +113,9 @@ class SandboxConfig:
     raw_contacts: tuple[bytes, ...] = field(default=(), repr=False)
     # the same for any entity (--raw-records ENTITY=FILE): (entity, its records), placed after raw_contacts
     raw_records: tuple[tuple[str, tuple[bytes, ...]], ...] = field(default=(), repr=False)
+    # keep what the API changed across restarts: loaded at start when it fits the data, saved at stop
+    # (sandbox.saved_state; `make demo` and `make ui` share one under KEAP_PIPELINE_HOME)
+    state_file: str | None = None
     oauth_client_id: str = "sandbox-client"
     oauth_client_secret: str = field(default="sandbox-secret", repr=False)
     oauth_refresh_token: str = field(default="sandbox-refresh-0", repr=False)
@@ -185,6 +188,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fault: every Nth list request is slow (default 0 = never)")
     parser.add_argument("--slow-ms", type=int, default=1500,
                         help="fault: milliseconds a slow page takes (default 1500)")
+    parser.add_argument(
+        "--state-file", metavar="FILE", default=None,
+        help="keep the changes made through the API in FILE: loaded at start (when saved for the same --seed "
+        "and counts), saved at stop (default: none, every start serves the generated data)",
+    )
     parser.add_argument("--strict", action="store_true",
                         help="validate traffic against the Keap contract, log violations (default off)")
     parser.add_argument(
@@ -253,4 +261,5 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         strict=ns.strict,
         raw_contacts=raw_contacts,
         raw_records=raw_records,
+        state_file=getattr(ns, "state_file", None),
     )

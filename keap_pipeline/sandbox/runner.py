@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from keap_pipeline.sandbox import saved_state
 from keap_pipeline.sandbox.api import API_ROOT
 from keap_pipeline.sandbox.config import (
     API_KEY_ENV,
@@ -59,8 +60,11 @@ class SandboxHandle:
 
 
 def _start(config: SandboxConfig) -> tuple[SandboxServer, threading.Thread]:
+    state = SandboxState(config)
+    if config.state_file:
+        saved_state.load(state, Path(config.state_file))
     try:
-        server = SandboxServer((config.host, config.port), SandboxState(config))
+        server = SandboxServer((config.host, config.port), state)
     except OSError as err:
         raise SandboxStartError(f"cannot listen on {config.host}:{config.port}: {err.strerror}") from err
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="keap-sandbox", daemon=True)
@@ -74,6 +78,8 @@ def _stop(server: SandboxServer, thread: threading.Thread) -> None:
     server.close_connections()
     server.server_close()
     thread.join(timeout=5)
+    if server.state.config.state_file:  # after the last request: nothing changes any more
+        saved_state.save(server.state, Path(server.state.config.state_file))
 
 
 def serve(config: SandboxConfig, port_file: Path | None = None) -> None:

@@ -309,6 +309,60 @@ class SandboxState:
             entity, raw, ident=_existing_id(raw, self.max_id(entity)), time_ms=_claimed_time_ms(raw, spec.updated_field)
         )
 
+    # --- keeping the changes across restarts (sandbox.saved_state) ---------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the API changed since the dataset was generated, as JSON values.
+
+        Returns:
+            {"last_ms", "next_ids", "overlays": {entity: [[id, time_ms, record or None, raw or None]]}};
+            raw bytes as latin-1 text (one code point a byte, so JSON carries them exactly).
+        """
+        with self.lock:
+            return {
+                "last_ms": self._last_ms,
+                "next_ids": dict(self._next_ids),
+                "overlays": {
+                    entity: [
+                        [ident, e.time_ms, e.record, None if e.raw is None else e.raw.decode("latin-1")]
+                        for ident, e in sorted(overlay.items())
+                    ]
+                    for entity, overlay in self.overlays.items()
+                    if overlay
+                },
+            }
+
+    def restore(self, snapshot: dict[str, Any]) -> int:
+        """Put back what snapshot() returned (for the same dataset: same seed and counts).
+
+        Args:
+            snapshot: a snapshot() of an earlier sandbox.
+
+        Returns:
+            How many changed records it restored.
+
+        Raises:
+            KeyError, TypeError, ValueError: the snapshot is malformed or names an unknown entity.
+        """
+        # read it all before changing anything: a malformed snapshot leaves the state as it was
+        entries: list[tuple[dict[int, OverlayEntry], int, OverlayEntry]] = []
+        for entity, saved in snapshot["overlays"].items():
+            overlay = self._overlay(entity)
+            for ident, time_ms, record, raw in saved:
+                if record is not None and not isinstance(record, dict):
+                    raise TypeError(f"a saved {entity} record is not an object")
+                entries.append((overlay, int(ident), OverlayEntry(record, int(time_ms), None if raw is None else raw.encode("latin-1"))))
+        next_ids = {entity: int(next_id) for entity, next_id in snapshot["next_ids"].items() if self._overlay(entity) is not None}
+        last_ms = int(snapshot["last_ms"])
+        with self.lock:
+            for overlay, ident, entry in entries:
+                overlay[ident] = entry
+            for entity, next_id in next_ids.items():
+                self._next_ids[entity] = max(self._next_ids[entity], next_id)
+            # times handed out after a restart stay later than every restored one
+            self._last_ms = max(self._last_ms, last_ms)
+            self.version += 1
+        return len(entries)
+
     # --- contacts (the API's create / update / delete, and the older names tests use) --------------
     def max_contact_id(self) -> int:
         """The highest contact id handed out so far."""
