@@ -66,6 +66,23 @@ def pg_server_url() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture
+def scratch_home() -> Iterator[Path]:
+    """A fresh KEAP_PIPELINE_HOME for a test that runs `make demo` / `make ui` for real; its server is removed after.
+
+    Not under pytest's basetemp, as pg_server_url says; besides, a pytest starting elsewhere makes
+    /tmp/pytest-of-<user> mode 0700 again, which the server's own OS user (under root) cannot traverse.
+    """
+    from keap_pipeline.db import embedded
+
+    home = Path(tempfile.mkdtemp(prefix="keap-pipeline-home-"))
+    try:
+        yield home
+    finally:
+        embedded.destroy(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def template_database(pg_server_url: str) -> Iterator[str]:
     """Name of a database built once per session by every migration, cloned by the fixtures below."""

@@ -8,14 +8,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from keap_pipeline.db import embedded
-from keap_pipeline.local_stack import repo_root
+from keap_pipeline.local_stack import SANDBOX_API_KEY, SANDBOX_STATE_FILE, repo_root
+from keap_pipeline.sandbox import RateLimits, SandboxConfig, running_sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -67,21 +67,21 @@ def _answers(port: int) -> bool:
         return False
 
 
-@pytest.fixture
-def ui_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "home"
-    yield home
-    if embedded.server_for(home).is_running():  # only when the test failed before the UI stopped it
-        embedded.stop(home)
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
-def test_one_sigterm_stops_dagster_the_sandbox_and_the_database_it_started(ui_home: Path, tmp_path: Path) -> None:
+def test_one_sigterm_stops_dagster_the_sandbox_and_the_database_it_started(scratch_home: Path, tmp_path: Path) -> None:
+    ui_home = scratch_home
     ui_port, sandbox_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("KEAP_BASE_URL", "KEAP_API_KEY", "KEAP_PIPELINE_DATABASE_URL", "DAGSTER_HOME")}
     env.update(KEAP_PIPELINE_HOME=str(ui_home), KEAP_PIPELINE_UI_PORT=str(ui_port),
                KEAP_PIPELINE_SANDBOX_PORT=str(sandbox_port))
+    # what `make demo` leaves behind in the sandbox: a small dataset and an edit made in Keap
+    demo_sandbox = SandboxConfig(port=0, contacts=200, limits=RateLimits.off(), api_key=SANDBOX_API_KEY,
+                                 state_file=str(ui_home / SANDBOX_STATE_FILE))
+    with running_sandbox(demo_sandbox, subprocess_mode=True) as demo:
+        edited = httpx.patch(f"{demo.base_url}/contacts/3", params={"update_mask": "family_name"},
+                             json={"family_name": "Edited-In-The-Demo"}, headers={"X-Keap-API-Key": SANDBOX_API_KEY})
+        assert edited.status_code == 200
     log_path = tmp_path / "ui.log"
     with log_path.open("w") as log:
         # its own session only so that a failing test can still clean up; the signal goes to the UI alone
@@ -106,6 +106,12 @@ def test_one_sigterm_stops_dagster_the_sandbox_and_the_database_it_started(ui_ho
         seen.update(_descendants(ui.pid))
         database = embedded.server_for(ui_home)
         assert database.is_running() and _answers(sandbox_port)
+        # the UI's sandbox is the demo's Keap: its data and its edit
+        keap = httpx.Client(base_url=f"http://127.0.0.1:{sandbox_port}/crm/rest/v2",
+                            headers={"X-Keap-API-Key": SANDBOX_API_KEY}, timeout=10)
+        with keap:
+            assert keap.get("/contacts/3").json()["family_name"] == "Edited-In-The-Demo"
+            assert keap.get("/contacts/201").status_code == 404  # 200 contacts, as the demo had
         commands = " | ".join(seen.values())
         for part in ("dagster_webserver", "dagster._daemon", "dagster code-server", "keap_pipeline.sandbox.runner"):
             assert part in commands, commands
