@@ -84,7 +84,10 @@ def main() -> int:
 def _run(stack: ExitStack) -> int:
     already_running = embedded.server_for().is_running()
     server = embedded.start()
-    if not already_running:
+    if already_running:
+        stack.callback(log.info, "the embedded PostgreSQL was running before and keeps running "
+                       "(keap-pipeline db down stops it)")
+    else:
         stack.callback(_stop_database)
     dagster_home = ensure_dagster_home(server.url)
     os.environ.setdefault("KEAP_PIPELINE_DATABASE_URL", server.url)
