@@ -72,7 +72,7 @@ def _materialize(base_url: str, database_url: str, entities: tuple[Entity, ...],
     """Materialize sync_schema and the entities (with their checks) in one Dagster run, incremental."""
     from dagster import DagsterInstance, materialize
 
-    from keap_pipeline.defs.entities import asset_name, defs_for
+    from keap_pipeline.defs.entities import asset_name, defs_for, run_figures
     from keap_pipeline.defs.keap import KeapResource
     from keap_pipeline.defs.resources import PostgresResource
     from keap_pipeline.defs.schema import sync_schema
@@ -87,9 +87,9 @@ def _materialize(base_url: str, database_url: str, entities: tuple[Entity, ...],
         # the asset checks too, so that the UI shows their results beside the materializations
         [sync_schema, *(d.asset for d in made), *(c for d in made for c in d.checks)],
         instance=DagsterInstance.get(),
-        # the entities with a time filter run in today's partition (incremental: the cursor bounds
+        # the entities with a time filter run in this month's partition (incremental: the cursor bounds
         # what is read); the others are not partitioned and do a full pass
-        partition_key=datetime.now(UTC).strftime("%Y-%m-%d") if timed else None,
+        partition_key=datetime.now(UTC).strftime("%Y-%m") if timed else None,
         resources={
             "postgres": PostgresResource(database_url=database_url),
             # pacing off: the sandbox has no quota to protect and the demo should be quick
@@ -103,7 +103,7 @@ def _materialize(base_url: str, database_url: str, entities: tuple[Entity, ...],
     for e in entities:
         mats = result.asset_materializations_for_node(asset_name(e))
         if mats:
-            runs[e.name] = EntityRun(e.name, {k: v.value for k, v in mats[0].metadata.items()})
+            runs[e.name] = EntityRun(e.name, run_figures({k: v.value for k, v in mats[0].metadata.items()}))
         else:
             failure = _failure(result, asset_name(e))
             runs[e.name] = EntityRun(

@@ -17,6 +17,9 @@ from psycopg.conninfo import make_conninfo
 from keap_pipeline.db.migrate import migrate
 
 TEST_URL_ENV = "KEAP_PIPELINE_TEST_DATABASE_URL"
+# The sandbox's records start in 2019-01, as the local stack's partitions do (local_stack.py); read
+# when the definitions are first imported, so set before any test module imports them.
+os.environ.setdefault("KEAP_PIPELINE_PARTITIONS_START", "2019-01")
 
 
 def database_url(server_url: str, dbname: str) -> str:

@@ -8,11 +8,11 @@ ones definitions.py lists), not copies.
 from keap_pipeline.defs.entities import (
     CURSOR_MAX_AGE,
     KEAP_POOL,
-    PARTITIONS,
     SCHEDULE_CRON,
     SCHEDULE_INTERVAL,
     defs_for,
 )
+from keap_pipeline.defs.partitions import PARTITIONS
 from keap_pipeline.entities import CONTACTS
 
 _contacts = defs_for(CONTACTS)

@@ -7,9 +7,11 @@ on, so the graph is the lineage), its config class (``<Name>SyncConfig``), its c
 ``keap_sync_all_schedule``, every entity in lineage order. Every asset that calls Keap runs in
 the shared ``keap_api`` pool.
 
-TIME entities have daily partitions on Keap's update time; a backfill over any range is one
-run (BackfillPolicy.single_run) that syncs the range as one window. ID and FULL entities have no
-time filter in Keap: they are not partitioned, and every run is a full pass.
+TIME entities have monthly partitions of Keap's update time (defs.partitions); a backfill over any
+range is one run (BackfillPolicy.single_run) that syncs the range as one window, and the incremental
+schedule's run covers the partitions from the cursor's month to the current one, so the partitions
+say what is loaded. The figures of such a run are the range's (metadata keys range_*). ID and FULL
+entities have no time filter in Keap: they are not partitioned, and every run is a full pass.
 """
 
 # No `from __future__ import annotations` here: Dagster reads the generated functions'
@@ -33,13 +35,14 @@ from dagster import (
     BackfillPolicy,
     BetaWarning,
     Config,
-    DailyPartitionsDefinition,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     Definitions,
     Failure,
     MaterializeResult,
     MetadataValue,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     asset,
@@ -47,21 +50,31 @@ from dagster import (
     schedule,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 from pydantic import Field
 from pydantic.fields import FieldInfo
 
-from keap_pipeline.db.cursors import INCREMENTAL, window_scope
+from keap_pipeline.db.cursors import INCREMENTAL, get_cursor, window_scope
 from keap_pipeline.defs.entity_checks import entity_checks
 from keap_pipeline.defs.keap import KeapResource
+from keap_pipeline.defs.partitions import (
+    PARTITIONS,
+    incremental_range,
+    key_of,
+    partition_window_text,
+    range_text,
+    read_window,
+)
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.entities import ENTITIES, CursorKind, Entity, lineage_order
 from keap_pipeline.errors import KeapPipelineError
 from keap_pipeline.pipeline.report import SyncReport
 from keap_pipeline.pipeline.sync import sync_entity
 
-# Keap accounts hold history from long before this pipeline; a daily window per partition
-# keeps backfills as fine-grained as anyone needs, and a single run pages any range.
-PARTITIONS = DailyPartitionsDefinition(start_date="2010-01-01", timezone="UTC", end_offset=1)
 SCHEDULE_CRON = "*/15 * * * *"
 SCHEDULE_INTERVAL = timedelta(minutes=15)
 # The cursor is stale when no incremental sync committed for this long: two missed ticks plus slack.
@@ -70,6 +83,11 @@ KEAP_POOL = "keap_api"
 GROUP = "keap"
 SYNC_ALL_JOB = "keap_sync_all_job"
 SYNC_ALL_SCHEDULE = "keap_sync_all_schedule"
+MODE_TAG = "keap_pipeline/mode"
+# the run's figures of a partitioned asset carry this prefix: they are the whole range's
+RANGE_PREFIX = "range_"
+# metadata that is not a figure of the run (the same on every partition by nature)
+_NOT_FIGURES = frozenset({"cursor", "scope", "quota_left"})
 
 
 def asset_name(entity: Entity) -> str:
@@ -176,6 +194,26 @@ def _metadata(report: SyncReport) -> dict[str, MetadataValue | int | float | str
     }
 
 
+def _range_metadata(report: SyncReport, keys: list[str]) -> dict[str, MetadataValue | int | float | str]:
+    # Dagster writes the run's metadata on every partition of the range: the figures are named
+    # as the range's (range_records_seen ...), and `range` says which range that is
+    figures = {(k if k in _NOT_FIGURES else f"{RANGE_PREFIX}{k}"): v for k, v in _metadata(report).items()}
+    return {"range": MetadataValue.text(range_text(keys)), **figures}
+
+
+def run_figures(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A materialization's figures under their plain names (records_seen ...), for either kind of asset.
+
+    Args:
+        metadata: the metadata of a keap_<name> materialization (a partitioned asset's figures are
+            named range_*).
+
+    Returns:
+        The same values, the range_ prefix removed.
+    """
+    return {k.removeprefix(RANGE_PREFIX): v for k, v in metadata.items()}
+
+
 def _description(entity: Entity) -> str:
     text = f"Keap {entity.name} -> {entity.target_table} (COPY + set-based upsert, conflicts resolved, audited as keap)."
     if entity.cursor is CursorKind.TIME:
@@ -194,13 +232,21 @@ def _asset(entity: Entity, config_class: type[EntitySyncConfig]) -> AssetsDefini
         context: AssetExecutionContext, config: EntitySyncConfig, keap: KeapResource, postgres: PostgresResource
     ) -> MaterializeResult:
         """Sync the run's window (or, incremental, everything since the cursor; or a full pass)."""
+        since: datetime | None = None
+        until: datetime | None = None
+        scope = INCREMENTAL
+        keys: list[str] = []
+        if timed:
+            keys = list(context.partition_keys)
+            for key in keys:
+                context.add_asset_metadata(
+                    {"partition_window": MetadataValue.text(partition_window_text(key))}, partition_key=key
+                )
         if isinstance(config, TimedSyncConfig) and config.mode == "window":
             window = context.partition_time_window
-            since, until = window.start.astimezone(UTC), window.end.astimezone(UTC)
-            scope = window_scope(since, until)
-        else:
-            # incremental, or an entity without a time filter: a full pass (since/until must be None)
-            since, until, scope = None, None, INCREMENTAL
+            since, until = read_window(window.start, window.end)
+            scope = window_scope(window.start.astimezone(UTC), until)
+        # else incremental, or an entity without a time filter: a full pass (since/until stay None)
 
         def progress(report: SyncReport) -> None:
             context.log.info(report.progress_line())
@@ -238,13 +284,14 @@ def _asset(entity: Entity, config_class: type[EntitySyncConfig]) -> AssetsDefini
                 "committed before the failure are kept with their cursor; the next run resumes."
             ) from None
         context.log.info(report.summary())
+        metadata = _range_metadata(report, keys) if timed else _metadata(report)
         if report.stopped_early:
             raise Failure(
                 description="stopped early, everything fetched so far is committed and the cursor saved: "
                 f"{report.stopped_early}",
-                metadata=_metadata(report),
+                metadata=metadata,
             )
-        return MaterializeResult(metadata=_metadata(report))
+        return MaterializeResult(metadata=metadata)
 
     # Dagster takes the config schema from the annotation: the entity's own class
     sync.__annotations__["config"] = config_class
@@ -277,21 +324,63 @@ def _tick(context: ScheduleEvaluationContext) -> datetime:
         return datetime.now(UTC)
 
 
+def _previous_end(context: ScheduleEvaluationContext, job_name: str) -> str | None:
+    """The last partition of the job's previous successful incremental run (None: none, or not a key now)."""
+    if context.instance_ref is None:  # a manual evaluation without an instance
+        return None
+    runs = context.instance.get_runs(
+        filters=RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.SUCCESS], tags={MODE_TAG: "incremental"}),
+        limit=1,
+    )
+    if not runs:
+        return None
+    key = runs[0].tags.get(ASSET_PARTITION_RANGE_END_TAG) or runs[0].tags.get(PARTITION_NAME_TAG)
+    # a run from before the partition set changed (daily keys, another start) tells nothing
+    return key if key and PARTITIONS.has_partition_key(key) else None
+
+
+def _cursors(
+    context: ScheduleEvaluationContext, postgres: PostgresResource, entities: list[Entity]
+) -> list[datetime | None] | None:
+    """Each entity's incremental cursor; None when the database cannot say (the run will tell why)."""
+    try:
+        with postgres.connect() as conn:
+            return [c.value if (c := get_cursor(conn, e.name, INCREMENTAL)) else None for e in entities]
+    except psycopg.Error as err:
+        context.log.warning(
+            f"cannot read the sync cursors ({type(err).__name__}); the run covers the current partition only"
+        )
+        return None
+
+
 def _incremental_schedule(
     name: str, job: UnresolvedAssetJobDefinition, entities: tuple[Entity, ...], description: str
 ) -> ScheduleDefinition:
     timed = [e for e in entities if e.cursor is CursorKind.TIME]
+    config = {"ops": {asset_name(e): {"config": {"mode": "incremental"}} for e in timed}} if timed else {}
 
-    def incremental(context: ScheduleEvaluationContext) -> RunRequest:
-        """Run today's partition in incremental mode: the cursor, not the partition, bounds what is read."""
+    def incremental(context: ScheduleEvaluationContext, postgres: PostgresResource) -> RunRequest:
+        """One incremental run over the partitions it loads: from the oldest cursor's month to the current one.
+
+        The cursors, not the partitions, bound what is read; the range is what the run makes
+        true (partitions.incremental_range). Entities without a time filter do a full pass.
+        """
         tick = _tick(context)
+        cursors = _cursors(context, postgres, timed)
+        first, last = (
+            incremental_range(cursors, _previous_end(context, job.name), tick)
+            if cursors is not None
+            else (key_of(tick), key_of(tick))
+        )
         return RunRequest(
             run_key=f"incremental-{tick.isoformat()}",
-            # the job is partitioned when any entity has a time filter; the others run unpartitioned in it
-            partition_key=tick.strftime("%Y-%m-%d") if timed else None,
-            run_config={"ops": {asset_name(e): {"config": {"mode": "incremental"}} for e in timed}} if timed else {},
-            tags={"keap_pipeline/mode": "incremental"},
+            run_config=config,
+            tags={MODE_TAG: "incremental", ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
         )
+
+    def full_pass(context: ScheduleEvaluationContext) -> RunRequest:
+        """A full pass of entities without a time filter (not partitioned)."""
+        return RunRequest(run_key=f"incremental-{_tick(context).isoformat()}", run_config=config, tags={MODE_TAG: "incremental"})
 
     return schedule(
         name=name,
@@ -300,7 +389,7 @@ def _incremental_schedule(
         execution_timezone="UTC",
         default_status=DefaultScheduleStatus.STOPPED,
         description=description,
-    )(incremental)
+    )(incremental if timed else full_pass)
 
 
 @dataclass(frozen=True)

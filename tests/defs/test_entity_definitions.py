@@ -12,6 +12,10 @@ from dagster import (
     build_schedule_context,
     validate_run_config,
 )
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from keap_pipeline.defs.entities import (
     KEAP_POOL,
@@ -21,6 +25,7 @@ from keap_pipeline.defs.entities import (
     SYNC_ALL_SCHEDULE,
     defs_for,
 )
+from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.entities import ENTITIES, CursorKind, lineage_order
 
 # the lineage as the issue states it: sync_schema -> tags, products -> contacts -> orders, subscriptions
@@ -137,14 +142,22 @@ def test_schedules(defs) -> None:  # type: ignore[no-untyped-def]
         assert s.default_status == DefaultScheduleStatus.STOPPED  # on in the UI once Keap credentials are set
 
 
+# a database nobody listens on: the schedule cannot read the cursors (the tests with a database
+# check the ranges it computes from them: tests/pipeline/test_dagster_*.py)
+NO_DATABASE = {"postgres": PostgresResource(database_url="postgresql://keap@127.0.0.1:9/none?connect_timeout=2")}
+
+
 def test_the_sync_all_schedule_asks_for_every_entity_incrementally(defs, keap_env) -> None:  # type: ignore[no-untyped-def]
     tick = datetime(2026, 11, 25, 10, 15, tzinfo=UTC)
     repo = defs.get_repository_def()
     result = defs.resolve_schedule_def(SYNC_ALL_SCHEDULE).evaluate_tick(
-        build_schedule_context(scheduled_execution_time=tick, repository_def=repo)
+        build_schedule_context(scheduled_execution_time=tick, repository_def=repo, resources=NO_DATABASE)
     )
     [request] = result.run_requests
-    assert request.partition_key == "2026-11-25" and request.run_key == f"incremental-{tick.isoformat()}"
+    assert request.run_key == f"incremental-{tick.isoformat()}" and request.partition_key is None
+    # without the cursors the run claims the current month only (and fails on the database, visibly)
+    assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == ("2026-11", "2026-11")
+    assert request.tags["keap_pipeline/mode"] == "incremental"
     # no narrower selection: the run is the job's, i.e. every entity
     assert request.asset_selection is None
     job = defs.resolve_job_def(SYNC_ALL_JOB)
@@ -157,11 +170,13 @@ def test_full_pass_schedules_ask_for_an_unpartitioned_run(defs, keap_env) -> Non
     repo = defs.get_repository_def()
     tick = datetime(2026, 11, 25, 10, 15, tzinfo=UTC)
     for name in ("products", "subscriptions"):
+        # no database needed: nothing to read a cursor of
         result = defs.resolve_schedule_def(f"keap_{name}_incremental_schedule").evaluate_tick(
             build_schedule_context(scheduled_execution_time=tick, repository_def=repo)
         )
         [request] = result.run_requests
         assert request.partition_key is None and request.run_config == {}
+        assert ASSET_PARTITION_RANGE_START_TAG not in request.tags
         assert validate_run_config(defs.resolve_job_def(f"keap_{name}_job"), request.run_config) is not None
 
 
@@ -170,8 +185,8 @@ def test_a_schedule_evaluated_without_a_tick_uses_now(defs) -> None:  # type: ig
     from keap_pipeline.defs.contacts import keap_contacts_incremental_schedule
 
     before = datetime.now(UTC)
-    request = keap_contacts_incremental_schedule(build_schedule_context())
+    request = keap_contacts_incremental_schedule(build_schedule_context(resources=NO_DATABASE))
     after = datetime.now(UTC)
-    assert request.partition_key in {before.strftime("%Y-%m-%d"), after.strftime("%Y-%m-%d")}
+    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] in {before.strftime("%Y-%m"), after.strftime("%Y-%m")}
     stamp = datetime.fromisoformat(request.run_key.removeprefix("incremental-"))
     assert before <= stamp <= after

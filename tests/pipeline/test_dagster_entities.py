@@ -23,8 +23,15 @@ from keap_pipeline.db.connect import connect
 from keap_pipeline.db.cursors import get_cursor, window_scope
 from keap_pipeline.db.dead_letters import NewDeadLetter, record_dead_letters
 from keap_pipeline.db.roles import as_ingestion
-from keap_pipeline.defs.entities import SYNC_ALL_JOB, SYNC_ALL_SCHEDULE, asset_name, defs_for
+from keap_pipeline.defs.entities import (
+    SYNC_ALL_JOB,
+    SYNC_ALL_SCHEDULE,
+    asset_name,
+    defs_for,
+    run_figures,
+)
 from keap_pipeline.defs.keap import KeapResource
+from keap_pipeline.defs.partitions import PARTITIONS
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.entities import ENTITIES, CursorKind, Entity, lineage_order
 from tests.pipeline.conftest import API_KEY, client_for
@@ -89,15 +96,18 @@ def test_each_entity_materializes_after_its_link_parents_and_its_checks_pass(nam
         [*(defs_for(e).asset for e in chain), *made.checks],
         resources=_resources(handle, migrated_database),
         instance=instance,
-        partition_key=datetime.now(UTC).strftime("%Y-%m-%d") if timed else None,
+        partition_key=datetime.now(UTC).strftime("%Y-%m") if timed else None,
         run_config=_incremental_config(chain, page_size=100),
     )
     assert result.success
     for e in chain:
         [mat] = result.asset_materializations_for_node(asset_name(e))
         listed = _listed(handle, e.name)
-        assert listed > 0 and mat.metadata["inserted"].value == listed, e.name
-        assert mat.metadata["dead_lettered"].value == 0
+        figures = run_figures({k: v.value for k, v in mat.metadata.items()})
+        assert listed > 0 and figures["inserted"] == listed, e.name
+        assert figures["dead_lettered"] == 0
+        # a partitioned asset names its figures as the range's; the others as the run's
+        assert ("range_inserted" in mat.metadata) == (e.cursor is CursorKind.TIME)
         assert _rows(migrated_database, e) == listed
     evaluations = {ev.check_name: ev for ev in result.get_asset_check_evaluations()}
     assert set(evaluations) == {spec.name for c in made.checks for spec in c.check_specs}
@@ -110,14 +120,24 @@ def test_sync_all_job_runs_every_entity_in_lineage_order_in_one_run(sandbox, mig
     handle = sandbox(contacts=300)
     tick = datetime.now(UTC)
     [request] = defs.resolve_schedule_def(SYNC_ALL_SCHEDULE).evaluate_tick(
-        build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def())
+        build_schedule_context(
+            scheduled_execution_time=tick, repository_def=defs.get_repository_def(),
+            resources={"postgres": PostgresResource(database_url=migrated_database)},
+        )
     ).run_requests
+    # nothing synced yet: a full load, over every partition
+    everything = PARTITIONS.get_partition_keys(current_time=tick)
+    assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (everything[0], everything[-1])
     job = defs.resolve_job_def(SYNC_ALL_JOB)
     result = job.execute_in_process(
-        run_config=request.run_config, partition_key=request.partition_key, instance=instance,
+        run_config=request.run_config, tags=request.tags, instance=instance,
         resources=_resources(handle, migrated_database),
     )
     assert result.success and len(instance.get_runs()) == 1
+    # the timed entities' partitions say what is loaded: all of them; the others are not partitioned
+    for e in ENTITIES.values():
+        partitions = {m.partition for m in result.asset_materializations_for_node(asset_name(e))}
+        assert partitions == (set(everything) if e.cursor is CursorKind.TIME else {None}), e.name
     done = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS" and e.step_key in {asset_name(x) for x in ENTITIES.values()}]
     assert sorted(done) == sorted(asset_name(e) for e in ENTITIES.values())
     for entity in ENTITIES.values():
@@ -137,7 +157,7 @@ def test_a_backfill_range_of_a_timed_entity_is_one_run_syncing_one_window(name: 
     since, until = datetime(2023, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)
     result = materialize(
         [defs_for(entity).asset], resources=_resources(handle, migrated_database), instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: "2023-01-01", ASSET_PARTITION_RANGE_END_TAG: "2024-12-31"},
+        tags={ASSET_PARTITION_RANGE_START_TAG: "2023-01", ASSET_PARTITION_RANGE_END_TAG: "2024-12"},
     )
     assert result.success and len(instance.get_runs()) == 1
     in_window = _listed(handle, name, since, until)
