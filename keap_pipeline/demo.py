@@ -68,36 +68,59 @@ def _failure(result: Any, step: str) -> str | None:
     return None
 
 
-def _materialize(base_url: str, database_url: str, entities: tuple[Entity, ...], *, strategy: str) -> dict[str, EntityRun]:
-    """Materialize sync_schema and the entities (with their checks) in one Dagster run, incremental."""
-    from dagster import DagsterInstance, materialize
+def _materialize(
+    base_url: str, database_url: str, entities: tuple[Entity, ...], *, strategy: str, schema: bool = False
+) -> dict[str, EntityRun]:
+    """Run the entities' job as its incremental schedule would (with the checks), in the shared instance.
 
-    from keap_pipeline.defs.entities import asset_name, defs_for, run_figures
-    from keap_pipeline.defs.keap import KeapResource
+    The job is the one a user would launch: keap_sync_all_job (keap_<name>_job for one entity), with
+    the schedule's run request (its partition range: what the run loads), recorded with the code
+    location's origin so that `make ui` lists the run under its job and can re-execute it. With
+    ``schema``, sync_schema is materialized first, as the UI's Materialize button does.
+    """
+    from dagster import AssetKey, DagsterInstance, build_schedule_context
+
+    from keap_pipeline.definitions import defs
+    from keap_pipeline.defs.entities import SYNC_ALL_JOB, asset_name, run_figures
     from keap_pipeline.defs.resources import PostgresResource
-    from keap_pipeline.defs.schema import sync_schema
+    from keap_pipeline.local_stack import run_job
 
-    made = [defs_for(e) for e in entities]
-    timed = [e for e in entities if e.cursor is CursorKind.TIME]
+    instance = DagsterInstance.get()
+    # the resources read these (EnvVar), as in `make ui`; no secret goes into the run config
+    environment = {"KEAP_BASE_URL": base_url, "KEAP_API_KEY": SANDBOX_API_KEY, "KEAP_PIPELINE_DATABASE_URL": database_url}
+    # one process, the steps in lineage order (the default starts a process per step: slow for a
+    # demo), and the run's events at INFO on the console
+    basics: dict[str, Any] = {
+        "execution": {"config": {"in_process": {}}}, "loggers": {"console": {"config": {"log_level": "INFO"}}},
+    }
+    if schema:
+        migrated = run_job(
+            instance, "__ASSET_JOB", run_config=basics, asset_selection={AssetKey("sync_schema")},
+            environment=environment,
+        )
+        if not migrated.success:
+            raise SystemExit(f"sync_schema did not materialize: {_failure(migrated, 'sync_schema') or 'see the log above'}")
+    every = len(entities) == len(ENTITIES)
+    job_name = SYNC_ALL_JOB if every or len(entities) > 1 else f"{asset_name(entities[0])}_job"
+    [schedule] = [s for s in defs.get_repository_def().schedule_defs if s.job_name == job_name]
+    [request] = schedule.evaluate_tick(
+        build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime.now(UTC),
+            resources={"postgres": PostgresResource(database_url=database_url)},
+        )
+    ).run_requests or []  # the schedules always ask for a run
     ops = {
-        asset_name(e): {"config": {"strategy": strategy, **({"mode": "incremental"} if e in timed else {})}}
+        asset_name(e): {"config": {"strategy": strategy, **({"mode": "incremental"} if e.cursor is CursorKind.TIME else {})}}
         for e in entities
     }
-    result = materialize(
-        # the asset checks too, so that the UI shows their results beside the materializations
-        [sync_schema, *(d.asset for d in made), *(c for d in made for c in d.checks)],
-        instance=DagsterInstance.get(),
-        # the entities with a time filter run in this month's partition (incremental: the cursor bounds
-        # what is read); the others are not partitioned and do a full pass
-        partition_key=datetime.now(UTC).strftime("%Y-%m") if timed else None,
-        resources={
-            "postgres": PostgresResource(database_url=database_url),
-            # pacing off: the sandbox has no quota to protect and the demo should be quick
-            "keap": KeapResource(base_url=base_url, api_key=SANDBOX_API_KEY, pacing=False),
-        },
-        run_config={"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        tags={"keap_pipeline/demo": "incremental"},
-        raise_on_error=False,
+    result = run_job(
+        instance,
+        job_name,
+        run_config={"ops": ops, **basics},
+        tags={**request.tags, "keap_pipeline/demo": "incremental"},
+        # a subset of the entities: the sync-all job with those assets selected (and their checks)
+        asset_selection=None if every or len(entities) == 1 else {AssetKey(asset_name(e)) for e in entities},
+        environment=environment,
     )
     runs: dict[str, EntityRun] = {}
     for e in entities:
@@ -198,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("\n1. sync_schema + %s through Dagster, in lineage order (%s)", ", ".join(e.name for e in entities),
                  "first run: everything up to now" if _first_run(database_url)
                  else "incremental from the cursors an earlier `make demo` stored")
-        first = _materialize(sandbox.base_url, database_url, entities, strategy=args.strategy)
+        first = _materialize(sandbox.base_url, database_url, entities, strategy=args.strategy, schema=True)
         for run in first.values():
             log.info("   %s", run.line())
         if first["contacts"].metadata is None:

@@ -1,4 +1,4 @@
-"""`make demo`'s Dagster runs (keap_pipeline.demo._materialize): one line per entity, through the sandbox."""
+"""`make demo`'s Dagster runs (keap_pipeline.demo._materialize): runs of the user's jobs, one line per entity, through the sandbox."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dagster import AssetKey, DagsterInstance, RunsFilter
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    REPOSITORY_LABEL_TAG,
+)
 
+from keap_pipeline.defs.partitions import PARTITIONS
 from keap_pipeline.demo import _materialize
 from keap_pipeline.entities import lineage_order
 from keap_pipeline.local_stack import SANDBOX_API_KEY, SANDBOX_STATE_FILE, repo_root
@@ -42,10 +49,31 @@ def test_contacts_line_then_an_incremental_run_that_reads_nothing_new(demo_sandb
     [again] = _materialize(handle.base_url, migrated_database, lineage_order(("contacts",)), strategy="keap_wins").values()
     assert again.metadata is not None and again.metadata["inserted"] == 0 and again.metadata["updated"] == 0
 
+    # runs of the job a user launches, recorded with the code location's origin: the UI lists them
+    # under keap_contacts_job and can re-execute them (tests/defs/test_webserver.py does)
+    instance = DagsterInstance.get()
+    second, first_run = instance.get_runs()
+    for run in (first_run, second):
+        assert run.job_name == "keap_contacts_job" and run.remote_job_origin is not None
+        assert run.remote_job_origin.location_name == "keap_pipeline.definitions"
+        assert run.tags["keap_pipeline/mode"] == "incremental"
+    # the query of the job's page in the UI
+    label = {REPOSITORY_LABEL_TAG: "__repository__@keap_pipeline.definitions"}
+    assert len(instance.get_runs(filters=RunsFilter(job_name="keap_contacts_job", tags=label))) == 2
+    # the first (a full load) covered every partition, the second the current month only
+    keys = PARTITIONS.get_partition_keys()
+    assert (first_run.tags[ASSET_PARTITION_RANGE_START_TAG], first_run.tags[ASSET_PARTITION_RANGE_END_TAG]) == (keys[0], keys[-1])
+    assert (second.tags[ASSET_PARTITION_RANGE_START_TAG], second.tags[ASSET_PARTITION_RANGE_END_TAG]) == (keys[-1], keys[-1])
+    assert instance.get_materialized_partitions(AssetKey("keap_contacts")) == set(keys)
+
 
 def test_every_entity_gets_its_line(demo_sandbox: SandboxHandle, migrated_database: str) -> None:
     handle = demo_sandbox
-    runs = _materialize(handle.base_url, migrated_database, lineage_order(), strategy="merge")
+    runs = _materialize(handle.base_url, migrated_database, lineage_order(), strategy="merge", schema=True)
+    # sync_schema as the UI's Materialize button runs it, then keap_sync_all_job
+    assert [(r.job_name, r.asset_selection) for r in reversed(DagsterInstance.get().get_runs())] == [
+        ("__ASSET_JOB", frozenset({AssetKey("sync_schema")})), ("keap_sync_all_job", None),
+    ]
     assert list(runs) == ["tags", "products", "contacts", "orders", "subscriptions"]
     for run in runs.values():
         assert run.metadata is not None, run.line()
