@@ -278,7 +278,11 @@ def _tick(context: ScheduleEvaluationContext) -> datetime:
 
 
 def _incremental_schedule(
-    name: str, job: UnresolvedAssetJobDefinition, entities: tuple[Entity, ...], description: str
+    name: str,
+    job: UnresolvedAssetJobDefinition,
+    entities: tuple[Entity, ...],
+    description: str,
+    default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
 ) -> ScheduleDefinition:
     timed = [e for e in entities if e.cursor is CursorKind.TIME]
 
@@ -298,7 +302,7 @@ def _incremental_schedule(
         job=job,
         cron_schedule=SCHEDULE_CRON,
         execution_timezone="UTC",
-        default_status=DefaultScheduleStatus.STOPPED,
+        default_status=default_status,
         description=description,
     )(incremental)
 
@@ -375,6 +379,9 @@ def entity_definitions(entities: Mapping[str, Entity] | Iterable[Entity]) -> Def
         ordered,
         "Every 15 minutes: every entity in lineage order (keap_sync_all_job), incremental from each cursor; "
         "entities without a time filter do a full pass.",
+        # on by default: the one schedule that keeps every entity fresh (the cursor_fresh checks expect
+        # it); the per-entity schedules are its alternatives, off (turning on both syncs twice a tick)
+        default_status=DefaultScheduleStatus.RUNNING,
     )
     return Definitions(
         assets=[d.asset for d in made],
