@@ -12,10 +12,10 @@
 -- ---------------------------------------------------------------------------------------------
 
 -- The statement that appends the deltas of a set of sync-table rows: p_plus counted in, p_minus out
--- (transition tables, or a table for the recount), p_links the (Keap id column, link column) pairs of
--- the entity's parent links, flattened. One aggregate over a few columns, grouped before the metrics
--- are spelt out, so a 1,000-row statement costs one small hash aggregate. $1 is the entity_type.
-create or replace function keap_pipeline.sync_rows_delta_sql(p_plus text, p_minus text, p_links text[])
+-- (transition tables, or the table itself for the recount), p_links the (Keap id column, link
+-- column) pairs of the entity's parent links, flattened. One aggregate over a few columns, grouped
+-- before the metrics are spelt out, so a 1,000-row statement costs one small hash aggregate.
+create or replace function keap_pipeline.sync_rows_delta_sql(p_entity text, p_plus text, p_minus text, p_links text[])
 returns text
 language plpgsql
 immutable
@@ -25,8 +25,7 @@ declare
     v_cols text := 'r.deleted_at is null as live, r.sync_status, r.last_synced_at, r.created_at';
     v_group text := '';
     v_metrics text := '';
-    v_rows text;
-    v_links text[] := array(select pg_catalog.unnest(p_links));  -- from 1, whatever the bounds (TG_ARGV's start at 0)
+    v_links text[] := array(select pg_catalog.unnest(p_links));
     v_i integer := 1;
 begin
     if p_plus is null and p_minus is null then
@@ -39,50 +38,139 @@ begin
         v_cols := v_cols || pg_catalog.format(', (r.%I is not null and r.%I is null) as u%s', v_links[v_i], v_links[v_i + 1], v_i);
         v_group := v_group || pg_catalog.format(', r.u%s', v_i);
         v_metrics := v_metrics || pg_catalog.format(
-            E',\n            (%L, case when g.live and g.u%s then g.n end, null::timestamptz)', 'unlinked:' || v_links[v_i + 1], v_i
+            E',\n            (%L, case when g.live and g.u%s then g.n end)', 'unlinked:' || v_links[v_i + 1], v_i
         );
         v_i := v_i + 2;
     end loop;
-    v_rows := pg_catalog.concat_ws(
-        ' union all ',
-        case when p_plus is not null then pg_catalog.format('select 1 as sign, %s from %s as r', v_cols, p_plus) end,
-        case when p_minus is not null then pg_catalog.format('select -1 as sign, %s from %s as r', v_cols, p_minus) end
-    );
+    -- last_synced_at is a high-water mark: a row only when the statement raised the newest of its
+    -- live rows (an app's edit of content leaves it as it was, and writes no counter row at all)
     return pg_catalog.format($sql$
         with g as (
-            select r.live, r.sync_status%2$s,
+            select r.live, r.sync_status%3$s,
                    pg_catalog.sum(r.sign) as n,
                    pg_catalog.sum(r.sign * (extract(epoch from (r.last_synced_at - r.created_at)) * 1000000)::bigint) as micros,
                    pg_catalog.sum(r.sign) filter (where r.last_synced_at is not null) as timed,
-                   pg_catalog.max(r.last_synced_at) filter (where r.sign = 1) as newest
-            from (%1$s) as r
-            group by r.live, r.sync_status%2$s
+                   pg_catalog.max(r.last_synced_at) filter (where r.sign = 1) as newest,
+                   pg_catalog.max(r.last_synced_at) filter (where r.sign = -1) as was_newest
+            from (%2$s) as r
+            group by r.live, r.sync_status%3$s
         )
         insert into public.sync_health_counters (entity_type, metric, n, at)
-        select $1, m.metric, coalesce(pg_catalog.sum(m.n), 0), pg_catalog.max(m.at)
+        select %1$L, m.metric, pg_catalog.sum(m.n), null
         from g
         cross join lateral (values
-            ('records', case when g.live then g.n end, null::timestamptz),
-            ('status:' || g.sync_status, case when g.live then g.n end, null),
-            ('deleted', case when not g.live then g.n end, null),
-            ('sync_micros', case when g.live then g.micros end, null),
-            ('timed', case when g.live then g.timed end, null),
-            ('last_synced_at', null, case when g.live then g.newest end)%3$s
-        ) as m (metric, n, at)
+            ('records', case when g.live then g.n end),
+            ('status:' || g.sync_status, case when g.live then g.n end),
+            ('deleted', case when not g.live then g.n end),
+            ('sync_micros', case when g.live then g.micros end),
+            ('timed', case when g.live then g.timed end)%4$s
+        ) as m (metric, n)
         group by m.metric
-        having pg_catalog.sum(m.n) <> 0 or pg_catalog.max(m.at) is not null
-    $sql$, v_rows, v_group, v_metrics);
+        having pg_catalog.sum(m.n) <> 0
+        union all
+        select %1$L, 'last_synced_at', 0, t.newest
+        from (
+            select pg_catalog.max(g.newest) filter (where g.live) as newest,
+                   pg_catalog.max(g.was_newest) filter (where g.live) as was_newest
+            from g
+        ) as t
+        where t.newest > coalesce(t.was_newest, '-infinity')$sql$,
+        p_entity,
+        pg_catalog.concat_ws(
+            ' union all ',
+            case when p_plus is not null then pg_catalog.format('select 1 as sign, %s from %s as r', v_cols, p_plus) end,
+            case when p_minus is not null then pg_catalog.format('select -1 as sign, %s from %s as r', v_cols, p_minus) end
+        ),
+        v_group,
+        v_metrics
+    );
 end
 $$;
 
-comment on function keap_pipeline.sync_rows_delta_sql(text, text, text[]) is
-    'The INSERT of sync_health_counters deltas for sync-table rows (count in, count out); used by count_sync_rows and recount_sync_health.';
+comment on function keap_pipeline.sync_rows_delta_sql(text, text, text, text[]) is
+    'The INSERT of sync_health_counters deltas for sync-table rows counted in and out; used by define_health_counting and recount_sync_health.';
 
-revoke execute on function keap_pipeline.sync_rows_delta_sql(text, text, text[]) from public;
+revoke execute on function keap_pipeline.sync_rows_delta_sql(text, text, text, text[]) from public;
 
--- Statement trigger of the five sync tables (INSERT, UPDATE, DELETE; arguments: the parent links'
--- column pairs). SECURITY DEFINER: an app user's write must count, and app users may not write counts.
-create or replace function keap_pipeline.count_sync_rows()
+-- The same for a bookkeeping table: what one row counts as (its entity, its metric, whether it
+-- counts). sync_conflicts: open conflicts; sync_queue: items by status; dead_letters: open letters
+-- (a tag category's under sync_tags, whose run loads them; an entity not in the five is not counted).
+create or replace function keap_pipeline.sync_items_delta_sql(p_table regclass, p_plus text, p_minus text)
+returns text
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    v_item text;
+begin
+    v_item := case p_table
+        when 'public.sync_conflicts'::regclass then
+            'r.entity_type::text as entity_type, ''open_conflicts'' as metric, r.resolved_at is null as counts'
+        when 'public.sync_queue'::regclass then
+            'r.entity_type::text as entity_type, ''queue:'' || r.status as metric, true as counts'
+        when 'keap_pipeline.dead_letters'::regclass then
+            'case r.entity when ''tag_categories'' then ''sync_tags'' else ''sync_'' || r.entity end as entity_type,'
+            ' ''dead_letters'' as metric, r.status = ''open'' as counts'
+    end;
+    if v_item is null then
+        raise exception 'sync_items_delta_sql: no counts defined for %', p_table
+            using hint = 'Count public.sync_conflicts, public.sync_queue or keap_pipeline.dead_letters.';
+    end if;
+    if p_plus is null and p_minus is null then
+        raise exception 'sync_items_delta_sql: give the rows to count in (p_plus), out (p_minus) or both';
+    end if;
+    return pg_catalog.format($sql$
+        insert into public.sync_health_counters (entity_type, metric, n)
+        select r.entity_type, r.metric, pg_catalog.sum(r.sign)
+        from (%s) as r
+        where r.counts
+          and r.entity_type in ('sync_contacts', 'sync_orders', 'sync_tags', 'sync_subscriptions', 'sync_products')
+        group by r.entity_type, r.metric
+        having pg_catalog.sum(r.sign) <> 0$sql$,
+        pg_catalog.concat_ws(
+            ' union all ',
+            case when p_plus is not null then pg_catalog.format('select 1 as sign, %s from %s as r', v_item, p_plus) end,
+            case when p_minus is not null then pg_catalog.format('select -1 as sign, %s from %s as r', v_item, p_minus) end
+        )
+    );
+end
+$$;
+
+comment on function keap_pipeline.sync_items_delta_sql(regclass, text, text) is
+    'The INSERT of sync_health_counters deltas for rows of sync_conflicts, sync_queue or dead_letters counted in and out.';
+
+revoke execute on function keap_pipeline.sync_items_delta_sql(regclass, text, text) from public;
+
+-- Generates the counting trigger function of one table, keap_pipeline.count_health_<table>(): the
+-- statements above written out for INSERT, UPDATE and DELETE as static SQL, so each session plans
+-- them once (an EXECUTEd statement was planned on every call: 1.3 ms an app write). No join: a plan
+-- made for a small transition table stays linear for a large one. SECURITY DEFINER: an app user's
+-- write must count, and app users may not write counts. p_links: a sync table's parent links
+-- (an empty array when it has none); NULL for a bookkeeping table.
+create or replace function keap_pipeline.define_health_counting(p_table regclass, p_links text[] default null)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $define$
+declare
+    v_table text := (select c.relname from pg_catalog.pg_class as c where c.oid = p_table);
+    v_name text := 'count_health_' || v_table;
+    v_sql text[];
+begin
+    -- a sync table has links (maybe none): its rows are counted by status; a bookkeeping table has none
+    v_sql := case when p_links is not null then array[
+        keap_pipeline.sync_rows_delta_sql(v_table, 'new_rows', null, p_links),
+        keap_pipeline.sync_rows_delta_sql(v_table, 'new_rows', 'old_rows', p_links),
+        keap_pipeline.sync_rows_delta_sql(v_table, null, 'old_rows', p_links)
+    ] else array[
+        keap_pipeline.sync_items_delta_sql(p_table, 'new_rows', null),
+        keap_pipeline.sync_items_delta_sql(p_table, 'new_rows', 'old_rows'),
+        keap_pipeline.sync_items_delta_sql(p_table, null, 'old_rows')
+    ] end;
+    execute pg_catalog.format($f$
+create or replace function keap_pipeline.%1$I()
 returns trigger
 language plpgsql
 volatile
@@ -90,87 +178,36 @@ security definer
 set search_path = pg_catalog, pg_temp
 -- transition tables carry no statistics; JIT would compile for imagined costs (see 20-sync-triggers)
 set jit = off
-as $$
+as $body$
 begin
-    if tg_op = 'DELETE' then
-        if not exists (select 1 from old_rows) then
-            return null;
+    -- (a statement that changed no row still fires its statement trigger: INSERT ... ON CONFLICT
+    -- fires both INSERT and UPDATE, one of them empty)
+    if tg_op = 'INSERT' then
+        if exists (select 1 from new_rows) then%2$s;
         end if;
-    elsif not exists (select 1 from new_rows) then
-        return null;
+    elsif tg_op = 'UPDATE' then
+        if exists (select 1 from new_rows) then%3$s;
+        end if;
+    elsif tg_op = 'DELETE' then
+        if exists (select 1 from old_rows) then%4$s;
+        end if;
     end if;
-    execute keap_pipeline.sync_rows_delta_sql(
-        case when tg_op <> 'DELETE' then 'new_rows' end,
-        case when tg_op <> 'INSERT' then 'old_rows' end,
-        tg_argv
-    )
-    using tg_table_name;
     return null;
 end
-$$;
-
-comment on function keap_pipeline.count_sync_rows() is
-    'Sync tables: appends the sync_health_counters deltas of a statement (rows by status, soft-deleted, unlinked, sync times).';
-
-revoke execute on function keap_pipeline.count_sync_rows() from public, anon, authenticated;
-
--- What one row of a bookkeeping table counts as: its entity, its metric and whether it counts at all.
--- sync_conflicts: open conflicts; sync_queue: items by status; dead_letters: open letters (a tag
--- category's under sync_tags, whose run loads them; an entity not in the five is not counted).
-create or replace function keap_pipeline.count_sync_items()
-returns trigger
-language plpgsql
-volatile
-security definer
-set search_path = pg_catalog, pg_temp
-set jit = off
-as $$
-declare
-    v_item text;
-    v_rows text;
-begin
-    v_item := case tg_table_schema || '.' || tg_table_name
-        when 'public.sync_conflicts' then
-            'r.entity_type::text as entity_type, ''open_conflicts'' as metric, r.resolved_at is null as counts'
-        when 'public.sync_queue' then
-            'r.entity_type::text as entity_type, ''queue:'' || r.status as metric, true as counts'
-        when 'keap_pipeline.dead_letters' then
-            'case r.entity when ''tag_categories'' then ''sync_tags'' else ''sync_'' || r.entity end as entity_type,'
-            ' ''dead_letters'' as metric, r.status = ''open'' as counts'
-    end;
-    if v_item is null then
-        raise exception 'count_sync_items: no counts defined for %.%', tg_table_schema, tg_table_name
-            using hint = 'Attach it to public.sync_conflicts, public.sync_queue or keap_pipeline.dead_letters only.';
-    end if;
-    if tg_op = 'DELETE' then
-        if not exists (select 1 from old_rows) then
-            return null;
-        end if;
-    elsif not exists (select 1 from new_rows) then
-        return null;
-    end if;
-    v_rows := pg_catalog.concat_ws(
-        ' union all ',
-        case when tg_op <> 'DELETE' then pg_catalog.format('select 1 as sign, %s from new_rows as r', v_item) end,
-        case when tg_op <> 'INSERT' then pg_catalog.format('select -1 as sign, %s from old_rows as r', v_item) end
+$body$;
+$f$, v_name, v_sql[1], v_sql[2], v_sql[3]);
+    execute pg_catalog.format(
+        'comment on function keap_pipeline.%I() is %L', v_name,
+        'Statement trigger of ' || p_table::text || ': appends its sync_health_counters deltas. Generated by define_health_counting.'
     );
-    execute pg_catalog.format($sql$
-        insert into public.sync_health_counters (entity_type, metric, n)
-        select r.entity_type, r.metric, pg_catalog.sum(r.sign)
-        from (%s) as r
-        where r.counts
-          and r.entity_type in ('sync_contacts', 'sync_orders', 'sync_tags', 'sync_subscriptions', 'sync_products')
-        group by r.entity_type, r.metric
-        having pg_catalog.sum(r.sign) <> 0
-    $sql$, v_rows);
-    return null;
+    execute pg_catalog.format('revoke execute on function keap_pipeline.%I() from public, anon, authenticated', v_name);
 end
-$$;
+$define$;
 
-comment on function keap_pipeline.count_sync_items() is
-    'sync_conflicts, sync_queue, dead_letters: appends the sync_health_counters deltas of a statement (open conflicts, queue items by status, open dead letters).';
+comment on function keap_pipeline.define_health_counting(regclass, text[]) is
+    'Generates keap_pipeline.count_health_<table>(), the counting statement trigger of a sync or bookkeeping table.';
 
-revoke execute on function keap_pipeline.count_sync_items() from public, anon, authenticated;
+revoke execute on function keap_pipeline.define_health_counting(regclass, text[]) from public;
 
 -- TRUNCATE fires no row or transition-table trigger: take the table's counts back out. Its writers
 -- hold locks TRUNCATE waits for, so every delta of the table is committed and seen here.
@@ -205,6 +242,30 @@ comment on function keap_pipeline.uncount_truncated() is
 
 revoke execute on function keap_pipeline.uncount_truncated() from public, anon, authenticated;
 
+-- The counted tables, with the parent links of the sync tables (keap_pipeline.entities: the links
+-- whose parent is an entity; a tag's category is a lookup, as for the checks)
+create or replace function keap_pipeline.health_counted_tables()
+returns table (counted regclass, links text[])
+language sql
+immutable
+set search_path = ''
+as $$
+    values
+        ('public.sync_contacts'::regclass, array[]::text[]),
+        ('public.sync_orders'::regclass, array['keap_contact_id', 'contact_id']),
+        ('public.sync_tags'::regclass, array[]::text[]),
+        ('public.sync_subscriptions'::regclass, array['keap_contact_id', 'contact_id', 'keap_product_id', 'product_id']),
+        ('public.sync_products'::regclass, array[]::text[]),
+        ('public.sync_conflicts'::regclass, null),
+        ('public.sync_queue'::regclass, null),
+        ('keap_pipeline.dead_letters'::regclass, null)
+$$;
+
+comment on function keap_pipeline.health_counted_tables() is
+    'The tables sync_health_counters counts, and the parent links of the sync tables among them.';
+
+revoke execute on function keap_pipeline.health_counted_tables() from public;
+
 -- Every count from the rows themselves (the timestamps too, but the success facts, which only the
 -- ingestion knows). Blocks writers of the counted tables until the caller's transaction ends; run it
 -- in a transaction of its own when the counters are in doubt (a data-only restore with triggers
@@ -232,37 +293,15 @@ begin
     insert into public.sync_health_counters (entity_type, metric, n)
     select e.entity_type, 'records', 0
     from (values ('sync_contacts'), ('sync_orders'), ('sync_tags'), ('sync_subscriptions'), ('sync_products')) as e (entity_type);
-    for v_table in
-        select t.name, t.links
-        from (values
-            ('sync_contacts', array[]::text[]),
-            ('sync_orders', array['keap_contact_id', 'contact_id']),
-            ('sync_tags', array[]::text[]),
-            ('sync_subscriptions', array['keap_contact_id', 'contact_id', 'keap_product_id', 'product_id']),
-            ('sync_products', array[]::text[])
-        ) as t (name, links)
-    loop
-        execute keap_pipeline.sync_rows_delta_sql(pg_catalog.format('public.%I', v_table.name), null, v_table.links)
-        using v_table.name;
+    for v_table in select * from keap_pipeline.health_counted_tables() loop
+        if v_table.links is not null then
+            execute keap_pipeline.sync_rows_delta_sql(
+                pg_catalog.split_part(v_table.counted::text, '.', 2), v_table.counted::text, null, v_table.links
+            );
+        else
+            execute keap_pipeline.sync_items_delta_sql(v_table.counted, v_table.counted::text, null);
+        end if;
     end loop;
-    insert into public.sync_health_counters (entity_type, metric, n)
-    select x.entity_type, x.metric, x.n
-    from (
-        select c.entity_type::text as entity_type, 'open_conflicts' as metric, pg_catalog.count(*) as n
-        from public.sync_conflicts as c
-        where c.resolved_at is null
-        group by c.entity_type
-        union all
-        select q.entity_type::text, 'queue:' || q.status, pg_catalog.count(*)
-        from public.sync_queue as q
-        group by q.entity_type, q.status
-        union all
-        select case d.entity when 'tag_categories' then 'sync_tags' else 'sync_' || d.entity end, 'dead_letters', pg_catalog.count(*)
-        from keap_pipeline.dead_letters as d
-        where d.status = 'open'
-        group by 1
-    ) as x
-    where x.entity_type in ('sync_contacts', 'sync_orders', 'sync_tags', 'sync_subscriptions', 'sync_products');
     select pg_catalog.count(*) into v_rows from public.sync_health_counters;
     return v_rows;
 end
@@ -272,6 +311,9 @@ comment on function keap_pipeline.recount_sync_health() is
     'Recounts every sync_health counter from the rows (blocking their writers until the transaction ends); returns the counter rows.';
 
 revoke execute on function keap_pipeline.recount_sync_health() from public;
+
+-- the counting functions of the eight tables
+select keap_pipeline.define_health_counting(t.counted, t.links) from keap_pipeline.health_counted_tables() as t;
 
 -- Folds the delta rows into one per (entity, metric): the sum of the counts, the newest time; a
 -- count that came to zero goes, but every entity keeps its records row (the view reads counters once

@@ -4,24 +4,25 @@
 
 do $triggers$
 declare
-    v_table text;
+    v_table regclass;
+    v_name text;
 begin
-    foreach v_table in array array[
-        'public.sync_contacts', 'public.sync_orders', 'public.sync_tags', 'public.sync_subscriptions',
-        'public.sync_products', 'public.sync_conflicts', 'public.sync_queue', 'keap_pipeline.dead_letters'
-    ] loop
-        execute pg_catalog.format('drop trigger %I on %s', pg_catalog.split_part(v_table, '.', 2) || '_count_insert', v_table);
-        execute pg_catalog.format('drop trigger %I on %s', pg_catalog.split_part(v_table, '.', 2) || '_count_update', v_table);
-        execute pg_catalog.format('drop trigger %I on %s', pg_catalog.split_part(v_table, '.', 2) || '_count_delete', v_table);
-        execute pg_catalog.format('drop trigger %I on %s', pg_catalog.split_part(v_table, '.', 2) || '_count_truncate', v_table);
+    for v_table in select t.counted from keap_pipeline.health_counted_tables() as t loop
+        v_name := (select c.relname from pg_catalog.pg_class as c where c.oid = v_table);
+        execute pg_catalog.format('drop trigger %I on %s', v_name || '_count_insert', v_table);
+        execute pg_catalog.format('drop trigger %I on %s', v_name || '_count_update', v_table);
+        execute pg_catalog.format('drop trigger %I on %s', v_name || '_count_delete', v_table);
+        execute pg_catalog.format('drop trigger %I on %s', v_name || '_count_truncate', v_table);
+        execute pg_catalog.format('drop function keap_pipeline.%I()', 'count_health_' || v_name);
     end loop;
 end
 $triggers$;
 
 drop function keap_pipeline.recount_sync_health();
+drop function keap_pipeline.health_counted_tables();
 drop function keap_pipeline.uncount_truncated();
-drop function keap_pipeline.count_sync_items();
-drop function keap_pipeline.count_sync_rows();
-drop function keap_pipeline.sync_rows_delta_sql(text, text, text[]);
+drop function keap_pipeline.define_health_counting(regclass, text[]);
+drop function keap_pipeline.sync_items_delta_sql(regclass, text, text);
+drop function keap_pipeline.sync_rows_delta_sql(text, text, text, text[]);
 
 drop table public.sync_health_counters;

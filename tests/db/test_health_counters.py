@@ -335,4 +335,4 @@ def test_the_migration_counts_what_is_there_and_rollback_gives_17s_view_back(fre
 
 def test_the_delta_statement_refuses_unpaired_links(db: psycopg.Connection) -> None:
     with pytest.raises(psycopg.errors.RaiseException, match="pairs"):
-        db.execute("select keap_pipeline.sync_rows_delta_sql('t', null, %s)", (["contact_id"],))
+        db.execute("select keap_pipeline.sync_rows_delta_sql('sync_orders', 't', null, %s)", (["contact_id"],))

@@ -21,9 +21,12 @@ WRITES = [
 FUNCTIONS = [
     "select * from keap_pipeline.compact_sync_health_counters()",
     "select keap_pipeline.recount_sync_health()",
-    "select keap_pipeline.sync_rows_delta_sql('public.sync_contacts', null, null)",
-    "select keap_pipeline.count_sync_rows()",
-    "select keap_pipeline.count_sync_items()",
+    "select keap_pipeline.sync_rows_delta_sql('sync_contacts', 'public.sync_contacts', null, null)",
+    "select keap_pipeline.sync_items_delta_sql('public.sync_queue', 'public.sync_queue', null)",
+    "select keap_pipeline.define_health_counting('public.sync_contacts', null)",
+    "select * from keap_pipeline.health_counted_tables()",
+    "select keap_pipeline.count_health_sync_contacts()",
+    "select keap_pipeline.count_health_dead_letters()",
     "select keap_pipeline.uncount_truncated()",
 ]
 
