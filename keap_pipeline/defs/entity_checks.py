@@ -20,7 +20,7 @@ from keap_pipeline.db.dead_letters import dead_letter_summary
 from keap_pipeline.db.health import freshness
 from keap_pipeline.db.link_health import parent_links, unresolved_links
 from keap_pipeline.defs.resources import PostgresResource
-from keap_pipeline.entities import Entity
+from keap_pipeline.entities import CursorKind, Entity
 
 
 def _minutes(age: timedelta) -> float:
@@ -118,7 +118,8 @@ def cursor_fresh_check(entity: Entity, asset_key: AssetKey, max_age: timedelta) 
             commit_age = fresh.now - fresh.last_commit_at
             metadata["last_commit_age_minutes"] = _minutes(commit_age)
             progressing = commit_age <= max_age
-        backfill = not progressing and syncs_a_window(context, name)
+        # (an entity without a time filter has no window: in a partitioned run it does a full pass)
+        backfill = not progressing and entity.cursor is CursorKind.TIME and syncs_a_window(context, name)
         if progressing:
             why = "a run is loading it (a batch committed recently): fresh once that run completes"
         elif backfill:
