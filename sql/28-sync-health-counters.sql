@@ -18,7 +18,8 @@
 --   fresh_as_of: keap_pipeline.db.health).
 -- * Initialised here from the existing rows (keap_pipeline.recount_sync_health), under locks that
 --   keep writers out from the triggers' creation to this file's commit, so no write is missed or
---   counted twice. On a large database this file holds those locks for about a second per million rows.
+--   counted twice. On a large database this file holds those locks for a few seconds per million
+--   rows (3.9 s at 1.1M on a busy two-core machine: docs/benchmarks.md).
 -- * Who sees the counters: admins (app_metadata.role = 'admin'), service_role and the owner, the
 --   readers who may read every sync row anyway. Other signed-in users see no counter row, and the
 --   view (sql/functions/60) counts for them the rows RLS lets them read, as it always did. Nobody but
