@@ -3,6 +3,7 @@
 from dagster import Definitions, EnvVar
 
 from keap_pipeline.defs.entities import entity_definitions
+from keap_pipeline.defs.health import health_definitions
 from keap_pipeline.defs.keap import KeapResource
 from keap_pipeline.defs.maintenance import (
     audit_partitions_job,
@@ -17,6 +18,8 @@ from keap_pipeline.entities import ENTITIES
 defs = Definitions.merge(
     # every Keap entity of the table: asset keap_<name>, config, checks, job, schedule; plus keap_sync_all_job
     entity_definitions(ENTITIES),
+    # sync_health (recorded every 15 minutes, with its checks) and the job that also runs the freshness checks
+    health_definitions(ENTITIES),
     Definitions(
         assets=[sync_schema],
         jobs=[audit_partitions_job, vacuum_analyze_job],

@@ -354,7 +354,11 @@ def _cursors(
 
 
 def _incremental_schedule(
-    name: str, job: UnresolvedAssetJobDefinition, entities: tuple[Entity, ...], description: str
+    name: str,
+    job: UnresolvedAssetJobDefinition,
+    entities: tuple[Entity, ...],
+    description: str,
+    default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
 ) -> ScheduleDefinition:
     timed = [e for e in entities if e.cursor is CursorKind.TIME]
     config = {"ops": {asset_name(e): {"config": {"mode": "incremental"}} for e in timed}} if timed else {}
@@ -387,7 +391,7 @@ def _incremental_schedule(
         job=job,
         cron_schedule=SCHEDULE_CRON,
         execution_timezone="UTC",
-        default_status=DefaultScheduleStatus.STOPPED,
+        default_status=default_status,
         description=description,
     )(incremental if timed else full_pass)
 
@@ -464,6 +468,9 @@ def entity_definitions(entities: Mapping[str, Entity] | Iterable[Entity]) -> Def
         ordered,
         "Every 15 minutes: every entity in lineage order (keap_sync_all_job), incremental from each cursor; "
         "entities without a time filter do a full pass.",
+        # on by default: the one schedule that keeps every entity fresh (the cursor_fresh checks expect
+        # it); the per-entity schedules are its alternatives, off (turning on both syncs twice a tick)
+        default_status=DefaultScheduleStatus.RUNNING,
     )
     return Definitions(
         assets=[d.asset for d in made],

@@ -1,9 +1,12 @@
-"""The asset checks of a Keap entity, generated from its row: dead letters, cursor freshness, unresolved links."""
+"""The asset checks of a Keap entity, generated from its row: dead letters, freshness of its syncs, unresolved links."""
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from dagster import (
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
@@ -11,9 +14,10 @@ from dagster import (
     MetadataValue,
     asset_check,
 )
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
-from keap_pipeline.db.cursors import INCREMENTAL, get_cursor
 from keap_pipeline.db.dead_letters import dead_letter_summary
+from keap_pipeline.db.health import freshness
 from keap_pipeline.db.link_health import parent_links, unresolved_links
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.entities import CursorKind, Entity
@@ -50,41 +54,83 @@ def dead_letters_check(entity: Entity, asset_key: AssetKey) -> AssetChecksDefini
     return _check
 
 
-def cursor_fresh_check(entity: Entity, asset_key: AssetKey, max_age: timedelta) -> AssetChecksDefinition:
-    """``keap_<name>_cursor_fresh``: fail when the entity's incremental cursor did not move within max_age.
+def cursor_fresh_key(asset_key: AssetKey) -> AssetCheckKey:
+    """The key of an entity asset's freshness check, ``keap_<name>_cursor_fresh`` (sync_health_job runs it)."""
+    return AssetCheckKey(asset_key, f"{asset_key.path[-1]}_cursor_fresh")
 
-    For a TIME entity the cursor is the highest update time the schedule's syncs committed; for an
-    ID or FULL entity (a full pass each run) it is the row its full passes keep in the same
-    (entity, incremental) scope, so its last commit says when a pass last loaded a batch.
+
+def syncs_a_window(context: AssetCheckExecutionContext, asset_name: str) -> bool:
+    """Whether the check runs inside a run that syncs a window of the asset (a partition or a backfill).
+
+    Such a run reads the past, not what changed since the last sync, so it neither refreshes the
+    entity nor explains why it is stale. The schedule's runs are partitioned too, but incremental.
     """
-    what = "The incremental cursor" if entity.cursor is CursorKind.TIME else "The full pass's cursor"
+    try:
+        run = context.run
+    except Exception:  # dagster raises its (private) CheckError when the context has no run
+        return False
+    tags = run.tags or {}
+    if PARTITION_NAME_TAG not in tags and ASSET_PARTITION_RANGE_START_TAG not in tags:
+        return False
+    run_config: Mapping[str, Any] = run.run_config or {}
+    ops: Mapping[str, Any] = run_config.get("ops") or {}
+    config: Mapping[str, Any] = (ops.get(asset_name) or {}).get("config") or {}
+    return config.get("mode", "window") == "window"
+
+
+def cursor_fresh_check(entity: Entity, asset_key: AssetKey, max_age: timedelta) -> AssetChecksDefinition:
+    """``keap_<name>_cursor_fresh``: fail when no sync of the entity completed within max_age.
+
+    Fresh means: the last sync that completed and read Keap up to the present (recorded by the
+    pipeline, keap_pipeline.db.health) started within max_age, so every change made in Keap before
+    then is loaded. A sync that finds nothing new completes too, so a quiet account stays fresh.
+    Stale is an ERROR, but a WARN while a run of the entity is committing batches (a long first load
+    or backfill holds the entity's run lock, and the schedule's runs wait for it) and inside a run
+    that syncs a window (a backfill reads the past; it is not why the entity is stale).
+    sync_health_job runs this check every 15 minutes, on a clock independent of the syncs.
+    """
+    name = asset_key.path[-1]
 
     @asset_check(
         asset=asset_key,
-        name=f"{asset_key.path[-1]}_cursor_fresh",
-        description=f"{what} of {entity.name} moved within the schedule's allowance.",
+        name=f"{name}_cursor_fresh",
+        description=f"A sync of {entity.name} that read Keap up to the present completed within the allowance.",
     )
     def _check(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
-        """Fail when no sync committed within two schedule intervals (plus slack)."""
+        """Fail when no complete sync started within two schedule intervals (plus slack)."""
         with postgres.connect() as conn:
-            cursor = get_cursor(conn, entity.name, INCREMENTAL)
-        if cursor is None:
-            return AssetCheckResult(
-                passed=False,
-                description="no incremental sync has committed yet",
-                metadata={"max_age_minutes": max_age.total_seconds() / 60},
-            )
-        age = datetime.now(UTC) - cursor.updated_at
+            fresh = freshness(conn, entity)
+        metadata: dict[str, float | MetadataValue] = {"max_age_minutes": max_age.total_seconds() / 60}
+        if fresh.fresh_as_of is not None and fresh.succeeded_at is not None:
+            age = fresh.now - fresh.fresh_as_of
+            metadata["age_minutes"] = _minutes(age)
+            metadata["last_complete_sync_started"] = MetadataValue.text(fresh.fresh_as_of.isoformat())
+            metadata["last_complete_sync_finished"] = MetadataValue.text(fresh.succeeded_at.isoformat())
+            if age <= max_age:
+                return AssetCheckResult(
+                    passed=True, description=f"last complete sync started {_minutes(age)} min ago", metadata=metadata
+                )
+            stale = f"the last complete sync started {_minutes(age)} min ago"
+        else:
+            stale = "no sync has completed yet"
+        progressing = False
+        if fresh.last_commit_at is not None:
+            commit_age = fresh.now - fresh.last_commit_at
+            metadata["last_commit_age_minutes"] = _minutes(commit_age)
+            progressing = commit_age <= max_age
+        # (an entity without a time filter has no window: in a partitioned run it does a full pass)
+        backfill = not progressing and entity.cursor is CursorKind.TIME and syncs_a_window(context, name)
+        if progressing:
+            why = "a run is loading it (a batch committed recently): fresh once that run completes"
+        elif backfill:
+            why = "this run syncs a window of the past; the incremental schedule is what keeps it fresh"
+        else:
+            why = f"is keap_sync_all_schedule (or {name}_incremental_schedule) running, and do its runs succeed?"
         return AssetCheckResult(
-            passed=age <= max_age,
-            description=f"last incremental commit {_minutes(age)} min ago",
-            metadata={
-                "cursor": MetadataValue.text(cursor.value.isoformat()),
-                "last_commit": MetadataValue.text(cursor.updated_at.isoformat()),
-                "age_minutes": _minutes(age),
-                "max_age_minutes": max_age.total_seconds() / 60,
-                "records_total": cursor.records_total,
-            },
+            passed=False,
+            severity=AssetCheckSeverity.WARN if progressing or backfill else AssetCheckSeverity.ERROR,
+            description=f"{stale}; {why}",
+            metadata=metadata,
         )
 
     return _check

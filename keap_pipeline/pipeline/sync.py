@@ -13,6 +13,7 @@ import psycopg
 
 from keap_pipeline.db.connect import connect
 from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor, get_cursor
+from keap_pipeline.db.health import record_sync_success, server_time
 from keap_pipeline.db.links import dependents, resolve_links
 from keap_pipeline.db.locks import run_lock
 from keap_pipeline.entities import CursorKind, Entity
@@ -146,6 +147,8 @@ def sync_entity(
         connect(database_url) as conn,
     ):
         report.waited_for_lock_seconds = lock.waited_seconds
+        # every change Keap made before this is read by the time the run completes (sync_health's lag)
+        fresh_as_of = server_time(conn)
         before = entity.resolve_before_sync()
         if before is not None:
             before(client, database_url)
@@ -242,6 +245,10 @@ def sync_entity(
             with conn.transaction():
                 advance_cursor(conn, entity.name, scope, report.cursor, 0, run_id, pass_done=True)
         report.linked = link_dependents(conn, entity, lock_timeout_seconds)
+        if report.stopped_early is None and (until is None or until >= fresh_as_of):
+            # complete, and it read up to the present (a backfill of past days does not make the entity fresh)
+            with conn.transaction():
+                record_sync_success(conn, entity, fresh_as_of)
     report.requests = client.stats.requests - requests_before
     report.quota_available = client.stats.quota_available
     report.seconds = time.monotonic() - started

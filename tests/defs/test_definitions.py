@@ -31,6 +31,21 @@ def test_maintenance_jobs_and_schedules_are_listed_with_their_crons() -> None:
     assert schedules["keap_contacts_incremental_schedule"][1] == "*/15 * * * *"
 
 
+def test_health_job_and_schedule_are_listed_with_their_cron() -> None:
+    from dagster import AssetKey, DefaultScheduleStatus
+
+    from keap_pipeline.definitions import defs
+
+    repo = defs.get_repository_def()
+    assert AssetKey("sync_health") in repo.asset_graph.get_all_asset_keys()
+    checks = {key.name for key in repo.asset_graph.asset_check_keys if key.asset_key == AssetKey("sync_health")}
+    assert checks == {"sync_health_dead_letters_growing", "sync_health_conflicts_growing", "sync_health_lag"}
+    schedules = {s.name: (s.job_name, s.cron_schedule, s.default_status) for s in repo.schedule_defs}
+    # every 15 minutes, 7 after the syncs' ticks; on by default, as the sync it watches
+    assert schedules["sync_health_schedule"] == ("sync_health_job", "7,22,37,52 * * * *", DefaultScheduleStatus.RUNNING)
+    assert schedules["keap_sync_all_schedule"] == ("keap_sync_all_job", "*/15 * * * *", DefaultScheduleStatus.RUNNING)
+
+
 def test_sync_schema_materializes_and_reports_versions(fresh_database: str) -> None:
     from keap_pipeline.defs.schema import sync_schema
 

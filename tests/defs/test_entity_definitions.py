@@ -36,6 +36,8 @@ LINEAGE = {
     "keap_contacts": {"sync_schema", "keap_tags", "keap_products"},
     "keap_orders": {"sync_schema", "keap_contacts"},
     "keap_subscriptions": {"sync_schema", "keap_contacts", "keap_products"},
+    # health at a glance (defs/health.py) summarises what every entity's asset wrote
+    "sync_health": {"keap_tags", "keap_products", "keap_contacts", "keap_orders", "keap_subscriptions"},
 }
 TIMED = {"tags", "contacts", "orders"}
 CHECKS = {
@@ -46,6 +48,7 @@ CHECKS = {
     "keap_subscriptions": {
         "keap_subscriptions_dead_letters", "keap_subscriptions_cursor_fresh", "keap_subscriptions_unresolved_links",
     },
+    "sync_health": {"sync_health_dead_letters_growing", "sync_health_conflicts_growing", "sync_health_lag"},
 }
 
 
@@ -139,7 +142,9 @@ def test_schedules(defs) -> None:  # type: ignore[no-untyped-def]
     for name, job_name in expected.items():
         s = schedules[name]
         assert (s.job_name, s.cron_schedule, s.execution_timezone) == (job_name, SCHEDULE_CRON, "UTC")
-        assert s.default_status == DefaultScheduleStatus.STOPPED  # on in the UI once Keap credentials are set
+        # sync-all keeps every entity fresh and is on; the per-entity ones are its alternatives, off
+        # (both on would sync an entity twice a tick)
+        assert s.default_status == (DefaultScheduleStatus.RUNNING if name == SYNC_ALL_SCHEDULE else DefaultScheduleStatus.STOPPED)
 
 
 # a database nobody listens on: the schedule cannot read the cursors (the tests with a database

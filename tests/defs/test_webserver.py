@@ -57,6 +57,7 @@ LINEAGE = {
     "keap_contacts": {"sync_schema", "keap_tags", "keap_products"},
     "keap_orders": {"sync_schema", "keap_contacts"},
     "keap_subscriptions": {"sync_schema", "keap_contacts", "keap_products"},
+    "sync_health": {"keap_tags", "keap_products", "keap_contacts", "keap_orders", "keap_subscriptions"},
 }
 LOCATION = "keap_pipeline.definitions"  # workspace.yaml's python_module
 REPOSITORY = "__repository__"
@@ -239,15 +240,18 @@ def test_the_ui_shows_the_lineage_checks_pools_and_schedules(stack: Stack) -> No
     assert {n["groupName"] for n in nodes.values()} == {"keap"}
     assert {name for name, n in nodes.items() if n["isPartitioned"]} == {"keap_tags", "keap_contacts", "keap_orders"}
     for name, node in nodes.items():
-        assert node["pools"] == ([] if name == "sync_schema" else ["keap_api"]), name
+        assert node["pools"] == ([] if name in ("sync_schema", "sync_health") else ["keap_api"]), name
         checks = {c["name"] for c in node["assetChecksOrError"]["checks"]}
-        if name != "sync_schema":
+        if name == "sync_health":
+            assert checks == {"sync_health_dead_letters_growing", "sync_health_conflicts_growing", "sync_health_lag"}
+        elif name != "sync_schema":
             assert {f"{name}_dead_letters", f"{name}_cursor_fresh"} <= checks
             assert (f"{name}_unresolved_links" in checks) == (name in {"keap_orders", "keap_subscriptions"})
 
     [repo] = data["repositoriesOrError"]["nodes"]
     schedules = {s["name"]: (s["pipelineName"], s["cronSchedule"], s["scheduleState"]["status"]) for s in repo["schedules"]}
-    assert schedules["keap_sync_all_schedule"] == ("keap_sync_all_job", "*/15 * * * *", "STOPPED")
+    assert schedules["keap_sync_all_schedule"] == ("keap_sync_all_job", "*/15 * * * *", "RUNNING")
+    assert schedules["sync_health_schedule"] == ("sync_health_job", "7,22,37,52 * * * *", "RUNNING")
     assert schedules["keap_contacts_incremental_schedule"] == ("keap_contacts_job", "*/15 * * * *", "STOPPED")
     for entity in ("tags", "products", "orders", "subscriptions"):
         assert schedules[f"keap_{entity}_incremental_schedule"] == (f"keap_{entity}_job", "*/15 * * * *", "STOPPED")

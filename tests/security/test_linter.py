@@ -221,10 +221,12 @@ LINTS: dict[str, tuple[str, str]] = {
 }
 
 # What signed-in users may read (lint 0027 lists these where pg_graphql is installed): the sync
-# tables and management tables, under RLS, and the three security_invoker monitoring views.
+# tables and management tables, under RLS, the three security_invoker monitoring views, and the
+# counters behind sync_health (sql/28; RLS: admins only, tests/security/test_health_counters.py).
 AUTHENTICATED_READS = {
     "sync_contacts", "sync_orders", "sync_tags", "sync_subscriptions", "sync_products",
     "sync_status", "sync_conflicts", "sync_queue", "sync_health", "sync_queue_depth", "sync_open_conflicts",
+    "sync_health_counters",
 }
 
 

@@ -68,7 +68,15 @@ def test_every_security_definer_function_searches_pg_catalog_first_and_pg_temp_l
         " join pg_catalog.pg_namespace as n on n.oid = p.pronamespace"
         " where p.prosecdef and n.nspname in ('public', 'keap_pipeline') order by 1",
     )
-    assert {f["name"] for f in found} == {"trigger_sync_on_update()", "keap_pipeline.release_held_outbound()"}
+    assert {f["name"] for f in found} == {
+        "trigger_sync_on_update()", "keap_pipeline.release_held_outbound()",
+        # sql/28: app users' writes must count in sync_health_counters, which they may not write
+        *(f"keap_pipeline.count_health_{t}()" for t in (
+            "sync_contacts", "sync_orders", "sync_tags", "sync_subscriptions", "sync_products",
+            "sync_conflicts", "sync_queue", "dead_letters",
+        )),
+        "keap_pipeline.uncount_truncated()",
+    }
     for function in found:
         paths = [c.split("=", 1)[1] for c in function["proconfig"] or [] if c.startswith("search_path=")]
         assert paths == ["pg_catalog, pg_temp"], function
