@@ -61,6 +61,7 @@ class SandboxState:
         # records left out of listings (a fault: the listing silently returns fewer records)
         self.hide_share = config.faults.hide_share
         self.hidden: dict[str, set[int]] = {name: set() for name in ENTITIES}
+        self._deleted: dict[str, dict[int, OverlayEntry | None]] = {name: {} for name in ENTITIES}
         self.requests = 0
         self.refresh_token = config.oauth_refresh_token
         self.access_tokens: dict[str, float] = {}
@@ -222,7 +223,31 @@ class SandboxState:
         with self.lock:
             if self.current(entity, ident) is None:
                 return False
+            # kept for undelete_record (Keap's recycle bin): the entry it had, None when generated
+            self._deleted[entity][ident] = overlay.get(ident)
             overlay[ident] = OverlayEntry(None, self.now_ms())
+            self.version += 1
+            return True
+
+    def undelete_record(self, entity: str, ident: int) -> bool:
+        """Bring a deleted record back as it was (restored from Keap's recycle bin, a merge undone).
+
+        Args:
+            entity: entity name.
+            ident: record id.
+
+        Returns:
+            False if the record was not deleted through delete_record.
+        """
+        overlay = self._overlay(entity)
+        with self.lock:
+            if ident not in self._deleted[entity]:
+                return False
+            entry = self._deleted[entity].pop(ident)
+            if entry is None:
+                overlay.pop(ident, None)  # generated: served as generated again
+            else:
+                overlay[ident] = entry
             self.version += 1
             return True
 
