@@ -31,6 +31,8 @@ LINEAGE = {
     "keap_contacts": {"sync_schema", "keap_tags", "keap_products"},
     "keap_orders": {"sync_schema", "keap_contacts"},
     "keap_subscriptions": {"sync_schema", "keap_contacts", "keap_products"},
+    # the reconcile passes (deletions in Keap, issue 13): each downstream of its entity's sync
+    **{f"keap_{n}_deletions": {f"keap_{n}"} for n in ("tags", "products", "contacts", "orders", "subscriptions")},
 }
 TIMED = {"tags", "contacts", "orders"}
 CHECKS = {
@@ -41,6 +43,7 @@ CHECKS = {
     "keap_subscriptions": {
         "keap_subscriptions_dead_letters", "keap_subscriptions_cursor_fresh", "keap_subscriptions_unresolved_links",
     },
+    **{f"keap_{n}_deletions": {f"keap_{n}_deletions_safety"} for n in ("tags", "products", "contacts", "orders", "subscriptions")},
 }
 
 
@@ -66,6 +69,7 @@ def test_the_asset_graph_is_the_lineage(defs) -> None:  # type: ignore[no-untype
     # and it is the table's: each entity's asset depends on sync_schema and on what the entity depends on
     for entity in ENTITIES.values():
         assert parents[f"keap_{entity.name}"] == {"sync_schema", *(f"keap_{d}" for d in entity.depends_on)}
+        assert parents[f"keap_{entity.name}_deletions"] == {f"keap_{entity.name}"}
     assert [e.name for e in lineage_order()] == ["tags", "products", "contacts", "orders", "subscriptions"]
 
 
