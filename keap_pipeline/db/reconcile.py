@@ -164,23 +164,25 @@ def copy_ids(
     pages: int,
     requests: int,
 ) -> None:
-    """COPY one page's ids into the entity's ids table and note the pass's progress, in one transaction.
+    """COPY listed ids into the entity's ids table and note the pass's progress, in one transaction.
+
+    The table holds the ids of the pass in progress only (begin_pass empties it; one pass of an
+    entity at a time).
 
     Args:
         conn: a connection (not in a transaction).
         entity: the entity.
         pass_id: the pass.
         ids: Keap ids (digits, as the normalizer reads them).
-        pages: pages read so far (this one included).
+        pages: pages read so far.
         requests: requests spent so far.
     """
-    statement = sql.SQL("copy {} (pass_id, keap_id) from stdin").format(_table(entity.ids_staging_table))
-    prefix = f"{pass_id}\t"
+    statement = sql.SQL("copy {} (keap_id) from stdin").format(_table(entity.ids_staging_table))
     with conn.transaction():
         begin_load(conn, lock_timeout_seconds=0, relaxed_commit=True)
         if ids:
             # ids are ASCII digits (page_ids keeps no other), so COPY's text format needs no escaping
-            payload = "".join(prefix + i + "\n" for i in ids).encode("ascii")
+            payload = ("\n".join(ids) + "\n").encode("ascii")
             with conn.cursor() as cur, cur.copy(statement) as copy:
                 copy.write(payload)
         conn.execute(
@@ -203,8 +205,10 @@ def missing_ids(conn: psycopg.Connection, entity: Entity, start: PassStart) -> l
     with conn.transaction():
         begin_load(conn, lock_timeout_seconds=0, relaxed_commit=False)
         rows = conn.execute(
-            sql.SQL("select keap_id from {}(%s, %s, %s) order by keap_id").format(_function(entity.missing_function)),
-            (start.id, start.started_at, start.protect_since),
+            sql.SQL("select k from {}(%s, %s) as m, unnest(m.keap_ids) as k order by k").format(
+                _function(entity.missing_function)
+            ),
+            (start.started_at, start.protect_since),
         ).fetchall()
     return [r[0] for r in rows]
 

@@ -182,7 +182,7 @@ def test_every_entity_has_its_functions_and_ids_table_as_its_row_says(conn: psyc
             " where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped order by attnum",
             (entity.ids_staging_table,),
         )
-        assert columns == [{"name": "pass_id", "type": "uuid"}, {"name": "keap_id", "type": "character varying(255)"}]
+        assert columns == [{"name": "keap_id", "type": "character varying(255)"}]
 
 
 def test_define_reconcile_entity_refuses_an_ids_table_of_another_shape(conn: psycopg.Connection) -> None:

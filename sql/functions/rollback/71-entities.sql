@@ -13,11 +13,11 @@ drop function if exists keap_pipeline.apply_tags_deletions(uuid, timestamptz, ti
 drop function if exists keap_pipeline.apply_products_deletions(uuid, timestamptz, timestamptz);
 drop function if exists keap_pipeline.apply_orders_deletions(uuid, timestamptz, timestamptz);
 drop function if exists keap_pipeline.apply_subscriptions_deletions(uuid, timestamptz, timestamptz);
-drop function if exists keap_pipeline.missing_contacts_from_stage(uuid, timestamptz, timestamptz);
-drop function if exists keap_pipeline.missing_tags_from_stage(uuid, timestamptz, timestamptz);
-drop function if exists keap_pipeline.missing_products_from_stage(uuid, timestamptz, timestamptz);
-drop function if exists keap_pipeline.missing_orders_from_stage(uuid, timestamptz, timestamptz);
-drop function if exists keap_pipeline.missing_subscriptions_from_stage(uuid, timestamptz, timestamptz);
+drop function if exists keap_pipeline.missing_contacts_from_stage(timestamptz, timestamptz);
+drop function if exists keap_pipeline.missing_tags_from_stage(timestamptz, timestamptz);
+drop function if exists keap_pipeline.missing_products_from_stage(timestamptz, timestamptz);
+drop function if exists keap_pipeline.missing_orders_from_stage(timestamptz, timestamptz);
+drop function if exists keap_pipeline.missing_subscriptions_from_stage(timestamptz, timestamptz);
 drop function if exists keap_pipeline.upsert_tags_from_stage(uuid, text, text);
 drop function if exists keap_pipeline.upsert_products_from_stage(uuid, text, text);
 drop function if exists keap_pipeline.upsert_orders_from_stage(uuid, text, text);
