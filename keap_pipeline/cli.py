@@ -1,4 +1,4 @@
-"""The keap-pipeline command: migrations, the embedded database, the local Keap sandbox, syncs and dead letters."""
+"""The keap-pipeline command: migrations, the embedded database, the local Keap sandbox, syncs, deletions and dead letters."""
 
 from __future__ import annotations
 
@@ -166,15 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _late_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
-    """Sub-commands that live beside the code they drive (sync, dead-letters)."""
+    """Sub-commands that live beside the code they drive (sync, dead-letters, reconcile)."""
     from keap_pipeline.maintain_cli import register as register_maintain
 
     registrars: list[Callable[[argparse._SubParsersAction], None]] = [register_maintain]  # type: ignore[type-arg]
     try:
+        from keap_pipeline.reconcile_cli import register as register_reconcile
         from keap_pipeline.sync_cli import register
     except ImportError:
         return registrars
-    registrars.insert(0, register)
+    registrars[:0] = [register, register_reconcile]
     return registrars
 
 

@@ -19,6 +19,9 @@ from keap_pipeline.keap.endpoints import ENDPOINTS, EndpointSpec
 
 # the columns every staging table starts with and ends with (the row contract of the shared SQL)
 KEY_COLUMNS = ("ordinal", "keap_id", "keap_updated_at", "content_hash")
+# listing orders an update of a record cannot move it in (its id, its creation time): a reconcile pass
+# in such an order sees every record that existed throughout the pass, however it changed meanwhile
+STABLE_ORDERS = ("id", "create_time")
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,15 @@ class Entity:
             record meanwhile (retried), not a bad record (any other violation is a dead letter).
         normalizer: ``"module:function"``: (records, *, fetched_at) -> NormalizeResult.
         depends_on: entities loaded before this one (lineage; the asset graph's edges).
+        ids_staging_table: the COPY target of a reconcile pass (deletions in Keap): every id Keap
+            lists, as (pass_id, keap_id).
+        id_fields: the ``fields`` of a reconcile pass's listing (contacts: only ``id``), or empty
+            when the endpoint takes none (it then sends whole records: same requests, more bytes).
+        id_order_by: the reconcile listing's order: ``"<field> asc"`` with a field of STABLE_ORDERS,
+            or "" (the endpoint's default) when it offers none.
+        confirm_missing: whether each id missing from a reconcile listing is confirmed gone with a
+            get of the record (404) before it counts: required when id_order_by is not stable (a
+            record updated during the pass may move to a page already read).
         before_sync: ``"module:function"`` run with (client, database_url) before a sync pages
             the entity (e.g. the tag categories a tag's category name comes from), or "".
     """
@@ -117,6 +129,10 @@ class Entity:
     concurrent_keys: tuple[str, ...]
     normalizer: str
     depends_on: tuple[str, ...]
+    ids_staging_table: str
+    id_fields: tuple[str, ...]
+    id_order_by: str
+    confirm_missing: bool
     before_sync: str = ""
 
     def __post_init__(self) -> None:
@@ -130,6 +146,16 @@ class Entity:
             raise ValueError(f"{self.name}: cursor {self.cursor} does not fit the endpoint's filters")
         if (self.cursor is CursorKind.ID) != bool(self.id_filter):
             raise ValueError(f"{self.name}: an ID cursor needs id_filter, and only it")
+        if self.id_fields and (not self.endpoint.supports_fields or "id" not in self.id_fields):
+            raise ValueError(f"{self.name}: id_fields need an endpoint that takes fields, and must include id")
+        order = self.id_order_by.split()[0] if self.id_order_by else ""
+        if order and order not in self.endpoint.order_by_fields:
+            raise ValueError(f"{self.name}: id_order_by {self.id_order_by!r} is not an order the endpoint offers")
+        if order not in STABLE_ORDERS and not self.confirm_missing:
+            raise ValueError(
+                f"{self.name}: a reconcile listing ordered by {order or 'the default'} can miss a record updated "
+                "during the pass; order it by a stable field or confirm missing ids (confirm_missing)"
+            )
 
     @property
     def path(self) -> str:
@@ -160,6 +186,21 @@ class Entity:
     def link_function(self) -> str:
         """The generated link resolver (returns how many rows it linked)."""
         return f"keap_pipeline.resolve_{self.name}_links"
+
+    @property
+    def reconcile_function(self) -> str:
+        """The generated reconcile pass (sql/functions: define_reconcile_entity)."""
+        return f"keap_pipeline.reconcile_{self.name}_from_stage"
+
+    @property
+    def apply_deletions_function(self) -> str:
+        """The generated soft delete of what a pass recorded (also a stopped pass's confirmation)."""
+        return f"keap_pipeline.apply_{self.name}_deletions"
+
+    @property
+    def missing_function(self) -> str:
+        """The generated list of the live rows a pass did not find (confirmed by gets when confirm_missing)."""
+        return f"keap_pipeline.missing_{self.name}_from_stage"
 
     @property
     def column_limits(self) -> Mapping[str, int]:
@@ -246,6 +287,11 @@ CONTACTS = Entity(
     normalizer="keap_pipeline.normalize.contacts:normalize_contacts",
     # lineage as users read it: the catalog (tags, products) first, then people, then what they buy
     depends_on=("tags", "products"),
+    # a reconcile pass asks for the ids alone: one request per 1,000 contacts, a few bytes each
+    ids_staging_table="keap_pipeline.stage_contact_ids",
+    id_fields=("id",),
+    id_order_by="id asc",
+    confirm_missing=False,
 )
 
 TAGS = Entity(
@@ -271,6 +317,11 @@ TAGS = Entity(
     concurrent_keys=_key("sync_tags"),
     normalizer="keap_pipeline.normalize.tags:normalize_tags",
     depends_on=(),
+    # listTags orders by name, create_time or update_time; only the creation time cannot move a tag
+    ids_staging_table="keap_pipeline.stage_tag_ids",
+    id_fields=(),
+    id_order_by="create_time asc",
+    confirm_missing=False,
     before_sync="keap_pipeline.pipeline.tag_categories:load_tag_categories",
 )
 
@@ -301,6 +352,12 @@ PRODUCTS = Entity(
     concurrent_keys=_key("sync_products"),
     normalizer="keap_pipeline.normalize.products:normalize_products",
     depends_on=(),
+    # none of listProducts' orders (name, sku, last_updated_time) survives an update: an id missing
+    # from a pass is confirmed gone with GET /products/{id} (one request each; products are few)
+    ids_staging_table="keap_pipeline.stage_product_ids",
+    id_fields=(),
+    id_order_by="",
+    confirm_missing=True,
 )
 
 ORDERS = Entity(
@@ -335,6 +392,11 @@ ORDERS = Entity(
     concurrent_keys=_key("sync_orders"),
     normalizer="keap_pipeline.normalize.orders:normalize_orders",
     depends_on=("contacts",),
+    # by id: order_time is set by people and can change
+    ids_staging_table="keap_pipeline.stage_order_ids",
+    id_fields=(),
+    id_order_by="id asc",
+    confirm_missing=False,
 )
 
 SUBSCRIPTIONS = Entity(
@@ -376,6 +438,10 @@ SUBSCRIPTIONS = Entity(
     concurrent_keys=_key("sync_subscriptions"),
     normalizer="keap_pipeline.normalize.subscriptions:normalize_subscriptions",
     depends_on=("contacts", "products"),
+    ids_staging_table="keap_pipeline.stage_subscription_ids",
+    id_fields=(),
+    id_order_by="id asc",
+    confirm_missing=False,
 )
 
 # lineage order: every entity after the ones it depends on

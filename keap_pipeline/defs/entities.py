@@ -3,7 +3,8 @@
 For each entity: the asset ``keap_<name>`` (deps: sync_schema and the assets of what it depends
 on, so the graph is the lineage), its config class (``<Name>SyncConfig``), its checks
 (defs.entity_checks), the job ``keap_<name>_job`` and the schedule
-``keap_<name>_incremental_schedule``. Across entities: ``keap_sync_all_job`` and its schedule
+``keap_<name>_incremental_schedule``; and its reconcile pass (deletions in Keap, defs.deletions):
+``keap_<name>_deletions`` downstream of ``keap_<name>``, its safety check, job and daily schedule. Across entities: ``keap_sync_all_job`` and its schedule
 ``keap_sync_all_schedule``, every entity in lineage order. Every asset that calls Keap runs in
 the shared ``keap_api`` pool.
 
@@ -59,6 +60,7 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 
 from keap_pipeline.db.cursors import INCREMENTAL, get_cursor, window_scope
+from keap_pipeline.defs.deletions import DeletionDefs, deletion_defs
 from keap_pipeline.defs.entity_checks import entity_checks
 from keap_pipeline.defs.keap import KeapResource
 from keap_pipeline.defs.partitions import (
@@ -406,6 +408,7 @@ class EntityDefs:
     checks: tuple[AssetChecksDefinition, ...]
     job: UnresolvedAssetJobDefinition
     schedule: ScheduleDefinition
+    deletions: DeletionDefs
 
 
 @cache
@@ -435,6 +438,7 @@ def defs_for(entity: Entity) -> EntityDefs:
         checks=entity_checks(entity, key, CURSOR_MAX_AGE),
         job=job,
         schedule=_incremental_schedule(f"{asset_name(entity)}_incremental_schedule", job, (entity,), schedule_text),
+        deletions=deletion_defs(entity, upstream=key, pool=KEAP_POOL, group=GROUP),
     )
 
 
@@ -473,8 +477,8 @@ def entity_definitions(entities: Mapping[str, Entity] | Iterable[Entity]) -> Def
         default_status=DefaultScheduleStatus.RUNNING,
     )
     return Definitions(
-        assets=[d.asset for d in made],
-        asset_checks=[c for d in made for c in d.checks],
-        jobs=[*(d.job for d in made), all_job],
-        schedules=[*(d.schedule for d in made), all_schedule],
+        assets=[*(d.asset for d in made), *(d.deletions.asset for d in made)],
+        asset_checks=[*(c for d in made for c in d.checks), *(d.deletions.check for d in made)],
+        jobs=[*(d.job for d in made), all_job, *(d.deletions.job for d in made)],
+        schedules=[*(d.schedule for d in made), all_schedule, *(d.deletions.schedule for d in made)],
     )

@@ -51,6 +51,10 @@ def route(method: str, rest: str) -> tuple[str, str, str | None]:
         ApiError: 404 unknown path, 405 method not allowed there.
     """
     rest = rest.strip("/")
+    if rest == "contacts:merge":
+        if method != "POST":
+            raise ApiError(405, f"{method} is not allowed on /v2/contacts:merge")
+        return "mergeContacts", "contacts", None
     if rest == "contacts/model":
         if method != "GET":
             raise ApiError(405, f"{method} is not allowed on /v2/contacts/model")
@@ -69,8 +73,10 @@ def route(method: str, rest: str) -> tuple[str, str, str | None]:
                 continue  # e.g. tags/categories/3 is not tags/{id}
             if method == "GET":
                 return entity.get_op, entity.name, ident
-            if entity.name == "contacts" and method in ("PATCH", "DELETE"):
-                return ("updateContact" if method == "PATCH" else "deleteContact"), entity.name, ident
+            if entity.name == "contacts" and method == "PATCH":
+                return "updateContact", entity.name, ident
+            if method == "DELETE" and entity.delete_op:
+                return entity.delete_op, entity.name, ident
             raise ApiError(405, f"{method} is not allowed on /v2/{prefix}/{{id}}")
     raise ApiError(404, f"no such resource: /v2/{rest}")
 
@@ -103,6 +109,12 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
         return 200, state.data.model_json
     if op == spec.list_op:
         return 200, list_page(state, spec, params)
+    if op == "mergeContacts":
+        primary, duplicate = _merge_body(body)
+        merged = state.merge_contacts(primary, duplicate)
+        if merged is None:
+            raise ApiError(404, f"contact {primary} or {duplicate} not found")
+        return 200, wire_json(_fields(merged, params.get("fields"))).encode()
     if op == "createContact":
         fields = _contact_body(body, create=True)
         # duplicate_option is accepted but not acted on: the sandbox always creates a new contact
@@ -116,9 +128,9 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
         if record is None:
             raise ApiError(404, f"contact {number} not found")
         return 200, wire_json(_fields(record, params.get("fields"))).encode()
-    if op == "deleteContact":
-        if not state.delete_contact(number):
-            raise ApiError(404, f"contact {number} not found")
+    if op == spec.delete_op:
+        if not state.delete_record(entity, number):
+            raise ApiError(404, f"{entity.rstrip('s')} {number} not found")
         return 204, None
     # the get operations: the record as it is now (changed, created or generated)
     record = state.current(entity, number)
@@ -136,6 +148,20 @@ def _fields(record: dict[str, Any], raw: str | None) -> dict[str, Any]:
         return record
     wanted = set(raw.split(",")) | {"id"}
     return {k: v for k, v in record.items() if k in wanted}
+
+
+def _merge_body(body: bytes) -> tuple[int, int]:
+    """The two contact ids of a MergeContactRequest {contact_id, duplicate_contact_id}."""
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        raise ApiError(400, "the request body is not JSON") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("contact_id", "duplicate_contact_id")):
+        raise ApiError(400, "a MergeContactRequest needs contact_id and duplicate_contact_id (strings of digits)")
+    primary, duplicate = _ident(data["contact_id"], "contacts"), _ident(data["duplicate_contact_id"], "contacts")
+    if primary == duplicate:
+        raise ApiError(400, "a contact cannot be merged into itself")
+    return primary, duplicate
 
 
 def _update_mask(raw: str | None) -> list[str] | None:

@@ -79,6 +79,9 @@ class Faults:
     drop_share: float = 0.0  # share of API requests whose connection is closed without an answer
     slow_every: int = 0  # every Nth list request is slow (0 = never)
     slow_ms: int = 1500
+    # share of every entity's records silently left out of listings (the same ones on every page and
+    # request; gets still find them): the truncated listing a reconcile pass's safety stop guards against
+    hide_share: float = 0.0
 
     @property
     def any(self) -> bool:
@@ -128,7 +131,7 @@ class SandboxConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise SandboxConfigError(f"{name} must be >= 0, got {value}")
-        for name in ("error_share", "drop_share"):
+        for name in ("error_share", "drop_share", "hide_share"):
             share = getattr(self.faults, name)
             if not 0.0 <= share < 1.0:
                 raise SandboxConfigError(f"{name} must be in [0, 1), got {share}")
@@ -193,6 +196,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep the changes made through the API in FILE: loaded at start (when saved for the same --seed "
         "and counts), saved at stop (default: none, every start serves the generated data)",
     )
+    parser.add_argument(
+        "--hide-share", type=float, default=0.0,
+        help="fault: share of every entity's records silently left out of listings, gets still find them (default 0)",
+    )
     parser.add_argument("--strict", action="store_true",
                         help="validate traffic against the Keap contract, log violations (default off)")
     parser.add_argument(
@@ -245,7 +252,7 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
     limits = RateLimits.off() if ns.no_limits else RateLimits(ns.per_second, ns.per_minute, ns.per_day)
     raw_contacts = _read_lines(ns.raw_contacts, "--raw-contacts ") if getattr(ns, "raw_contacts", None) else ()
     raw_records = _raw_records(getattr(ns, "raw_records", None) or [])
-    faults = Faults(ns.latency_ms, ns.error_share, ns.drop_share, ns.slow_every, ns.slow_ms)
+    faults = Faults(ns.latency_ms, ns.error_share, ns.drop_share, ns.slow_every, ns.slow_ms, ns.hide_share)
     return SandboxConfig(
         host=ns.host,
         port=ns.port,

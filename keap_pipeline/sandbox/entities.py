@@ -38,6 +38,8 @@ class EntitySpec:
     created_fields: the record's creation times (set once, when the sandbox creates a record);
     stamp_field: the record property an update sets to its new time, when the entity has no
     indexed time field (tag categories); see ``updated_field``.
+    delete_op: the spec's delete operation of a record (DELETE .../{id}), or "" where it has none
+    (subscriptions, tag categories, companies here).
     """
 
     name: str
@@ -52,6 +54,7 @@ class EntitySpec:
     not_default: frozenset[str] = frozenset()
     created_fields: tuple[str, ...] = ()
     stamp_field: str | None = None
+    delete_op: str = ""
 
     @property
     def updated_field(self) -> str | None:
@@ -67,6 +70,7 @@ CONTACTS = EntitySpec(
     list_key="contacts",
     list_op="listContacts",
     get_op="getContact",
+    delete_op="deleteContact",
     id_param="contact_id",
     time_field="update_time",
     order={"id": "id", "create_time": "id", "update_time": "time", "email": _get("email_addresses", "email")},
@@ -103,6 +107,7 @@ ORDERS = EntitySpec(
     list_key="orders",
     list_op="listOrders",
     get_op="getOrder",
+    delete_op="deleteOrder",
     id_param="order_id",
     time_field="modification_time",
     order={"id": "id", "order_time": "id", "modification_time": "time"},
@@ -133,6 +138,7 @@ TAGS = EntitySpec(
     list_key="tags",
     list_op="listTags",
     get_op="getTag",
+    delete_op="deleteTag",
     id_param="tag_id",
     time_field="update_time",
     order={"name": _get("name"), "create_time": "id", "update_time": "time"},
@@ -199,6 +205,7 @@ PRODUCTS = EntitySpec(
     list_key="products",
     list_op="listProducts",
     get_op="getProduct",
+    delete_op="deleteProduct",
     id_param="product_id",
     time_field="update_time",
     order={"name": _get("name"), "sku": _get("sku"), "last_updated_time": "time"},

@@ -268,8 +268,11 @@ class Lister:
         kind = self.spec.order.get(self.order, "id") if self.order else "id"
         candidates = self._by_id() if kind == "id" else self._by_time() if kind == "time" else self._by_value()
         checks = self.filter.record_checks
+        hides = self.state.listing_hides(self.spec.name)
         picked: list[tuple[Key, int]] = []
         for key, ident in candidates:
+            if hides is not None and hides(ident):
+                continue  # the fault: a listing that silently leaves records out
             if checks and not self._matches(ident):
                 continue
             picked.append((key, ident))

@@ -7,7 +7,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,10 @@ class SandboxState:
         self.prefetcher = PagePrefetcher()
         self.violations: list[str] = []
         self.violation_count = 0
+        # records left out of listings (a fault: the listing silently returns fewer records)
+        self.hide_share = config.faults.hide_share
+        self.hidden: dict[str, set[int]] = {name: set() for name in ENTITIES}
+        self._deleted: dict[str, dict[int, OverlayEntry | None]] = {name: {} for name in ENTITIES}
         self.requests = 0
         self.refresh_token = config.oauth_refresh_token
         self.access_tokens: dict[str, float] = {}
@@ -219,9 +223,123 @@ class SandboxState:
         with self.lock:
             if self.current(entity, ident) is None:
                 return False
+            # kept for undelete_record (Keap's recycle bin): the entry it had, None when generated
+            self._deleted[entity][ident] = overlay.get(ident)
             overlay[ident] = OverlayEntry(None, self.now_ms())
             self.version += 1
             return True
+
+    def undelete_record(self, entity: str, ident: int) -> bool:
+        """Bring a deleted record back as it was (restored from Keap's recycle bin, a merge undone).
+
+        Args:
+            entity: entity name.
+            ident: record id.
+
+        Returns:
+            False if the record was not deleted through delete_record.
+        """
+        overlay = self._overlay(entity)
+        with self.lock:
+            if ident not in self._deleted[entity]:
+                return False
+            entry = self._deleted[entity].pop(ident)
+            if entry is None:
+                overlay.pop(ident, None)  # generated: served as generated again
+            else:
+                overlay[ident] = entry
+            self.version += 1
+            return True
+
+    # --- listings that leave records out (a fault) ------------------------------------------------
+    def hide_from_listings(self, entity: str, idents: Iterable[int]) -> None:
+        """Leave these records out of the entity's listings (gets still find them), until shown again.
+
+        Args:
+            entity: entity name.
+            idents: record ids.
+        """
+        self._overlay(entity)  # a known entity
+        with self.lock:
+            hidden = self.hidden[entity]
+            hidden.update(idents)
+            self.version += 1
+
+    def set_hide_share(self, share: float) -> None:
+        """Leave this share of every entity's records out of listings (the --hide-share fault; 0 = none).
+
+        Args:
+            share: 0 <= share < 1; the same records are left out on every page and request.
+
+        Raises:
+            ValueError: a share out of range.
+        """
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"hide_share must be in [0, 1), got {share}")
+        with self.lock:
+            self.hide_share = share
+            self.version += 1
+
+    def show_in_listings(self) -> None:
+        """List every record again (the hiding faults off)."""
+        with self.lock:
+            for hidden in self.hidden.values():
+                hidden.clear()
+            self.hide_share = 0.0
+            self.version += 1
+
+    def listing_hides(self, entity: str) -> Callable[[int], bool] | None:
+        """A test of whether a listing of the entity leaves a record out, or None when it leaves none out."""
+        hidden, share = self.hidden[entity], self.hide_share
+        if not hidden and not share:
+            return None
+        salt = (self.config.seed * 1_000_003 + sum(map(ord, entity))) & 0xFFFFFFFF
+        limit = int(share * 2**32)
+
+        def hides(ident: int) -> bool:
+            # a fixed multiplicative hash of the id: the same records on every page and request
+            return ident in hidden or ((ident * 2654435761) ^ salt) & 0xFFFFFFFF < limit
+
+        return hides
+
+    # --- merging contacts (POST /v2/contacts:merge) ------------------------------------------------
+    def merge_contacts(self, primary: int, duplicate: int) -> dict[str, Any] | None:
+        """Merge the duplicate contact into the primary, as contacts:merge does.
+
+        The primary keeps its values and gains what only the duplicate had (properties it lacks,
+        tag ids it has not); the duplicate's orders and subscriptions now name the primary (each
+        gets a fresh update time, so an incremental sync sees it); the duplicate is deleted.
+
+        Args:
+            primary: the contact that stays.
+            duplicate: the contact merged into it (gone afterwards).
+
+        Returns:
+            The primary as merged, or None when either contact does not exist.
+        """
+        with self.lock:
+            keep, gone = self.current("contacts", primary), self.current("contacts", duplicate)
+            if keep is None or gone is None or primary == duplicate:
+                return None
+            protected = _protected(ENTITIES["contacts"])
+            changes: dict[str, Any] = {k: v for k, v in gone.items() if k not in keep and k not in protected}
+            tags = list(keep.get("tag_ids") or [])
+            tags += [t for t in gone.get("tag_ids") or [] if t not in tags]
+            if tags != list(keep.get("tag_ids") or []):
+                changes["tag_ids"] = tags
+            merged = self._change("contacts", primary, changes, (), None)
+            moved_to = str(primary)
+            for ident in range(1, self.max_id("orders") + 1):
+                order = self.current("orders", ident)
+                contact = order.get("contact") if order else None
+                if isinstance(contact, dict) and contact.get("id") == str(duplicate):
+                    self._change("orders", ident, {"contact": {**contact, "id": moved_to}}, (), None)
+            for ident in range(1, self.max_id("subscriptions") + 1):
+                subscription = self.current("subscriptions", ident)
+                if subscription and subscription.get("contact_id") == str(duplicate):
+                    self._change("subscriptions", ident, {"contact_id": moved_to}, (), None)
+            self.delete_record("contacts", duplicate)
+            return merged
 
     def put_raw_record(self, entity: str, raw: bytes | str, *, ident: int | None = None, time_ms: int | None = None) -> int:
         """Serve a record as exactly these bytes (any bytes: hostile values, broken JSON, another id).

@@ -19,6 +19,8 @@
 -- * updated_by is the app user who made the change (auth.uid(); NULL for the ingestion and the
 --   server-side roles), deleted_by the one who soft-deleted the row; both are bookkeeping like
 --   version, so updated_by alone is not a change (no audit row, no queue item).
+-- * a soft delete by the ingestion (Keap deleted the record: sql/functions/70's reconcile) is audited
+--   with operation DELETE (issue 13); deleted_by stays NULL (auth.uid() of the ingestion).
 -- The function is generated so that each of its three set-based writes is written once: its text is
 -- run as static SQL for small statements and EXECUTEd for large ones (see the comment inside).
 -- $1, $2, $3 in the texts are the entity (tg_table_name), the source and the user.
@@ -105,7 +107,11 @@ $stmt$;
                     entity_type, entity_id, operation, old_data, new_data, changed_fields,
                     sync_source, sync_destination, user_id
                 )
-                select $1, c.id, 'UPDATE', c.old_data, c.new_data, c.changed_fields,
+                -- a soft delete by the ingestion is Keap's deletion (a reconcile pass: Keap no longer
+                -- lists the record): audited as a DELETE from keap. An app's soft delete stays an
+                -- UPDATE here and is queued as a delete below.
+                select $1, c.id, case when c.soft_deleted and $2 = 'keap' then 'DELETE' else 'UPDATE' end,
+                       c.old_data, c.new_data, c.changed_fields,
                        $2, case when $2 = 'keap' then 'supabase' else 'keap' end, $3
                 from changed as c
             ),

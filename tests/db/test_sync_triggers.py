@@ -116,7 +116,8 @@ def test_ingestion_changes_are_audited_as_keap_and_not_queued(db: psycopg.Connec
     assert [(op, src, dest) for op, src, dest, *_ in _audit(db, cid)] == [
         ("INSERT", "keap", "supabase"),
         ("UPDATE", "keap", "supabase"),
-        ("UPDATE", "keap", "supabase"),
+        # the ingestion's soft delete is Keap's deletion (issue 13: a reconcile pass): a DELETE from keap
+        ("DELETE", "keap", "supabase"),
     ]
     assert _queue(db, cid) == []
     assert db.execute("select count(*) from public.sync_status where entity_id = %s", (cid,)).fetchone() == (0,)

@@ -38,6 +38,8 @@ LINEAGE = {
     "keap_subscriptions": {"sync_schema", "keap_contacts", "keap_products"},
     # health at a glance (defs/health.py) summarises what every entity's asset wrote
     "sync_health": {"keap_tags", "keap_products", "keap_contacts", "keap_orders", "keap_subscriptions"},
+    # the reconcile passes (deletions in Keap, issue 13): each downstream of its entity's sync
+    **{f"keap_{n}_deletions": {f"keap_{n}"} for n in ("tags", "products", "contacts", "orders", "subscriptions")},
 }
 TIMED = {"tags", "contacts", "orders"}
 CHECKS = {
@@ -49,6 +51,7 @@ CHECKS = {
         "keap_subscriptions_dead_letters", "keap_subscriptions_cursor_fresh", "keap_subscriptions_unresolved_links",
     },
     "sync_health": {"sync_health_dead_letters_growing", "sync_health_conflicts_growing", "sync_health_lag"},
+    **{f"keap_{n}_deletions": {f"keap_{n}_deletions_safety"} for n in ("tags", "products", "contacts", "orders", "subscriptions")},
 }
 
 
@@ -74,6 +77,7 @@ def test_the_asset_graph_is_the_lineage(defs) -> None:  # type: ignore[no-untype
     # and it is the table's: each entity's asset depends on sync_schema and on what the entity depends on
     for entity in ENTITIES.values():
         assert parents[f"keap_{entity.name}"] == {"sync_schema", *(f"keap_{d}" for d in entity.depends_on)}
+        assert parents[f"keap_{entity.name}_deletions"] == {f"keap_{entity.name}"}
     assert [e.name for e in lineage_order()] == ["tags", "products", "contacts", "orders", "subscriptions"]
 
 

@@ -58,6 +58,8 @@ LINEAGE = {
     "keap_orders": {"sync_schema", "keap_contacts"},
     "keap_subscriptions": {"sync_schema", "keap_contacts", "keap_products"},
     "sync_health": {"keap_tags", "keap_products", "keap_contacts", "keap_orders", "keap_subscriptions"},
+    # the reconcile passes (deletions in Keap, issue 13): each downstream of its entity's sync
+    **{f"keap_{n}_deletions": {f"keap_{n}"} for n in ("tags", "products", "contacts", "orders", "subscriptions")},
 }
 LOCATION = "keap_pipeline.definitions"  # workspace.yaml's python_module
 REPOSITORY = "__repository__"
@@ -244,6 +246,8 @@ def test_the_ui_shows_the_lineage_checks_pools_and_schedules(stack: Stack) -> No
         checks = {c["name"] for c in node["assetChecksOrError"]["checks"]}
         if name == "sync_health":
             assert checks == {"sync_health_dead_letters_growing", "sync_health_conflicts_growing", "sync_health_lag"}
+        elif name.endswith("_deletions"):
+            assert checks == {f"{name}_safety"}
         elif name != "sync_schema":
             assert {f"{name}_dead_letters", f"{name}_cursor_fresh"} <= checks
             assert (f"{name}_unresolved_links" in checks) == (name in {"keap_orders", "keap_subscriptions"})
@@ -255,6 +259,8 @@ def test_the_ui_shows_the_lineage_checks_pools_and_schedules(stack: Stack) -> No
     assert schedules["keap_contacts_incremental_schedule"] == ("keap_contacts_job", "*/15 * * * *", "STOPPED")
     for entity in ("tags", "products", "orders", "subscriptions"):
         assert schedules[f"keap_{entity}_incremental_schedule"] == (f"keap_{entity}_job", "*/15 * * * *", "STOPPED")
+    for entity in ("tags", "products", "contacts", "orders", "subscriptions"):
+        assert schedules[f"keap_{entity}_deletions_schedule"] == (f"keap_{entity}_deletions_job", "5 3 * * *", "STOPPED")
     assert schedules["audit_partitions_schedule"] == ("audit_partitions_job", "0 0 1 * *", "RUNNING")
     assert schedules["vacuum_analyze_schedule"] == ("vacuum_analyze_job", "0 2 * * *", "RUNNING")
 

@@ -40,7 +40,10 @@ def test_bearer_works_with_the_key_and_fails_with_anything_else(sandbox) -> None
     ("GET", "/contacts/abc", None, 400),
     ("GET", "/nothing-here", None, 404),
     ("PUT", "/contacts/1", None, 405),
-    ("DELETE", "/orders/1", None, 405),
+    # the spec has deleteOrder (the sandbox serves it, issue 13) but no delete of a subscription
+    ("DELETE", "/subscriptions/1", None, 405),
+    ("DELETE", "/orders/999999", None, 404),
+    ("GET", "/contacts:merge", None, 405),
     ("GET", "/contacts", {"filter": "nonsense"}, 400),
     ("GET", "/contacts", {"filter": "shoe_size==9"}, 400),
     ("GET", "/contacts", {"filter": "start_update_time==2020-01-01"}, 400),
