@@ -44,7 +44,9 @@ lint: install
 	$(BIN)/ruff check keap_pipeline tests bench
 	$(BIN)/mypy keap_pipeline
 
+## bench: the benchmarks (their plots need the bench group: matplotlib)
 bench: install
+	$(UV) sync --locked --group bench
 	$(BIN)/python -m bench
 
 ## fuzz: issue 9's property on a long random pass (hostile records through sandbox, sync, replay); FUZZ_ARGS="--examples 2000 --seed S"
