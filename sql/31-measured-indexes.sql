@@ -62,7 +62,9 @@ revoke all on function keap_pipeline.contact_lookup_keys(jsonb, jsonb) from publ
 -- SECURITY DEFINER: app users' writes must keep a table they cannot read (as the audit trigger does);
 -- a trigger function cannot be called directly. The keys are contact_lookup_keys(tags, custom_fields)
 -- written out: a function call per key would cost more than the rest of the trigger (the tests check
--- that the two agree). Updates touch the keys of rows whose tags or custom fields changed only.
+-- that the two agree). Updates touch the keys of rows whose tags or custom fields changed only. EXECUTE,
+-- as in trigger_sync_on_update: a plan cached for an empty transition table made later large updates
+-- quadratic (tests/db/test_sync_triggers.py).
 create function keap_pipeline.maintain_contact_lookup()
 returns trigger
 language plpgsql
@@ -71,62 +73,70 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
     if tg_op = 'INSERT' then
-        insert into keap_pipeline.contact_lookup (key, contact_id)
-        select pg_catalog.md5('tag:' || t.value)::uuid, n.id
-        from new_rows as n
-        cross join lateral pg_catalog.jsonb_array_elements_text(n.tags) as t(value)
-        union all
-        select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, n.id
-        from new_rows as n
-        cross join lateral pg_catalog.jsonb_each(n.custom_fields) as f
-        on conflict do nothing;
+        execute $sql$
+            insert into keap_pipeline.contact_lookup (key, contact_id)
+            select pg_catalog.md5('tag:' || t.value)::uuid, n.id
+            from new_rows as n
+            cross join lateral pg_catalog.jsonb_array_elements_text(n.tags) as t(value)
+            union all
+            select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, n.id
+            from new_rows as n
+            cross join lateral pg_catalog.jsonb_each(n.custom_fields) as f
+            on conflict do nothing
+        $sql$;
     elsif tg_op = 'UPDATE' then
-        delete from keap_pipeline.contact_lookup as l
-        using (
-            select pg_catalog.md5('tag:' || t.value)::uuid as key, o.id
-            from old_rows as o
-            join new_rows as n
-                on n.id = o.id
-               and n.tags is distinct from o.tags
-            cross join lateral pg_catalog.jsonb_array_elements_text(o.tags) as t(value)
+        execute $sql$
+            delete from keap_pipeline.contact_lookup as l
+            using (
+                select pg_catalog.md5('tag:' || t.value)::uuid as key, o.id
+                from old_rows as o
+                join new_rows as n
+                    on n.id = o.id
+                   and n.tags is distinct from o.tags
+                cross join lateral pg_catalog.jsonb_array_elements_text(o.tags) as t(value)
+                union all
+                select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, o.id
+                from old_rows as o
+                join new_rows as n
+                    on n.id = o.id
+                   and n.custom_fields is distinct from o.custom_fields
+                cross join lateral pg_catalog.jsonb_each(o.custom_fields) as f
+            ) as gone
+            where l.key = gone.key
+              and l.contact_id = gone.id
+        $sql$;
+        execute $sql$
+            insert into keap_pipeline.contact_lookup (key, contact_id)
+            select pg_catalog.md5('tag:' || t.value)::uuid, n.id
+            from new_rows as n
+            join old_rows as o
+                on o.id = n.id
+               and o.tags is distinct from n.tags
+            cross join lateral pg_catalog.jsonb_array_elements_text(n.tags) as t(value)
             union all
-            select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, o.id
-            from old_rows as o
-            join new_rows as n
-                on n.id = o.id
-               and n.custom_fields is distinct from o.custom_fields
-            cross join lateral pg_catalog.jsonb_each(o.custom_fields) as f
-        ) as gone
-        where l.key = gone.key
-          and l.contact_id = gone.id;
-        insert into keap_pipeline.contact_lookup (key, contact_id)
-        select pg_catalog.md5('tag:' || t.value)::uuid, n.id
-        from new_rows as n
-        join old_rows as o
-            on o.id = n.id
-           and o.tags is distinct from n.tags
-        cross join lateral pg_catalog.jsonb_array_elements_text(n.tags) as t(value)
-        union all
-        select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, n.id
-        from new_rows as n
-        join old_rows as o
-            on o.id = n.id
-           and o.custom_fields is distinct from n.custom_fields
-        cross join lateral pg_catalog.jsonb_each(n.custom_fields) as f
-        on conflict do nothing;
+            select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, n.id
+            from new_rows as n
+            join old_rows as o
+                on o.id = n.id
+               and o.custom_fields is distinct from n.custom_fields
+            cross join lateral pg_catalog.jsonb_each(n.custom_fields) as f
+            on conflict do nothing
+        $sql$;
     else
-        delete from keap_pipeline.contact_lookup as l
-        using (
-            select pg_catalog.md5('tag:' || t.value)::uuid as key, o.id
-            from old_rows as o
-            cross join lateral pg_catalog.jsonb_array_elements_text(o.tags) as t(value)
-            union all
-            select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, o.id
-            from old_rows as o
-            cross join lateral pg_catalog.jsonb_each(o.custom_fields) as f
-        ) as gone
-        where l.key = gone.key
-          and l.contact_id = gone.id;
+        execute $sql$
+            delete from keap_pipeline.contact_lookup as l
+            using (
+                select pg_catalog.md5('tag:' || t.value)::uuid as key, o.id
+                from old_rows as o
+                cross join lateral pg_catalog.jsonb_array_elements_text(o.tags) as t(value)
+                union all
+                select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, o.id
+                from old_rows as o
+                cross join lateral pg_catalog.jsonb_each(o.custom_fields) as f
+            ) as gone
+            where l.key = gone.key
+              and l.contact_id = gone.id
+        $sql$;
     end if;
     return null;
 end
