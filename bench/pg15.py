@@ -77,3 +77,8 @@ def settings_line(url: str) -> str:
         version = conn.execute("show server_version").fetchone()
         values = [f"{name}={conn.execute(f'show {name}').fetchone()[0]}" for name in SHOWN_SETTINGS]  # type: ignore[index]
     return f"PostgreSQL {version[0] if version else '?'} ({', '.join(values)})"
+
+
+def running_pg15(port: int, settings: Mapping[str, str] | None = None) -> Iterator[str]:
+    """pg15() on a given port (bench_indexes' name for it)."""
+    return pg15(port=port, settings=settings)  # type: ignore[return-value]

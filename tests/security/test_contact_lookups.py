@@ -1,0 +1,115 @@
+"""sql/31 + functions/80: contacts by tag and custom field through SECURITY DEFINER functions return exactly what RLS lets each caller read."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+
+from tests.security.conftest import ADMIN, ALICE, BOB, MALLORY, api, ingest, keap_contact, owner
+
+TAGGED = {"tag_ids": [5, 7], "custom_fields": [{"id": "1", "content": "Google Ads"}, {"id": "3", "content": 42}]}
+
+
+@pytest.fixture
+def tagged(world: str) -> str:
+    """Keap contacts 1-3 (1 and 2 tagged 5), Alice's and Bob's own contacts tagged 5, one of Alice's soft-deleted."""
+    ingest(world, [keap_contact(1, "2026-02-01T00:00:00.000Z", **TAGGED), keap_contact(2, "2026-02-01T00:00:00.000Z", **TAGGED)])
+    for user, email in ((ALICE, "alice1@app.example"), (ALICE, "alice2@app.example"), (BOB, "bob@app.example")):
+        with api(world, user) as conn:
+            conn.execute(
+                "insert into public.sync_contacts (email, tags, custom_fields) values (%s, '[\"5\"]', '{\"1\": \"Google Ads\"}')",
+                (email,),
+            )
+    with api(world, ALICE) as conn:
+        conn.execute("update public.sync_contacts set deleted_at = now() where email = 'alice2@app.example'")
+    return world
+
+
+def _ids(conn: psycopg.Connection, query: str, params: tuple[object, ...] = ()) -> list[uuid.UUID]:
+    return [r[0] for r in conn.execute(query, params).fetchall()]
+
+
+@pytest.mark.parametrize("user", [ALICE, BOB, MALLORY, ADMIN], ids=["alice", "bob", "mallory", "admin"])
+def test_a_lookup_returns_what_the_policy_lets_the_caller_read(tagged: str, user: uuid.UUID) -> None:
+    with api(tagged, user) as conn:
+        expected = _ids(
+            conn, "select id from public.sync_contacts where tags @> '[\"5\"]' and deleted_at is null order by id desc"
+        )
+        assert _ids(conn, "select id from public.contacts_with_tag('5')") == expected
+        expected = _ids(
+            conn,
+            "select id from public.sync_contacts where custom_fields @> '{\"1\": \"Google Ads\"}' and deleted_at is null"
+            " order by id desc",
+        )
+        assert _ids(conn, "select id from public.contacts_by_custom_field('1', '\"Google Ads\"')") == expected
+    # the expectations are not empty for the wrong reason: who sees how many
+    with api(tagged, user) as conn:
+        seen = len(_ids(conn, "select id from public.contacts_with_tag('5')"))
+    assert seen == {ALICE: 1, BOB: 1, MALLORY: 0, ADMIN: 4}[user]
+
+
+def test_service_role_reads_every_live_contact_and_anon_may_not_call(tagged: str) -> None:
+    with api(tagged, None, role="service_role") as conn:
+        assert len(_ids(conn, "select id from public.contacts_with_tag('5')")) == 4
+        assert len(_ids(conn, "select id from public.contacts_by_custom_field('3', '42')")) == 2
+        # a number matches as written: the text of the JSON value is the key
+        assert _ids(conn, "select id from public.contacts_by_custom_field('3', '\"42\"')") == []
+    with api(tagged, None, role="anon") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("select * from public.contacts_with_tag('5')")
+    with api(tagged, ALICE) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("select * from keap_pipeline.contact_lookup")
+
+
+def test_pages_and_limits(tagged: str) -> None:
+    with api(tagged, ADMIN) as conn:
+        everything = _ids(conn, "select id from public.contacts_with_tag('5')")
+        first = _ids(conn, "select id from public.contacts_with_tag('5', 2)")
+        rest = _ids(conn, "select id from public.contacts_with_tag('5', 50, %s)", (first[-1],))
+        assert first + rest == everything
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("select * from public.contacts_with_tag('5', 0)")
+
+
+def test_the_keys_follow_every_write_path(tagged: str) -> None:
+    # an app user's edit of the tags
+    with api(tagged, ALICE) as conn:
+        conn.execute("update public.sync_contacts set tags = '[\"9\"]' where email = 'alice1@app.example'")
+        assert _ids(conn, "select id from public.contacts_with_tag('5')") == []
+        assert len(_ids(conn, "select id from public.contacts_with_tag('9')")) == 1
+    # the ingestion: a re-sync where Keap moved contact 1 from tag 5 to 8 and changed a field
+    moved = {"tag_ids": [8], "custom_fields": [{"id": "1", "content": "Referral"}]}
+    ingest(tagged, [keap_contact(1, "2026-03-01T00:00:00.000Z", **moved)])
+    with api(tagged, ADMIN) as conn:
+        keap1 = conn.execute("select id from public.sync_contacts where keap_id = '1'").fetchone()
+        assert keap1 is not None
+        assert keap1[0] not in _ids(conn, "select id from public.contacts_with_tag('5')")
+        assert _ids(conn, "select id from public.contacts_with_tag('8')") == [keap1[0]]
+        assert _ids(conn, "select id from public.contacts_by_custom_field('1', '\"Referral\"')") == [keap1[0]]
+    # a hard delete (service_role) leaves no key behind; the table holds exactly the live keys
+    with api(tagged, None, role="service_role") as conn:
+        conn.execute("delete from public.sync_contacts where keap_id = '2'")
+    with owner(tagged) as conn:
+        stale = conn.execute(
+            "select count(*) as n from ("
+            " select key, contact_id from keap_pipeline.contact_lookup"
+            " except select k.key, c.id from public.sync_contacts as c,"
+            " keap_pipeline.contact_lookup_keys(c.tags, c.custom_fields) as k(key)) as s"
+        ).fetchone()
+        missing = conn.execute(
+            "select count(*) as n from ("
+            " select k.key, c.id from public.sync_contacts as c, keap_pipeline.contact_lookup_keys(c.tags, c.custom_fields) as k(key)"
+            " except select key, contact_id from keap_pipeline.contact_lookup) as s"
+        ).fetchone()
+    assert (stale, missing) == ({"n": 0}, {"n": 0})
+
+
+def test_the_key_is_the_json_text_of_the_value(tagged: str) -> None:
+    with owner(tagged) as conn:
+        key = conn.execute("select keap_pipeline.contact_lookup_key('field', '1', %s::jsonb) as k", (json.dumps("x"),)).fetchone()
+        same = conn.execute("select md5('field:1=\"x\"')::uuid as k").fetchone()
+        tag = conn.execute("select keap_pipeline.contact_lookup_key('tag', '5', null) = md5('tag:5')::uuid as same").fetchone()
+    assert key == same
+    assert tag == {"same": True}
