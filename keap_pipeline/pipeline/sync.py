@@ -15,11 +15,12 @@ from keap_pipeline.db.connect import connect
 from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor, get_cursor
 from keap_pipeline.db.links import dependents, resolve_links
 from keap_pipeline.db.locks import run_lock
+from keap_pipeline.db.publication import stream_cost
 from keap_pipeline.entities import CursorKind, Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.batch import BatchOutcome, load_batch
-from keap_pipeline.pipeline.batching import BatchSizer
+from keap_pipeline.pipeline.batching import DEFAULT_MAX_CHANGES, BatchSizer
 from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, normalize_page
 from keap_pipeline.pipeline.parallel import LoaderPool, Turn
 from keap_pipeline.pipeline.prefetch import prefetch
@@ -73,6 +74,7 @@ def sync_entity(
     page_size: int = 1000,
     pages_per_batch: int = 1,
     max_pages_per_batch: int = 10,
+    max_changes: int = DEFAULT_MAX_CHANGES,
     run_id: str | None = None,
     progress: Progress | None = None,
     loaders: int = 2,
@@ -110,6 +112,9 @@ def sync_entity(
             keeps realtime subscribers' latency low; see docs/benchmarks.md).
         max_pages_per_batch: the most pages per transaction, reached while pages change little
             (pipeline.batching.BatchSizer).
+        max_changes: the most changes one transaction streams to realtime subscribers (rows of
+            published tables written, sync_status rows included; db.publication): pages per
+            batch follow it, and a batch that would write more commits in parts.
         run_id: kept with the cursor and dead letters.
         progress: called after every committed batch with the running report.
         loaders: how many batches load at once, each on its own connection (pipeline.parallel);
@@ -150,6 +155,7 @@ def sync_entity(
         if before is not None:
             before(client, database_url)
         cursor = get_cursor(conn, entity.name, scope)
+        cost = stream_cost(conn, entity)
         conn.rollback()
         start = since
         filters: tuple[str, ...] = ()
@@ -169,13 +175,17 @@ def sync_entity(
                 log.info("%s: resuming %s from cursor %s", entity.name, scope, start.isoformat())
         report.since = start
         pending: list[NormalizedPage] = []
-        sizer = BatchSizer(min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch))
+        sizer = BatchSizer(
+            min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch), max_changes=max_changes,
+            cost=cost,
+        )
 
         def load(loader: psycopg.Connection, batch: Batch, turn: Turn) -> BatchOutcome:
             records, normalized, _, diff = batch
             return load_batch(
                 loader, entity, records, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule,
                 diff=diff, normalized=normalized, turn=turn, lock_timeout_seconds=lock_timeout_seconds,
+                max_rows=sizer.max_rows,
             )
 
         def committed(batch: Batch, outcome: BatchOutcome) -> None:
