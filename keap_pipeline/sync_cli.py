@@ -242,7 +242,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--max-changes", type=int, metavar="N",
         help="most changes one transaction streams to realtime subscribers (rows of published tables, "
-        "sync_status included); a batch that would write more commits in parts (default 1000: "
+        "sync_status included); a batch that would write more commits in parts (default 500: "
         "pipeline.batching.DEFAULT_MAX_CHANGES)",
     )
     p.add_argument(

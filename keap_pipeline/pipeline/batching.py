@@ -8,7 +8,7 @@ from keap_pipeline.db.load import UpsertCounts
 from keap_pipeline.db.publication import StreamCost
 
 # the most changes one batch transaction streams to realtime subscribers (docs/realtime.md)
-DEFAULT_MAX_CHANGES = 1000
+DEFAULT_MAX_CHANGES = 500
 
 
 @dataclass
@@ -22,7 +22,8 @@ class BatchSizer:
     stream nothing, so a re-sync where little changed can take many pages per transaction and pay
     the per-batch costs once; but when its changed rows come together (a re-sync's come last, in
     update-time order), the batch commits in parts of at most `max_rows` written rows
-    (pipeline.batch). Whether to run the key/hash diff first is decided here too: a first load
+    (pipeline.batch). A first load's page, every record of it written, is split into batches of
+    `max_rows` before it reaches the loaders (pipeline.pages.split), so they load side by side. Whether to run the key/hash diff first is decided here too: a first load
     (nearly every row new) skips it, because it would only confirm that everything must be loaded.
     """
 
@@ -45,18 +46,18 @@ class BatchSizer:
         """The most records one transaction may write: the budget over what each streams (at least 1)."""
         return max(1, self.max_changes // max(self.cost.per_row, 1))
 
-    def observe(self, counts: UpsertCounts, records: int, pages: int) -> None:
+    def observe(self, counts: UpsertCounts, records: int, pages: float) -> None:
         """Take the outcome of the batch just committed into account for the next one.
 
         Args:
             counts: what the batch did.
             records: how many records it held.
-            pages: how many pages it held.
+            pages: how many pages it held (a share of one for a part of a split page).
         """
         changes = self.cost.changes(counts)
         if records:
             self.diff = counts.inserted < 0.9 * records
-        per_page = changes / max(pages, 1)
+        per_page = changes / max(pages, 1e-9)
         fits = int(self.max_changes // max(per_page, 1.0))
         # grow at most twofold per batch (the next pages may change more), shrink at once
         self.pages = max(self.min_pages, min(self.max_pages, fits, self.pages * 2))

@@ -21,7 +21,7 @@ from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.batch import BatchOutcome, load_batch
 from keap_pipeline.pipeline.batching import DEFAULT_MAX_CHANGES, BatchSizer
-from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, normalize_page
+from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, normalize_page, split
 from keap_pipeline.pipeline.parallel import LoaderPool, Turn
 from keap_pipeline.pipeline.prefetch import prefetch
 from keap_pipeline.pipeline.report import SyncReport
@@ -30,8 +30,9 @@ from keap_pipeline.pipeline.retries import DEFAULT_LOCK_TIMEOUT_SECONDS, with_re
 log = logging.getLogger(__name__)
 
 Progress = Callable[[SyncReport], None]
-# what a loader gets: the raw records, their normalized form, how many pages, whether to diff first
-Batch = tuple[Sequence[Any], NormalizeResult, int, bool]
+# what a loader gets: the raw records, their normalized form, how many pages (a share of one when a
+# page was split), whether to diff first
+Batch = tuple[Sequence[Any], NormalizeResult, float, bool]
 # how long a run waits for another run of the same entity to finish, by default
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
 # a run whose batches in flight commit nothing for this long is stopped (pipeline.parallel)
@@ -213,8 +214,13 @@ def sync_entity(
             if not pending:
                 return
             records, normalized = combine(pending)
-            keys = batch_keys(records, normalized)
-            pool.submit((records, normalized, len(pending), sizer.diff), keys)
+            # a first load writes every record: a page holding more than a transaction may write goes
+            # to the loaders as several batches (they load side by side); a re-sync's batch commits in
+            # parts instead, once its diff has said how many records it writes (pipeline.batch)
+            parts = [(records, normalized)] if sizer.diff else split(records, normalized, sizer.max_rows)
+            for part, part_normalized in parts:
+                share = len(pending) * len(part) / max(len(records), 1)
+                pool.submit((part, part_normalized, share, sizer.diff), batch_keys(part, part_normalized))
             pending = []
 
         with pool:

@@ -34,7 +34,7 @@ def counts(inserted: int = 0, updated: int = 0, unchanged: int = 0, conflicts: i
     ],
 )
 def test_sizer(pages: int, outcome: UpsertCounts, records: int, expected_pages: int, expected_diff: bool) -> None:
-    sizer = BatchSizer(min_pages=1, max_pages=10, pages=pages)
+    sizer = BatchSizer(min_pages=1, max_pages=10, max_changes=1000, pages=pages)
     sizer.observe(outcome, records, pages)
     assert (sizer.pages, sizer.diff) == (expected_pages, expected_diff)
 
