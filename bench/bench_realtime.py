@@ -66,6 +66,8 @@ SLOT = "bench_realtime"
 PG_EPOCH = 946_684_800
 APP_USER = uuid.UUID("00000000-0000-4000-8000-0000000ab0a7")
 PHASES = ("idle", "first load", "re-sync", "incremental")
+# once the app writer has stopped: another incremental run (1% more changed), whose WAL is the pipeline's alone
+QUIET = "incremental, app stopped"
 
 
 @dataclass(frozen=True)
@@ -82,20 +84,24 @@ class Variant:
 VARIANTS = {
     v.name: v
     for v in (
-        Variant("before", "main", note="main: ~1,000 written rows (2,000 changes) per transaction, re-sync batches uncapped"),
+        Variant("before", "main", note="main: ~1,000 written records (2,000 changes) per transaction, re-sync batches uncapped, sync_status FULL"),
         Variant(
-            "budget, status FULL", "this", ("alter table public.sync_status replica identity full",),
-            note="the change budget (1,000 per transaction), sync_status as 14 had it (FULL)",
+            "budget 1000, status FULL", "this", ("alter table public.sync_status replica identity full",),
+            {"max_changes": 1000}, note="a budget of 1,000 changes (500 records), sync_status FULL as 14 had it",
         ),
-        Variant("after", "this", note="the change budget (1,000), sync_status REPLICA IDENTITY DEFAULT (32)"),
-        Variant("budget 500", "this", sync={"max_changes": 500}, note="a budget of 500 changes"),
+        Variant("budget 1000", "this", sync={"max_changes": 1000}, note="a budget of 1,000 changes, 32 (sync_status DEFAULT)"),
+        Variant("after", "this", note="the default budget, 500 changes (250 records), and 32"),
+        Variant("budget 500", "this", sync={"max_changes": 500}, note="a budget of 500 changes, and 32 (what `after` runs)"),
+        Variant("budget 250", "this", sync={"max_changes": 250}, note="a budget of 250 changes, and 32"),
         Variant(
-            "status unpublished", "this", ("alter publication supabase_realtime drop table public.sync_status",),
+            "budget 1000, status unpublished", "this",
+            ("alter publication supabase_realtime drop table public.sync_status",), {"max_changes": 1000},
             note="sync_status out of the publication: 1 change per record, so 1,000 records per transaction",
         ),
         Variant(
-            "contacts DEFAULT", "this", ("alter table public.sync_contacts replica identity default",),
-            note="sync_contacts REPLICA IDENTITY DEFAULT too (for its WAL: UPDATE events would lose the old record)",
+            "budget 1000, contacts DEFAULT", "this", ("alter table public.sync_contacts replica identity default",),
+            {"max_changes": 1000},
+            note="sync_contacts REPLICA IDENTITY DEFAULT too (for its WAL; its UPDATE events would lose the old record)",
         ),
     )
 }
@@ -117,7 +123,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @contextmanager
-def postgres15(port: int) -> Iterator[str]:
+def postgres15(port: int) -> Iterator[tuple[str, Path | None]]:
     """A throwaway Debian PostgreSQL 15 on 127.0.0.1:port, default configuration but wal_level = logical."""
     if not (PG15_BIN / "postgres").exists():
         raise SystemExit(f"no PostgreSQL 15 in {PG15_BIN}: apt-get install postgresql-15, or pass --database-url")
@@ -138,7 +144,7 @@ def postgres15(port: int) -> Iterator[str]:
              "-o", options, "start"], check=True, capture_output=True, text=True,
         )
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres", pgdata / "pg_wal"
         finally:
             subprocess.run(  # noqa: S603 - fixed arguments
                 [*as_owner, str(PG15_BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
@@ -298,6 +304,24 @@ class LoadSampler(threading.Thread):
             self.samples.append((time.time(), os.getloadavg()[0]))
 
 
+def wal_stats(wal_dir: Path, start: str, end: str) -> dict[str, tuple[int, int]]:
+    """pg_waldump --stats over [start, end): per resource manager (and Total), record bytes and full-page-image bytes."""
+    out = subprocess.run(  # noqa: S603 - fixed arguments
+        [str(PG15_BIN / "pg_waldump"), "--stats", "-p", str(wal_dir), "-s", start, "-e", end],
+        capture_output=True, text=True, check=False,
+    )
+    stats: dict[str, tuple[int, int]] = {}
+    for line in out.stdout.splitlines():
+        # "Heap  2000 ( 10.00)  123456 ( 20.00)  8192 ( 1.00)  131648 ( 5.00)", "Total  N  R [99.3%]  F [0.7%]  C [100%]"
+        parts = line.split()
+        numbers = [int(t) for t in parts[1:] if t.isdigit()]
+        if parts and len(numbers) == 4:
+            stats[parts[0]] = (numbers[1], numbers[2])
+    if "Total" not in stats:
+        raise SystemExit(f"pg_waldump gave no statistics for {start}..{end}: {out.stderr[-500:]}")
+    return stats
+
+
 # --- the children: migrations and loads with the variant's code ----------------------------------
 
 
@@ -336,7 +360,8 @@ def _child_load(spec: dict[str, Any]) -> dict[str, Any]:
             wal_end = conn.execute("select pg_catalog.pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
     c = report.counts
     return {
-        "start": start, "end": end, "wal": lsn(wal_end) - lsn(wal_start), "seen": report.records_seen,
+        "start": start, "end": end, "wal": lsn(wal_end) - lsn(wal_start), "wal_from": wal_start, "wal_to": wal_end,
+        "seen": report.records_seen,
         "written": c.inserted + c.updated + c.conflicts, "inserted": c.inserted, "updated": c.updated,
         "batches": report.batches, "dead_lettered": report.dead_lettered,
     }
@@ -387,7 +412,7 @@ def _fresh(server_url: str) -> str:
 
 def run_variant(
     variant: Variant, src: str | None, server_url: str, contacts: int, rate: float, idle_seconds: float,
-    overlays: dict[str, Path],
+    overlays: dict[str, Path], wal_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Every phase of one variant on a fresh database; the phases' figures."""
     import psycopg
@@ -429,10 +454,28 @@ def run_variant(
         ):
             spec = {"url": url, "phase": phase.replace(" ", "-"), "contacts": contacts,
                     "overlay": str(overlay) if overlay else None, "window": window, "sync": variant.sync}
-            windows[phase] = _run_child(["--child-load", json.dumps(spec)], src)
+            if wal_dir is not None:
+                # a physical slot keeps the phase's WAL until pg_waldump has read it (checkpoints recycle it)
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("select pg_catalog.pg_create_physical_replication_slot('bench_hold', true)")
+            try:
+                windows[phase] = _run_child(["--child-load", json.dumps(spec)], src)
+                if wal_dir is not None:
+                    w = windows[phase]
+                    windows[phase]["wal_stats"] = wal_stats(wal_dir, w["wal_from"], w["wal_to"])
+            finally:
+                if wal_dir is not None:
+                    with psycopg.connect(url, autocommit=True) as conn:
+                        conn.execute("select pg_catalog.pg_drop_replication_slot('bench_hold')")
             if writer.error or subscriber.error:
                 break
         time.sleep(3.0)  # the last app writes arrive
+        writer.halt.set()
+        writer.join()
+        spec = {"url": url, "phase": "quiet", "contacts": contacts, "overlay": str(overlays["quiet"]),
+                "window": False, "sync": variant.sync}
+        windows[QUIET] = _run_child(["--child-load", json.dumps(spec)], src)
+        time.sleep(1.0)
     finally:
         writer.halt.set()
         writer.join()
@@ -455,7 +498,7 @@ def run_variant(
         }
         seconds = w["end"] - w["start"]
         loads = [v for ts, v in sampler.samples if w["start"] <= ts <= w["end"]]
-        pipeline_wal = max(0.0, w["wal"] - app_wal_rate * seconds) if phase != "idle" else 0.0
+        pipeline_wal = max(0.0, w["wal"] - app_wal_rate * seconds) if phase not in ("idle", QUIET) else float(w["wal"])
         out[phase] = {
             "seconds": seconds,
             "records_per_second": w["seen"] / seconds if phase != "idle" else 0.0,
@@ -463,12 +506,24 @@ def run_variant(
             "transactions": len(pipeline),
             "max_changes": max((t.changes for t in pipeline), default=0),
             "wal_per_written": pipeline_wal / w["written"] if w["written"] else 0.0,
+            # from pg_waldump (phase's whole WAL, the app's writes and autovacuum included): bytes per written
+            # record of WAL records without full-page images, of Heap records (inserts, updates: where
+            # REPLICA IDENTITY FULL puts the old row), and of full-page images
+            "wal_records_per_written": _per(w, "Total", 0), "wal_heap_per_written": _per(w, "Heap", 0),
+            "wal_fpi_per_written": _per(w, "Total", 1),
             "app_writes": len(app),
             "latency": lat,
             "load": sum(loads) / len(loads) if loads else os.getloadavg()[0],
             "load_max": max(loads, default=os.getloadavg()[0]),
         }
     return out
+
+
+def _per(window: dict[str, Any], rmgr: str, column: int) -> float | None:
+    stats = window.get("wal_stats")
+    if not stats or not window["written"]:
+        return None
+    return stats.get(rmgr, (0, 0))[column] / window["written"]
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -478,6 +533,18 @@ def _fmt(values: list[float]) -> str:
     if not values:
         return "- | - | - | -"
     return " | ".join(f"{percentile(values, p):.1f}" for p in (50, 95, 99)) + f" | {max(values):.1f}"
+
+
+def merged(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The passes' latency samples together, per variant and phase (for the plot)."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for name, result in run.items():
+            into = out.setdefault(name, {p: {"latency": {"sync_contacts": [], "sync_status": []}} for p in PHASES})
+            for phase in PHASES:
+                for table, values in result[phase]["latency"].items():
+                    into[phase]["latency"][table].extend(values)
+    return out
 
 
 def write_plot(results: dict[str, dict[str, Any]]) -> None:
@@ -510,40 +577,68 @@ def write_plot(results: dict[str, dict[str, Any]]) -> None:
     fig.savefig(PLOT, dpi=110)
 
 
-def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, server: str, started: str) -> str:
-    """The docs/benchmarks.md section."""
-    from bench.common import git_revision
-
+def report(runs: list[dict[str, dict[str, Any]]], metas: list[dict[str, Any]], args: argparse.Namespace, server: str) -> str:
+    """The docs/benchmarks.md section: every pass's rows, variant by variant."""
+    names = list(dict.fromkeys(n for run in runs for n in run))
+    rows = [(name, i + 1, run[name]) for name in names for i, run in enumerate(runs) if name in run]
     lines = [
-        f"Measured {started}; {server} ({args.server_note}); commit {git_revision()}; {args.contacts:,} contacts,"
-        f" app writes at {args.rate:g}/s, idle phase {args.idle_seconds:g} s; one pass per variant, in the order listed.",
+        f"{server} ({args.server_note}); {args.contacts:,} contacts, app writes at {args.rate:g}/s, idle phase"
+        f" {args.idle_seconds:g} s; {len(runs)} pass(es), the variants one after another in each (column `#`):",
+        "",
+        *(f"- pass {i}: {m.get('started', '?')}; commit {m.get('commit', '?')}" for i, m in enumerate(metas, 1)),
+        "",
         f"Rerun: `.venv/bin/python -m bench.bench_realtime --contacts {args.contacts}"
-        + "".join(f" --variant '{v}'" for v in results) + " --write` (after installing bench/requirements-realtime.txt).",
+        + "".join(f" --variant '{v}'" for v in names) + " --write` (after installing bench/requirements-realtime.txt).",
         "",
         "Variants:",
         "",
     ]
-    for name in results:
+    for name in names:
         v = VARIANTS[name]
         lines.append(f"- **{name}**: {v.note}.")
     lines += [
         "",
-        "Latency of the app's change to sync_contacts (commit time from the Begin message -> received), ms; the"
-        " sync_status change of the same transaction arrives with it (its own columns in the second table).",
+        "Latency of the app's change to sync_contacts (commit time from the Begin message -> received by the"
+        " subscriber), ms; the sync_status change of the same transaction arrives with it.",
         "",
-        "| variant | phase | app writes | p50 | p95 | p99 | max | sync_status p99 / max | records/s | written"
-        " | pipeline transactions | most changes in one | WAL bytes per written record | load avg (max) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | # | phase | app writes (/s) | p50 | p95 | p99 | max | sync_status p99 / max | load avg (max) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, result in results.items():
+    for name, n, result in rows:
         for phase in PHASES:
             r = result[phase]
             status = r["latency"]["sync_status"]
             st = f"{percentile(status, 99):.1f} / {max(status):.1f}" if status else "not published"
             lines.append(
-                f"| {name} | {phase} | {r['app_writes']} | {_fmt(r['latency']['sync_contacts'])} | {st}"
-                f" | {r['records_per_second']:,.0f} | {r['written']:,} | {r['transactions']:,} | {r['max_changes']:,}"
-                f" | {r['wal_per_written']:,.0f} | {r['load']:.1f} ({r['load_max']:.1f}) |"
+                f"| {name} | {n} | {phase} | {r['app_writes']} ({r['app_writes'] / r['seconds']:.0f})"
+                f" | {_fmt(r['latency']['sync_contacts'])} | {st}"
+                f" | {r['load']:.1f} ({r['load_max']:.1f}) |"
+            )
+    lines += [
+        "",
+        "What the pipeline did meanwhile: records read per second, records written, its transactions and the most"
+        " changes one of them streamed (counted by the subscriber), and WAL bytes per written record:"
+        " pg_current_wal_lsn difference less the app's WAL rate measured while idle, then from pg_waldump over the"
+        " phase (the app's writes and autovacuum included): WAL records without full-page images, of them the Heap"
+        " records (row inserts and updates: where REPLICA IDENTITY FULL adds the old row), and full-page images."
+        f" `{QUIET}`: a last incremental run with nothing else writing, so its WAL is the pipeline's alone"
+        " (1% of the records changed, 3% read); its full-page images depend on when the last checkpoint was, the"
+        " records without them do not.",
+        "",
+        "| variant | # | phase | records/s | written | transactions | most changes in one | WAL/written | records only"
+        " | Heap | full-page images | load avg |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, n, result in rows:
+        for phase in (*PHASES[1:], QUIET):
+            if phase not in result:
+                continue  # (passes before it was measured)
+            r = result[phase]
+            dumped = [r.get(k) for k in ("wal_records_per_written", "wal_heap_per_written", "wal_fpi_per_written")]
+            cells = " | ".join("-" if v is None else f"{v:,.0f}" for v in dumped)
+            lines.append(
+                f"| {name} | {n} | {phase} | {r['records_per_second']:,.0f} | {r['written']:,} | {r['transactions']:,}"
+                f" | {r['max_changes']:,} | {r['wal_per_written']:,.0f} | {cells} | {r['load']:.1f} |"
             )
     lines += ["", "![latency distribution per phase](img/realtime-latency.png)"]
     return "\n".join(lines)
@@ -559,7 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="default: all, in their order")
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md and the plot")
-    parser.add_argument("--json", help="also dump every sample there")
+    parser.add_argument("--json", help="also dump every sample there (with the run's settings)")
+    parser.add_argument("--report-from", metavar="JSON", action="append",
+                        help="only write the report and plot of runs dumped with --json (repeat: passes side by side)")
     parser.add_argument("--child-migrate", help=argparse.SUPPRESS)
     parser.add_argument("--child-load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -570,8 +667,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child_load(json.loads(args.child_load))))
         return 0
 
-    from bench.common import machine, server_version, write_section
+    from bench.common import git_revision, machine, server_version, write_section
 
+    if args.report_from:
+        passes = [json.loads(Path(f).read_text()) for f in args.report_from]
+        metas = [d.get("meta") or {} for d in passes]
+        meta = next((m for m in metas if m), {})
+        for key in ("contacts", "rate", "idle_seconds", "server_note"):
+            setattr(args, key, meta.get(key, getattr(args, key, None)))
+        runs = [d.get("results", d) for d in passes]
+        write_plot(merged(runs))
+        write_section("Realtime latency", report(runs, metas, args, meta.get("server", "PostgreSQL 15")))
+        return 0
     started = machine()
     names = args.variant or list(VARIANTS)
     results: dict[str, dict[str, Any]] = {}
@@ -584,25 +691,30 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)  # noqa: S603, S607
             trees[rev] = str(tree)
         base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
-        overlays = {"re-sync": Path(tmp) / "resync.jsonl", "incremental": Path(tmp) / "incremental.jsonl"}
+        overlays = {"re-sync": Path(tmp) / "resync.jsonl", "incremental": Path(tmp) / "incremental.jsonl",
+                    "quiet": Path(tmp) / "quiet.jsonl"}
         first = _changed(args.contacts, 0, base, overlays["re-sync"])
         # the incremental run's Keap holds the re-sync's changes (loaded by then) and another 1%, later still
         second = _changed(args.contacts, 50, base + timedelta(hours=1), Path(tmp) / "second.jsonl")
         overlays["incremental"].write_text(overlays["re-sync"].read_text() + (Path(tmp) / "second.jsonl").read_text())
-        print(f"{first:,} records changed for the re-sync, {second:,} more for the incremental run", flush=True)
+        _changed(args.contacts, 25, base + timedelta(hours=2), Path(tmp) / "third.jsonl")
+        overlays["quiet"].write_text(overlays["incremental"].read_text() + (Path(tmp) / "third.jsonl").read_text())
+        print(f"{first:,} records changed for the re-sync, {second:,} more for each incremental run", flush=True)
         server = contextlib_null(args.database_url) if args.database_url else postgres15(args.port)
         args.server_note = (
             "the server given" if args.database_url else "initdb's configuration, wal_level = logical"
         )
-        with server as server_url:
+        with server as (server_url, wal_dir):
             version = server_version(server_url)
             for name in names:
                 variant = VARIANTS[name]
                 src = None if variant.code == "this" else trees[variant.code]
                 print(f"== {name}", flush=True)
-                result = run_variant(variant, src, server_url, args.contacts, args.rate, args.idle_seconds, overlays)
+                result = run_variant(
+                    variant, src, server_url, args.contacts, args.rate, args.idle_seconds, overlays, wal_dir
+                )
                 results[name] = result
-                for phase in PHASES:
+                for phase in (*PHASES, QUIET):
                     r = result[phase]
                     print(
                         f"{name:>20} {phase:>12}: n={r['app_writes']:>5} p50/p95/p99/max {_fmt(r['latency']['sync_contacts'])}"
@@ -612,17 +724,19 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     if args.json:
-        Path(args.json).write_text(json.dumps(results))
+        meta = {"started": started, "server": version, "contacts": args.contacts, "rate": args.rate,
+                "idle_seconds": args.idle_seconds, "server_note": args.server_note, "commit": git_revision()}
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}))
     if args.write:
         write_plot(results)
-        write_section("Realtime latency", report(results, args, version, started))
+        write_section("Realtime latency", report([results], [{"started": started, "commit": git_revision()}], args, version))
     return 0
 
 
 @contextmanager
-def contextlib_null(value: str) -> Iterator[str]:
-    """The server given on the command line (nothing to start or stop)."""
-    yield value
+def contextlib_null(value: str) -> Iterator[tuple[str, Path | None]]:
+    """The server given on the command line (nothing to start or stop; its WAL is not ours to read)."""
+    yield value, None
 
 
 if __name__ == "__main__":
