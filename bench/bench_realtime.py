@@ -75,7 +75,7 @@ class Variant:
     """What one side of the comparison runs: a code tree, schema changes after its migrations, sync arguments."""
 
     name: str
-    code: str  # "this" (this tree) or a git revision, exported with git archive
+    code: str  # "this" (this tree), "base" (git merge-base main HEAD) or a git revision, exported with git archive
     schema: tuple[str, ...] = ()
     sync: dict[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -84,7 +84,7 @@ class Variant:
 VARIANTS = {
     v.name: v
     for v in (
-        Variant("before", "main", note="main: ~1,000 written records (2,000 changes) per transaction, re-sync batches uncapped, sync_status FULL"),
+        Variant("before", "base", note="main where this branch starts (git merge-base main HEAD): ~1,000 written records (2,000 changes) per transaction, re-sync batches uncapped, sync_status FULL"),
         Variant(
             "budget 1000, status FULL", "this", ("alter table public.sync_status replica identity full",),
             {"max_changes": 1000}, note="a budget of 1,000 changes (500 records), sync_status FULL as 14 had it",
@@ -370,8 +370,9 @@ def _child_load(spec: dict[str, Any]) -> dict[str, Any]:
 def _run_child(args: list[str], src: str | None) -> dict[str, Any]:
     # run as a script (not -m, which puts the working directory first): SRC's keap_pipeline wins
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([p for p in (src, str(HERE)) if p])}
+    # in SRC (when given): the sandbox subprocess runs `python -c`, which puts the working directory first
     out = subprocess.run(  # noqa: S603 - this module, fixed arguments
-        [sys.executable, __file__, *args], capture_output=True, text=True, check=False, env=env,
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False, env=env, cwd=src,
     )
     if out.returncode:
         raise SystemExit(f"the child {args[:1]} failed:\n{out.stderr[-4000:]}")
@@ -585,7 +586,8 @@ def report(runs: list[dict[str, dict[str, Any]]], metas: list[dict[str, Any]], a
         f"{server} ({args.server_note}); {args.contacts:,} contacts, app writes at {args.rate:g}/s, idle phase"
         f" {args.idle_seconds:g} s; {len(runs)} pass(es), the variants one after another in each (column `#`):",
         "",
-        *(f"- pass {i}: {m.get('started', '?')}; commit {m.get('commit', '?')}" for i, m in enumerate(metas, 1)),
+        *(f"- pass {i}: {m.get('started', '?')}; commit {m.get('commit', '?')}{m.get('note', '')}"
+          for i, m in enumerate(metas, 1)),
         "",
         f"Rerun: `.venv/bin/python -m bench.bench_realtime --contacts {args.contacts}"
         + "".join(f" --variant '{v}'" for v in names) + " --write` (after installing bench/requirements-realtime.txt).",
@@ -640,7 +642,8 @@ def report(runs: list[dict[str, dict[str, Any]]], metas: list[dict[str, Any]], a
                 f"| {name} | {n} | {phase} | {r['records_per_second']:,.0f} | {r['written']:,} | {r['transactions']:,}"
                 f" | {r['max_changes']:,} | {r['wal_per_written']:,.0f} | {cells} | {r['load']:.1f} |"
             )
-    lines += ["", "![latency distribution per phase](img/realtime-latency.png)"]
+    lines += ["", "The plot (passes of the last pass's commit): the share of app writes received within a latency, per phase.",
+              "", "![latency distribution per phase](img/realtime-latency.png)"]
     return "\n".join(lines)
 
 
@@ -676,7 +679,9 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("contacts", "rate", "idle_seconds", "server_note"):
             setattr(args, key, meta.get(key, getattr(args, key, None)))
         runs = [d.get("results", d) for d in passes]
-        write_plot(merged(runs))
+        # the plot shows the code of the last pass (earlier passes may have measured an earlier commit)
+        last = metas[-1].get("commit")
+        write_plot(merged([r for r, m in zip(runs, metas, strict=True) if m.get("commit") == last]))
         write_section("Realtime latency", report(runs, metas, args, meta.get("server", "PostgreSQL 15")))
         return 0
     started = machine()
@@ -687,7 +692,13 @@ def main(argv: list[str] | None = None) -> int:
         for rev in {VARIANTS[n].code for n in names} - {"this"}:
             tree = Path(tmp) / f"tree-{rev}"
             tree.mkdir()
-            archive = subprocess.run(["git", "-C", str(HERE), "archive", rev], capture_output=True, check=True)  # noqa: S603, S607
+            commit = rev
+            if rev == "base":
+                commit = subprocess.run(  # noqa: S603, S607
+                    ["git", "-C", str(HERE), "merge-base", "main", "HEAD"], capture_output=True, text=True, check=True,
+                ).stdout.strip()
+            print(f"code of {rev}: {commit[:12]}", flush=True)
+            archive = subprocess.run(["git", "-C", str(HERE), "archive", commit], capture_output=True, check=True)  # noqa: S603, S607
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)  # noqa: S603, S607
             trees[rev] = str(tree)
         base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
