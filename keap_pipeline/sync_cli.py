@@ -130,6 +130,7 @@ def _sync_one(
             page_size=args.page_size,
             pages_per_batch=args.pages_per_batch,
             max_pages_per_batch=args.max_pages_per_batch,
+            **({} if args.max_changes is None else {"max_changes": args.max_changes}),
             loaders=args.loaders,
             run_id=run_id,
             progress=lambda r: print(f"  {r.progress_line()}", flush=True),
@@ -238,6 +239,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--max-pages-per-batch", type=int, default=10,
         help="most pages per transaction, reached while pages change little (default 10)",
+    )
+    p.add_argument(
+        "--max-changes", type=int, metavar="N",
+        help="most changes one transaction streams to realtime subscribers (rows of published tables, "
+        "sync_status included); a batch that would write more commits in parts (default 500: "
+        "pipeline.batching.DEFAULT_MAX_CHANGES)",
     )
     p.add_argument(
         "--loaders", type=int, default=2, choices=range(1, 9), metavar="1..8",

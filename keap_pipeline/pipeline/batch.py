@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -14,7 +14,7 @@ import psycopg
 
 from keap_pipeline.db.cursors import advance_cursor
 from keap_pipeline.db.dead_letters import NewDeadLetter, close_superseded, record_dead_letters
-from keap_pipeline.db.load import UpsertCounts, begin_load, load_frame
+from keap_pipeline.db.load import UpsertCounts, begin_load, diff_frame, load_frame
 from keap_pipeline.entities import CursorKind, Entity
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.pages import normalize_records, raw_record
@@ -78,14 +78,18 @@ def refusal_reason(entity: Entity, err: psycopg.Error) -> tuple[str, str | None]
     return ", ".join(parts), column
 
 
-def pass_position(entity: Entity, frame: pl.DataFrame, result: NormalizeResult) -> str | None:
+def pass_position(frame: pl.DataFrame, rejected_ids: Iterable[str | None]) -> str | None:
     """The highest Keap id a batch of an id-ordered pass covers (loaded or dead-lettered), as digits.
 
     The listing is ordered by id, so a killed pass resumes after it (`id_filter>N`). Ids compare as
     numbers, not as text ("10" > "9").
+
+    Args:
+        frame: the rows the batch (or its part) covers.
+        rejected_ids: the Keap ids of the records the normalizer rejected there.
     """
     ids = [k for k in frame["keap_id"].to_list() if k] if frame.height else []
-    ids += [r.keap_id for r in result.rejected if r.keap_id]
+    ids += [k for k in rejected_ids if k]
     digits = [int(k) for k in ids if k.isascii() and k.isdigit()]
     return str(max(digits)) if digits else None
 
@@ -97,6 +101,7 @@ class BatchOutcome:
     counts: UpsertCounts
     dead_lettered: int
     max_updated_at: datetime | None
+    parts: int = 1  # the transactions it committed in (see load_batch's max_rows)
 
 
 def load_isolating(
@@ -181,6 +186,32 @@ def settle_letters(frame: pl.DataFrame, letters: Sequence[NewDeadLetter]) -> tup
     return kept, closing
 
 
+@dataclass
+class _Part:
+    """What a batch that commits in parts has still to write: its rows from ordinal `start` on."""
+
+    start: int
+    rows: pl.DataFrame  # the rows to stage, in ordinal order: all of them, or the diff's verdicts 'load'
+    diff: bool  # whether `rows` still need the key/hash diff
+
+
+def _covered(frame: pl.DataFrame, start: int, end: int | None) -> pl.DataFrame:
+    """The batch's rows with ordinals in [start, end) (end None: to the last)."""
+    if start == 0 and end is None:
+        return frame
+    keep = pl.col("ordinal") >= start
+    if end is not None:
+        keep = keep & (pl.col("ordinal") < end)
+    return frame.filter(keep)
+
+
+def _within(ordinal: int | None, start: int, end: int | None) -> bool:
+    # a dead letter without an ordinal goes with the batch's last part
+    if ordinal is None:
+        return end is None
+    return ordinal >= start and (end is None or ordinal < end)
+
+
 def load_batch(
     conn: psycopg.Connection,
     entity: Entity,
@@ -195,8 +226,17 @@ def load_batch(
     normalized: NormalizeResult | None = None,
     turn: Turn | None = None,
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+    max_rows: int | None = None,
 ) -> BatchOutcome:
-    """Load one batch of raw Keap records in ONE transaction, cursor included.
+    """Load one batch of raw Keap records in ONE transaction, cursor included; in parts when it writes more than `max_rows`.
+
+    A batch whose rows to write (after the key/hash diff, when it runs) number more than
+    `max_rows` commits in parts, in order: each part writes at most `max_rows` of them, with the
+    dead letters of its records, and moves the cursor to its last record (the cursor bound is
+    inclusive, so a run killed between parts re-reads from there and writes nothing twice). This
+    keeps every transaction's streamed changes within the realtime budget (BatchSizer) even when a
+    batch of mostly unchanged pages ends with many changed records. The diff runs once, in the
+    first part.
 
     Args:
         conn: a connection with no transaction open.
@@ -210,13 +250,15 @@ def load_batch(
         diff: run the key/hash diff before staging full rows (see BatchSizer).
         normalized: `records` already normalized (see combine); normalized here when None.
         turn: the batch's commit turn (pipeline.parallel): `turn.begin()` runs first in each
-            attempt's transaction, `turn()` after the batch's rows are written and before the
-            cursor moves and it commits; an exception it raises rolls the batch back.
+            attempt's transaction (`turn.resume()` in a later part's first attempt), `turn()` after
+            the rows are written and before the cursor moves and it commits; an exception it raises
+            rolls the transaction back.
         lock_timeout_seconds: the longest wait for any one lock, then the attempt is retried
             (0 = no bound).
+        max_rows: the most rows one transaction writes (None: the whole batch in one).
 
     Returns:
-        The batch's counts, dead letters and highest Keap update time.
+        The batch's counts, dead letters and highest Keap update time, and how many parts it took.
     """
     result = normalized or normalize_records(entity, records, fetched_at=fetched_at or datetime.now(UTC))
     letters = [
@@ -227,30 +269,92 @@ def load_batch(
         for r in result.rejected
     ]
     frame: pl.DataFrame = result.frame
+    if max_rows is not None and frame.height > max_rows:
+        frame = frame.sort("ordinal")  # parts are ranges of ordinals
     max_updated = frame["keap_updated_at"].max() if frame.height else None
-    resume_after = pass_position(entity, frame, result) if entity.cursor is CursorKind.ID else None
+    total = UpsertCounts()
+    dead_lettered = 0
+    parts = 0
+    part: _Part | None = _Part(start=0, rows=frame, diff=diff)
+    while part is not None:
+        counts, kept, part = _commit_part(
+            conn, entity, records, frame, letters, part, first=parts == 0, max_rows=max_rows, scope=scope,
+            run_id=run_id, strategy=strategy, merge_rule=merge_rule, turn=turn,
+            lock_timeout_seconds=lock_timeout_seconds,
+        )
+        parts += 1
+        total.add(counts)
+        dead_lettered += kept
+    return BatchOutcome(
+        counts=total, dead_lettered=dead_lettered, max_updated_at=max_updated, parts=parts  # type: ignore[arg-type]
+    )
+
+
+def _commit_part(
+    conn: psycopg.Connection,
+    entity: Entity,
+    records: Sequence[Any],
+    frame: pl.DataFrame,
+    letters: Sequence[NewDeadLetter],
+    part: _Part,
+    *,
+    first: bool,
+    max_rows: int | None,
+    scope: str,
+    run_id: str | None,
+    strategy: str,
+    merge_rule: str,
+    turn: Turn | None,
+    lock_timeout_seconds: float,
+) -> tuple[UpsertCounts, int, _Part | None]:
+    """One transaction of load_batch, retried as a whole: (its counts, dead letters kept, the part after it or None)."""
     attempt = 0
     yields = 0
     while True:
         attempt += 1
         counts = UpsertCounts()
         refused: list[NewDeadLetter] = []
+        end: int | None = None
+        rest: pl.DataFrame | None = None
         try:
             with conn.transaction():
                 if turn is not None:
-                    turn.begin()
+                    if first or attempt > 1:
+                        turn.begin()
+                    else:
+                        turn.resume()
                 begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=True)
-                if frame.height:
-                    load_isolating(conn, entity, frame, records, strategy, merge_rule, counts, refused, diff)
-                kept, loaded = settle_letters(frame, [*letters, *refused])
+                rows, stage_diff = part.rows, part.diff
+                if max_rows is not None and rows.height > max_rows:
+                    if stage_diff:
+                        try:
+                            with conn.transaction():
+                                todo, found = diff_frame(conn, entity, rows)
+                            rows, stage_diff = todo, False
+                            counts.add(found)
+                        except RECORD_FAULTS:
+                            pass  # a record the keys' COPY refuses: each part diffs and isolates it below
+                    if rows.height > max_rows:
+                        end = int(rows["ordinal"][max_rows])
+                        rows, rest = rows.slice(0, max_rows), rows.slice(max_rows)
+                covered = _covered(frame, part.start, end)
+                if rows.height:
+                    load_isolating(conn, entity, rows, records, strategy, merge_rule, counts, refused, stage_diff)
+                mine = [d for d in letters if _within(d.ordinal, part.start, end)]
+                kept, loaded = settle_letters(covered, [*mine, *refused])
                 record_dead_letters(conn, entity.name, kept, run_id)
                 close_superseded(conn, entity.name, loaded)
                 if turn is not None:
                     turn()
+                max_updated = covered["keap_updated_at"].max() if covered.height else None
                 if max_updated is not None:
+                    resume_after = (
+                        pass_position(covered, (d.keap_id for d in mine))
+                        if entity.cursor is CursorKind.ID else None
+                    )
                     advance_cursor(
-                        conn, entity.name, scope, max_updated, len(records), run_id,  # type: ignore[arg-type]
-                        resume_after=resume_after,
+                        conn, entity.name, scope, max_updated,  # type: ignore[arg-type]
+                        (len(records) if end is None else end) - part.start, run_id, resume_after=resume_after,
                     )
         except psycopg.Error as err:
             if not worth_retrying(entity, err):
@@ -271,6 +375,5 @@ def load_batch(
             log.info("%s: batch redone after the batch before it restarted", entity.name)
             continue
         break
-    return BatchOutcome(
-        counts=counts, dead_lettered=len(kept), max_updated_at=max_updated  # type: ignore[arg-type]
-    )
+    after = None if end is None or rest is None else _Part(start=end, rows=rest, diff=stage_diff)
+    return counts, len(kept), after

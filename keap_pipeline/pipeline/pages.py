@@ -238,3 +238,59 @@ def combine(pages: Sequence[NormalizedPage]) -> tuple[Sequence[Any], NormalizeRe
         offset += len(page.records)
     records = BatchRecords([page.records for page in pages])
     return records, NormalizeResult(frame=pl.concat(frames), rejected=rejected, fetched_at=pages[0].result.fetched_at)
+
+
+class RecordSlice(Sequence[Any]):
+    """Records [start, end) of a batch's raw records as a sequence of their own (no copy)."""
+
+    def __init__(self, records: Sequence[Any], start: int, end: int) -> None:
+        self._records = records
+        self._start = start
+        self._len = end - start
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> Any:  # type: ignore[override]
+        if not isinstance(index, int):
+            raise TypeError("RecordSlice supports integer indexes only")
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError(index)
+        return self._records[self._start + index]
+
+    def raw_record(self, index: int) -> bytes | None:
+        """The record's own bytes in its page, when its page kept them (see PageBytes)."""
+        return raw_record(self._records, self._start + index)
+
+
+def split(records: Sequence[Any], result: NormalizeResult, size: int) -> list[tuple[Sequence[Any], NormalizeResult]]:
+    """A batch cut into consecutive batches of at most `size` records, ordinals renumbered to match.
+
+    A first load writes every record it reads, so a page holds more writes than one transaction
+    may stream (BatchSizer.max_rows): its records go to the loaders as several batches, which load
+    side by side and commit in order like any others.
+
+    Args:
+        records: the batch's raw records.
+        result: their normalized form.
+        size: the most records per batch (>= 1).
+
+    Returns:
+        The batches, in order (the batch itself when it is small enough).
+    """
+    if len(records) <= size:
+        return [(records, result)]
+    out: list[tuple[Sequence[Any], NormalizeResult]] = []
+    for start in range(0, len(records), size):
+        end = min(start + size, len(records))
+        ordinal = pl.col("ordinal")
+        frame = result.frame.filter((ordinal >= start) & (ordinal < end)).with_columns((ordinal - start).cast(pl.Int32))
+        rejected = [
+            r if r.ordinal is None else dataclasses.replace(r, ordinal=r.ordinal - start)
+            for r in result.rejected
+            if (r.ordinal is None and start == 0) or (r.ordinal is not None and start <= r.ordinal < end)
+        ]
+        out.append((RecordSlice(records, start, end), NormalizeResult(frame=frame, rejected=rejected, fetched_at=result.fetched_at)))
+    return out

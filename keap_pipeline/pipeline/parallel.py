@@ -137,8 +137,9 @@ class CommitTurns:
 class Turn:
     """One batch's place in the commit order, handed to `load` (LoaderPool's contract).
 
-    `load` calls `begin()` as the first statement of each transaction attempt and the turn
-    itself (`turn()`) after its writes, just before it commits. On a real connection both are
+    `load` calls `begin()` as the first statement of each transaction attempt (`resume()` in the
+    first attempt of a later part, when a batch commits in parts) and the turn itself (`turn()`)
+    after its writes, just before it commits. On a real connection both are
     visible to PostgreSQL: `begin` takes the batch's turn lock, and the wait holds the next
     batch in a lock wait on the previous batch's turn lock while that batch has a transaction.
     """
@@ -151,6 +152,15 @@ class Turn:
     def begin(self) -> None:
         """Take this batch's turn lock in the transaction just begun."""
         self._turns.began(self.seq)
+        if isinstance(self._conn, psycopg.Connection):
+            take_turn_lock(self._conn, self._run_key, self.seq)
+
+    def resume(self) -> None:
+        """Take this batch's turn lock again, for the next transaction of a batch that commits in parts.
+
+        Not a restart: the batch's earlier part committed, so the next batch, waiting for its turn,
+        keeps its rows (a retried part calls `begin()`, which tells it to let go of them).
+        """
         if isinstance(self._conn, psycopg.Connection):
             take_turn_lock(self._conn, self._run_key, self.seq)
 

@@ -16,12 +16,13 @@ from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor, get_cursor
 from keap_pipeline.db.health import record_sync_success, server_time
 from keap_pipeline.db.links import dependents, resolve_links
 from keap_pipeline.db.locks import run_lock
+from keap_pipeline.db.publication import stream_cost
 from keap_pipeline.entities import CursorKind, Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.batch import BatchOutcome, load_batch
-from keap_pipeline.pipeline.batching import BatchSizer
-from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, normalize_page
+from keap_pipeline.pipeline.batching import DEFAULT_MAX_CHANGES, BatchSizer
+from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, normalize_page, split
 from keap_pipeline.pipeline.parallel import LoaderPool, Turn
 from keap_pipeline.pipeline.prefetch import prefetch
 from keap_pipeline.pipeline.report import SyncReport
@@ -30,8 +31,9 @@ from keap_pipeline.pipeline.retries import DEFAULT_LOCK_TIMEOUT_SECONDS, with_re
 log = logging.getLogger(__name__)
 
 Progress = Callable[[SyncReport], None]
-# what a loader gets: the raw records, their normalized form, how many pages, whether to diff first
-Batch = tuple[Sequence[Any], NormalizeResult, int, bool]
+# what a loader gets: the raw records, their normalized form, how many pages (a share of one when a
+# page was split), whether to diff first
+Batch = tuple[Sequence[Any], NormalizeResult, float, bool]
 # how long a run waits for another run of the same entity to finish, by default
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
 # a run whose batches in flight commit nothing for this long is stopped (pipeline.parallel)
@@ -74,6 +76,7 @@ def sync_entity(
     page_size: int = 1000,
     pages_per_batch: int = 1,
     max_pages_per_batch: int = 10,
+    max_changes: int = DEFAULT_MAX_CHANGES,
     run_id: str | None = None,
     progress: Progress | None = None,
     loaders: int = 2,
@@ -111,6 +114,9 @@ def sync_entity(
             keeps realtime subscribers' latency low; see docs/benchmarks.md).
         max_pages_per_batch: the most pages per transaction, reached while pages change little
             (pipeline.batching.BatchSizer).
+        max_changes: the most changes one transaction streams to realtime subscribers (rows of
+            published tables written, sync_status rows included; db.publication): pages per
+            batch follow it, and a batch that would write more commits in parts.
         run_id: kept with the cursor and dead letters.
         progress: called after every committed batch with the running report.
         loaders: how many batches load at once, each on its own connection (pipeline.parallel);
@@ -153,6 +159,7 @@ def sync_entity(
         if before is not None:
             before(client, database_url)
         cursor = get_cursor(conn, entity.name, scope)
+        cost = stream_cost(conn, entity)
         conn.rollback()
         start = since
         filters: tuple[str, ...] = ()
@@ -172,13 +179,17 @@ def sync_entity(
                 log.info("%s: resuming %s from cursor %s", entity.name, scope, start.isoformat())
         report.since = start
         pending: list[NormalizedPage] = []
-        sizer = BatchSizer(min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch))
+        sizer = BatchSizer(
+            min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch), max_changes=max_changes,
+            cost=cost,
+        )
 
         def load(loader: psycopg.Connection, batch: Batch, turn: Turn) -> BatchOutcome:
             records, normalized, _, diff = batch
             return load_batch(
                 loader, entity, records, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule,
                 diff=diff, normalized=normalized, turn=turn, lock_timeout_seconds=lock_timeout_seconds,
+                max_rows=sizer.max_rows,
             )
 
         def committed(batch: Batch, outcome: BatchOutcome) -> None:
@@ -208,8 +219,13 @@ def sync_entity(
             if not pending:
                 return
             records, normalized = combine(pending)
-            keys = batch_keys(records, normalized)
-            pool.submit((records, normalized, len(pending), sizer.diff), keys)
+            # a first load writes every record: a page holding more than a transaction may write goes
+            # to the loaders as several batches (they load side by side); a re-sync's batch commits in
+            # parts instead, once its diff has said how many records it writes (pipeline.batch)
+            parts = [(records, normalized)] if sizer.diff else split(records, normalized, sizer.max_rows)
+            for part, part_normalized in parts:
+                share = len(pending) * len(part) / max(len(records), 1)
+                pool.submit((part, part_normalized, share, sizer.diff), batch_keys(part, part_normalized))
             pending = []
 
         with pool:

@@ -9,6 +9,7 @@ import sys
 import time
 
 import psycopg
+import pytest
 
 from keap_pipeline.sandbox import Faults, RateLimits, SandboxConfig, running_sandbox
 from keap_pipeline.sandbox.state import SandboxState
@@ -24,14 +25,14 @@ def _records(config: SandboxConfig) -> dict:
     return {str(i): state.contact(i) for i in range(1, state.max_contact_id() + 1)}
 
 
-def _start_sync(base_url: str, url: str) -> subprocess.Popen[str]:
+def _start_sync(base_url: str, url: str, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     env = {**os.environ, "KEAP_API_KEY": API_KEY}
     env.pop("KEAP_PIPELINE_DATABASE_URL", None)
     return subprocess.Popen(  # noqa: S603 - our own command
         [sys.executable, "-m", "keap_pipeline.cli", "sync", "contacts", "--base-url", base_url,
          "--database-url", url, "--no-pacing", "--page-size", str(PAGE),
          # one page per transaction, so that kill points fall between many small commits
-         "--max-pages-per-batch", "1"],
+         "--max-pages-per-batch", "1", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -44,7 +45,17 @@ def _loaded(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def test_killed_syncs_resume_to_exactly_the_sandbox(migrated_database: str) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        # a budget of 60 changes: every page of 100 new contacts commits in 4 parts of at most 30,
+        # so kill points fall between the parts of a batch too (pipeline.batch)
+        ("--max-changes", "60"),
+    ],
+    ids=["batches", "batches-in-parts"],
+)
+def test_killed_syncs_resume_to_exactly_the_sandbox(migrated_database: str, extra: tuple[str, ...]) -> None:
     # latency keeps the run long enough to be killed part-way (pages, not the whole load, in flight)
     config = SandboxConfig(port=0, contacts=CONTACTS, limits=RateLimits.off(), api_key=API_KEY,
                            faults=Faults(latency_ms=40))
@@ -52,7 +63,7 @@ def test_killed_syncs_resume_to_exactly_the_sandbox(migrated_database: str) -> N
     progress_at_kill = []
     with running_sandbox(config, subprocess_mode=True) as handle:
         for threshold in (300, 1500, 2700):
-            proc = _start_sync(handle.base_url, migrated_database)
+            proc = _start_sync(handle.base_url, migrated_database, extra)
             deadline = time.monotonic() + 120
             while _loaded(migrated_database) < threshold:
                 assert proc.poll() is None, f"finished before the kill point: {proc.communicate()}"
@@ -64,7 +75,7 @@ def test_killed_syncs_resume_to_exactly_the_sandbox(migrated_database: str) -> N
             rows = scalar(migrated_database, "select count(*) from public.sync_contacts")
             progress_at_kill.append(rows)
             assert rows < CONTACTS
-        final = _start_sync(handle.base_url, migrated_database)
+        final = _start_sync(handle.base_url, migrated_database, extra)
         out, err = final.communicate(timeout=300)
         assert final.returncode == 0, err[-2000:]
 

@@ -1,0 +1,123 @@
+"""No batch transaction streams more changes than the budget: decoded by pgoutput from a real logical slot on supabase_realtime."""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from keap_pipeline.db.cursors import window_scope
+from keap_pipeline.sandbox import SandboxConfig
+from keap_pipeline.sandbox.dataset import Dataset
+from tests.pipeline.conftest import expected_rows, sandbox_records, sync, table_rows
+
+BUDGET = 300  # changes per transaction: with sync_status published, 150 written records
+
+
+@pytest.fixture
+def slot(migrated_database: str) -> Iterator[str]:
+    """A logical slot (pgoutput) on the test database, dropped after the test (a slot keeps its database)."""
+    name = f"t_budget_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(migrated_database, autocommit=True) as conn:
+        conn.execute("select pg_catalog.pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+    try:
+        yield name
+    finally:
+        with psycopg.connect(migrated_database, autocommit=True) as conn:
+            conn.execute("select pg_catalog.pg_drop_replication_slot(%s)", (name,))
+
+
+def streamed(url: str, slot: str) -> tuple[Counter[int], Counter[str]]:
+    """Consume the slot: changes (INSERT/UPDATE/DELETE messages) per transaction, and per table, as subscribers get them."""
+    per_xact: Counter[int] = Counter()
+    per_table: Counter[str] = Counter()
+    relations: dict[int, str] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        # batches commit with synchronous_commit off and decoding reads flushed WAL only: a
+        # transaction that writes WAL, committed synchronously, flushes theirs (as an app's next write
+        # does; a transactional logical message is such a write, and pgoutput does not send it)
+        conn.execute("select pg_catalog.pg_logical_emit_message(true, 'keap-pipeline-test', 'flush')")
+        rows = conn.execute(
+            "select xid::text, data from pg_catalog.pg_logical_slot_get_binary_changes("
+            "%s, null, null, 'proto_version', '1', 'publication_names', 'supabase_realtime')",
+            (slot,),
+        ).fetchall()
+    for xid, data in rows:
+        kind = data[:1]
+        if kind == b"R":
+            relid = struct.unpack_from("!I", data, 1)[0]
+            namespace_end = data.index(b"\0", 5)
+            relations[relid] = data[namespace_end + 1:data.index(b"\0", namespace_end + 1)].decode()
+        elif kind in (b"I", b"U", b"D"):
+            per_xact[int(xid)] += 1
+            per_table[relations[struct.unpack_from("!I", data, 1)[0]]] += 1
+    return per_xact, per_table
+
+
+def changed_last(contacts: int, ids: range) -> tuple[bytes, ...]:
+    """These contacts changed in Keap, their update times later than every other's (as changes since a sync are)."""
+    dataset = Dataset(SandboxConfig(contacts=contacts))
+    base = datetime.now(UTC) - timedelta(hours=1)
+    out = []
+    for ident in ids:
+        record = dataset.record("contacts", ident)
+        record["given_name"] = "Changed"
+        record["update_time"] = (base + timedelta(milliseconds=ident)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        out.append(json.dumps(record).encode())
+    return tuple(out)
+
+
+def test_first_load_and_resync_stay_within_the_change_budget(sandbox, migrated_database: str, slot: str) -> None:
+    # a first load: pages of 400 new contacts, 800 changes each -> at most 150 contacts a transaction:
+    # the pages handed out before the first commit showed a first load commit in parts (their diff finds
+    # every record new; at most 3, two loading and one waiting), the later ones are split into batches
+    # of 150, 150 and 100 that the two loaders load side by side
+    handle = sandbox(contacts=2000)
+    first = sync(handle, migrated_database, page_size=400, max_changes=BUDGET, run_id="first")
+    assert first.counts.inserted == 2000 and 3 + 2 * 3 <= first.batches <= 5 * 3
+    per_xact, per_table = streamed(migrated_database, slot)
+    assert max(per_xact.values()) <= BUDGET
+    assert per_table == {"sync_contacts": 2000, "sync_status": 2000}
+    assert len(per_xact) >= 2 * 2000 // BUDGET
+    assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
+
+    # a re-sync over every record where the last 700 changed: the unchanged pages grow the batches to
+    # several pages, and the changed records all come in the last of them; it still commits in parts
+    changed = changed_last(2000, range(1301, 2001))
+    handle = sandbox(contacts=2000, raw_contacts=changed)
+    since, until = datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(days=1)
+    again = sync(
+        handle, migrated_database, page_size=400, max_pages_per_batch=10, max_changes=BUDGET, run_id="again",
+        since=since, until=until, scope=window_scope(since, until),
+    )
+    assert again.counts.updated == 700 and again.counts.unchanged == 1300
+    assert again.batches < 5  # batches of several pages: the split is by changed rows, not by pages
+    per_xact, per_table = streamed(migrated_database, slot)
+    assert max(per_xact.values()) <= BUDGET
+    assert per_table == {"sync_contacts": 700, "sync_status": 700}
+    assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
+    with psycopg.connect(migrated_database) as conn:
+        assert conn.execute("select count(*) from public.sync_contacts where first_name = 'Changed'").fetchone() == (700,)
+        # every part moved the window's cursor; the completed window has it at its end
+        assert conn.execute(
+            "select cursor_value from keap_pipeline.sync_cursors where scope = %s", (window_scope(since, until),)
+        ).fetchone() == (until,)
+
+def test_without_sync_status_in_the_publication_a_transaction_takes_twice_the_records(
+    sandbox, migrated_database: str, slot: str
+) -> None:
+    with psycopg.connect(migrated_database, autocommit=True) as conn:
+        conn.execute("alter publication supabase_realtime drop table public.sync_status")
+    handle = sandbox(contacts=1200)
+    report = sync(handle, migrated_database, page_size=600, max_changes=BUDGET, run_id="unpublished")
+    assert report.counts.inserted == 1200
+    per_xact, per_table = streamed(migrated_database, slot)
+    assert per_table == {"sync_contacts": 1200}
+    assert max(per_xact.values()) == BUDGET  # 300 records a transaction, each one change
+    assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
