@@ -10,6 +10,7 @@ from keap_pipeline.defs.maintenance import (
     vacuum_analyze_job,
     vacuum_analyze_schedule,
 )
+from keap_pipeline.defs.outbound import outbound_definitions
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.defs.schema import sync_schema
 from keap_pipeline.entities import ENTITIES
@@ -17,6 +18,8 @@ from keap_pipeline.entities import ENTITIES
 defs = Definitions.merge(
     # every Keap entity of the table: asset keap_<name>, config, checks, job, schedule; plus keap_sync_all_job
     entity_definitions(ENTITIES),
+    # the outbound push: keap_outbound, its queue check, keap_push_job, keap_push_sensor
+    outbound_definitions(),
     Definitions(
         assets=[sync_schema],
         jobs=[audit_partitions_job, vacuum_analyze_job],

@@ -380,3 +380,33 @@ def queue_counts(conn: psycopg.Connection) -> list[QueueCounts]:
         QueueCounts(t, pending, due, in_flight, held, failed, unsupported, tuple(by_table.get(t, ())))
         for t, pending, due, in_flight, held, failed, unsupported in rows
     ]
+
+
+@dataclass(frozen=True)
+class DueWork:
+    """What a push would find now: due items of the sent tables, in-flight items of dead pushers, items to keep as unsupported."""
+
+    due: int
+    orphaned: int
+    unsupported_pending: int
+
+    @property
+    def any(self) -> bool:
+        """Whether a push run has anything to do."""
+        return bool(self.due or self.orphaned or self.unsupported_pending)
+
+
+def due_work(conn: psycopg.Connection, supported: Sequence[str], *, cap: int = 1000) -> DueWork:
+    """Cheap counts (each capped at `cap`, partial indexes only) for a sensor deciding whether to start a push."""
+    row = conn.execute(
+        "select"
+        " (select count(*) from (select 1 from public.sync_queue where status = 'pending' and scheduled_at <= now()"
+        "   and entity_type = any(%s) limit %s) as d),"
+        " (select count(*) from (select 1 from public.sync_queue where status = 'processing'"
+        "   and not (claim_key = any(keap_pipeline.outbound_live_claims())) limit %s) as o),"
+        " (select count(*) from (select 1 from public.sync_queue where status = 'pending'"
+        "   and not (entity_type = any(%s)) and entity_id is not null limit %s) as u)",
+        (list(supported), cap, cap, list(supported), cap),
+    ).fetchone()
+    assert row is not None
+    return DueWork(*row)

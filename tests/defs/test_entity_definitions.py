@@ -31,6 +31,8 @@ LINEAGE = {
     "keap_contacts": {"sync_schema", "keap_tags", "keap_products"},
     "keap_orders": {"sync_schema", "keap_contacts"},
     "keap_subscriptions": {"sync_schema", "keap_contacts", "keap_products"},
+    # the outbound push (defs/outbound.py): not an entity of the table, beside the lineage
+    "keap_outbound": {"sync_schema"},
 }
 TIMED = {"tags", "contacts", "orders"}
 CHECKS = {
@@ -41,6 +43,7 @@ CHECKS = {
     "keap_subscriptions": {
         "keap_subscriptions_dead_letters", "keap_subscriptions_cursor_fresh", "keap_subscriptions_unresolved_links",
     },
+    "keap_outbound": {"keap_outbound_queue"},
 }
 
 

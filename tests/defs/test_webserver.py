@@ -42,6 +42,7 @@ LINEAGE = {
     "keap_contacts": {"sync_schema", "keap_tags", "keap_products"},
     "keap_orders": {"sync_schema", "keap_contacts"},
     "keap_subscriptions": {"sync_schema", "keap_contacts", "keap_products"},
+    "keap_outbound": {"sync_schema"},  # the outbound push, beside the lineage
 }
 STARTUP_SECONDS = 180  # the code server imports the definitions in its own process; the machine may be busy
 
@@ -102,7 +103,9 @@ def test_the_ui_shows_the_lineage_checks_pools_and_schedules(webserver: str) -> 
     for name, node in nodes.items():
         assert node["pools"] == ([] if name == "sync_schema" else ["keap_api"]), name
         checks = {c["name"] for c in node["assetChecksOrError"]["checks"]}
-        if name != "sync_schema":
+        if name == "keap_outbound":
+            assert checks == {"keap_outbound_queue"}
+        elif name != "sync_schema":
             assert {f"{name}_dead_letters", f"{name}_cursor_fresh"} <= checks
             assert (f"{name}_unresolved_links" in checks) == (name in {"keap_orders", "keap_subscriptions"})
 
