@@ -48,7 +48,7 @@ from keap_pipeline.keap.errors import KeapAuthError, KeapQuotaExhausted, KeapRat
 from keap_pipeline.outbound.plan import Plan, Unsendable
 from keap_pipeline.outbound.recover import find_created
 from keap_pipeline.outbound.report import PushReport
-from keap_pipeline.outbound.send import Sent, send
+from keap_pipeline.outbound.send import Sent, send, verify
 from keap_pipeline.outbound.spec import OutboundSpec
 from keap_pipeline.outbound.specs import SPECS, SUPPORTED_TABLES, UNSUPPORTED_REASON
 from keap_pipeline.pipeline.retries import with_retries
@@ -474,8 +474,9 @@ def _send_all(run: _Run, planned: list[Work]) -> str | None:
 
 def _write_back(run: _Run, planned: list[Work]) -> None:
     spec, key, report = run.spec, run.lock.key, run.report
-    answers: list[dict[str, Any]] = []
-    backs: list[tuple[Work, int | None, bool]] = []
+    answers = [r for w in planned if w.sent is not None for r in (w.sent.final or w.sent.created,) if r is not None]
+    staged = spec.normalize(answers)
+    backs: list[tuple[Work, str | None, bool]] = []
     finishes: list[db.Finish] = []
     for w in planned:
         sent = w.sent
@@ -484,10 +485,12 @@ def _write_back(run: _Run, planned: list[Work]) -> None:
             continue
         failure = sent.failure
         record = sent.final if sent.final is not None else sent.created
-        if record is not None and (failure is None or failure.kind in ("differs", "refused", "retry", "gone")):
-            answers.append(record)
+        ident = None if record is None else str(record.get("id"))
+        if failure is None and sent.final is not None and w.row is not None:
+            failure = verify(spec, w.row, staged.values.get(ident or ""), staged.rejected.get(ident or ""), sent.columns,
+                             run.context)
         if failure is None:
-            backs.append((w, len(answers) - 1 if record is not None else None, True))
+            backs.append((w, ident, True))
             if sent.deleted:
                 report.deleted += 1
             elif w.keap_id is None:
@@ -495,10 +498,10 @@ def _write_back(run: _Run, planned: list[Work]) -> None:
             else:
                 report.updated += 1
             continue
-        if record is not None:
+        if ident is not None and ident in staged.ordinals:
             # Keap's record is known (a create's answer, or the record after the steps that worked): link it,
             # keep the row's values, and finish the item as the failure says
-            backs.append((w, len(answers) - 1, False))
+            backs.append((w, ident, False))
         if failure.kind in ("refused", "gone", "differs"):
             finishes.append(db.Finish(w.item.id, "failed", failure.reason, unsent=failure.unsent))
         elif failure.kind == "retry":
@@ -508,14 +511,11 @@ def _write_back(run: _Run, planned: list[Work]) -> None:
             ))
         else:
             finishes.append(db.Finish(w.item.id, "release", failure.reason, unsent=True))
-    staged = spec.normalize(answers)
-    ordinal_of = {i: staged.ordinals.get(str(r.get("id"))) for i, r in enumerate(answers)}
 
     def write() -> dict[uuid.UUID, str]:
         rows = [
-            db.WriteBack(w.item.id, w.item.entity_id, None if at is None else ordinal_of[at], w.version, complete)
-            for w, at, complete in backs
-            if at is None or ordinal_of[at] is not None
+            db.WriteBack(w.item.id, w.item.entity_id, None if ident is None else staged.ordinals[ident], w.version, complete)
+            for w, ident, complete in backs
         ]
         db.write_back(run.conn, key, spec.entity, staged.frame, rows)
         return db.finish(run.conn, key, finishes)

@@ -9,8 +9,8 @@
   surely was not acted on, the others may have been (for a create that is what the recovery
   lookup is for).
 - a spent daily quota, a rejected credential: the run stops (the item was not sent).
-After the last step, Keap's record is checked to hold what was sent (else the item fails, naming
-the columns Keap holds otherwise).
+After the last step, Keap's record is checked to hold what was sent (``verify``, batch by batch;
+else the item fails, naming the columns Keap holds otherwise).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class Sent:
     created: dict[str, Any] | None = None
     failure: Failure | None = None
     deleted: bool = False
+    columns: tuple[str, ...] = ()
 
 
 def _values(body: Any) -> Iterable[str]:
@@ -164,18 +165,32 @@ def send(client: KeapClient, spec: OutboundSpec, plan: Plan, row: dict[str, Any]
         out.failure = Failure("retry", "no step of the plan answered with the record", unsent=False)
         return out
     out.final = record
-    normalized = spec.normalize([record])
-    values = normalized.values.get(str(record["id"]))
+    out.columns = tuple(sent)
+    return out
+
+
+def verify(spec: OutboundSpec, row: dict[str, Any], values: dict[str, Any] | None, why: str | None, columns: Iterable[str], context: Any) -> Failure | None:
+    """Whether Keap's record after a plan (normalized, batch by batch) holds what was sent; the failure if not.
+
+    Args:
+        spec: the entity's spec.
+        row: the row the plan was built from.
+        values: Keap's record as the ingestion normalizes it (None: it could not be loaded).
+        why: the normalizer's reason when it could not.
+        columns: the row columns the plan sent.
+        context: the spec's batch context.
+
+    Returns:
+        None when Keap holds what was sent.
+    """
     if values is None:
-        why = normalized.rejected.get(str(record["id"]), "it is not a record")
-        out.failure = Failure("refused", f"Keap's answer cannot be loaded: {why}"[:_MAX_REASON], unsent=False)
-        return out
-    differs = spec.changed(row, values, context, columns=sent)
+        return Failure("refused", f"Keap's answer cannot be loaded: {why or 'it is not a record'}"[:_MAX_REASON], unsent=False)
+    differs = spec.changed(row, values, context, columns=columns)
     if differs:
-        out.failure = Failure(
+        return Failure(
             "differs",
             f"Keap holds other values than were sent for {', '.join(differs)} (Keap may normalize or refuse them "
             "silently); the row keeps its values",
             unsent=False,
         )
-    return out
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from keap_pipeline.keap.pacing import Pacer, RateLimits
 from keap_pipeline.keap.quota import QuotaState
@@ -16,12 +17,13 @@ class SharedPacer(Pacer):
     credential's, Pacer.shared) still sees every request.
     """
 
-    def __init__(self, parent: Pacer, share: float) -> None:
+    def __init__(self, parent: Pacer, share: float, **kwargs: Any) -> None:
         """Configure the share.
 
         Args:
             parent: the credential's pacer (every client of the key uses it).
             share: a fraction in (0, 1].
+            **kwargs: clock, sleep, low_water, as Pacer takes them.
 
         Raises:
             ValueError: a share outside (0, 1].
@@ -36,6 +38,7 @@ class SharedPacer(Pacer):
                 max(1, int(limits.per_day * share)),
             ),
             enabled=parent.enabled,
+            **kwargs,
         )
         self.parent = parent
 

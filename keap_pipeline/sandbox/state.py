@@ -292,7 +292,9 @@ class SandboxState:
             stored = self.current(entity, ident)
             if stored is None:
                 return None
-            current = copy.deepcopy(stored)
+            # a new top-level dict; the values not changed are shared with the record it replaces, which
+            # is never changed in place (every change replaces top-level values), so no deep copy is needed
+            current = dict(stored)
             for key, value in changes.items():
                 if key not in protected:
                     current[key] = copy.deepcopy(value)

@@ -77,15 +77,26 @@ def one(url: str, query: str, params: Any = ()) -> Any:
 
 @pytest.fixture
 def sandbox() -> Iterator[Callable[..., SandboxHandle]]:
-    """Start in-process sandboxes (limits off unless given, port 0) that stop after the test."""
+    """Start in-process sandboxes (limits off unless given, port 0) that stop after the test.
+
+    They run strict: every request and answer is checked against the contract derived from Keap's
+    spec, and the test fails if the pusher (or the sync) sent anything the spec does not allow.
+    """
+    started: list[SandboxHandle] = []
     with ExitStack() as stack:
 
         def start(contacts: int = 50, **kwargs: Any) -> SandboxHandle:
             kwargs.setdefault("limits", RateLimits.off())
+            kwargs.setdefault("strict", True)
             config = SandboxConfig(port=0, contacts=contacts, api_key=API_KEY, **kwargs)
-            return stack.enter_context(running_sandbox(config))
+            handle = stack.enter_context(running_sandbox(config))
+            started.append(handle)
+            return handle
 
         yield start
+        for handle in started:
+            assert handle.state is not None
+            assert handle.state.violations == [], handle.state.violations[:5]
 
 
 @pytest.fixture

@@ -52,6 +52,9 @@ def test_a_validation_error_fails_the_item_with_keaps_rule_and_no_value(synced: 
         conn.execute("update public.sync_contacts set first_name = %s where keap_id = '6'", (secret,))
     report = push_now(handle, url)
     assert report.failed == 1 and report.sent == 0, report.summary()
+    # the strict sandbox saw the one request the spec does not allow: the app's value, sent as the app wrote it
+    assert handle.state is not None and len(handle.state.violations) == 1 and "given_name" in handle.state.violations[0]
+    handle.state.violations.clear()
     [item] = _queue(url, "6")
     assert item["status"] == "error" and item["attempts"] == 1 and not item["unconfirmed"]
     message = str(item["error_message"])
