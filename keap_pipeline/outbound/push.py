@@ -31,6 +31,7 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -299,7 +300,9 @@ def _push_batch(run: _Run, items: list[db.Claimed]) -> bool:
         and any(spec.matches_all(sent, current.values[w.keap_id], context) for sent in unconfirmed[w.item.entity_id].payloads)
     ]
 
-    def check_and_mark() -> list[db.Finish]:
+    def check_and_mark() -> tuple[list[db.Finish], Counter[str]]:
+        # counted here and added to the report once the transaction commits (it may be retried)
+        seen: Counter[str] = Counter()
         out = list(finishes)
         links = [
             db.WriteBack(w.item.id, w.item.entity_id, found.ordinals[str(w.found["id"])], 0, complete=False)
@@ -313,7 +316,7 @@ def _push_batch(run: _Run, items: list[db.Claimed]) -> bool:
                 for w in confirmed if w.keap_id
             ])
         counts = db.precheck(conn, spec.entity, current.frame, strategy=run.settings.strategy, merge_rule=run.settings.merge_rule)
-        run.report.conflicts_keap_wins += counts.conflicts_keap_wins
+        seen["conflicts_keap_wins"] += counts.conflicts_keap_wins
         statuses = db.item_statuses(conn, list(works))
         fresh = db.read_rows(conn, spec.entity, ids)
         parked = db.open_conflicts(conn, spec.table, ids)
@@ -326,12 +329,12 @@ def _push_batch(run: _Run, items: list[db.Claimed]) -> bool:
                 continue
             status = statuses.get(w.item.id)
             if status not in ("pending", "processing"):
-                run.report.held += status == "held"
+                seen["held"] += status == "held"
                 continue
             if w.item.entity_id in parked:
                 out.append(db.Finish(w.item.id, "held", "held: the record has an open conflict; resolve the open "
                                      "sync_conflicts row to release it"))
-                run.report.held += 1
+                seen["held"] += 1
                 continue
             try:
                 w.plan = _plan(run, w, fresh.get(w.item.entity_id), current, found, by_id, context)
@@ -341,7 +344,7 @@ def _push_batch(run: _Run, items: list[db.Claimed]) -> bool:
             if w.plan is None:
                 out.append(db.Finish(w.item.id, "done", "nothing to send: the record was created and removed here "
                                      "before it reached Keap"))
-                run.report.unchanged += 1
+                seen["unchanged"] += 1
                 continue
             if w.plan.empty:
                 nothing.append(w)
@@ -356,12 +359,15 @@ def _push_batch(run: _Run, items: list[db.Claimed]) -> bool:
                 db.WriteBack(w.item.id, w.item.entity_id, staged.ordinals.get(w.keap_id or ""), w.version, complete=True)
                 for w in nothing
             ])
-        run.report.unchanged += len(nothing)
+        seen["unchanged"] += len(nothing)
         db.mark_in_flight(conn, key, marks)
-        _count_finished(run.report, db.finish(conn, key, out), out)
-        return out
+        statuses = db.finish(conn, key, out)
+        seen["failed"] += sum(1 for s in statuses.values() if s == "error")
+        return out, seen
 
-    finished = run.tx(check_and_mark, "check and mark")
+    finished, seen = run.tx(check_and_mark, "check and mark")
+    for name, n in seen.items():
+        setattr(run.report, name, getattr(run.report, name) + n)
     planned = [w for w in works.values() if w.plan is not None and not _finished(w, finished)]
     if not planned:
         return False
