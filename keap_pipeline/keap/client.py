@@ -448,6 +448,7 @@ class KeapClient:
                     method, path, params=params, json=json, content=content, headers=sent
                 )
             except httpx.TransportError as exc:
+                self._pacer.settle()
                 self.stats.transport_errors += 1
                 unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 delay = self._retry.backoff(retries)
@@ -462,6 +463,7 @@ class KeapClient:
                     f"{method} {path}: {type(exc).__name__} on {retries + 1} attempt(s), retry "
                     "budget spent; check the network and KEAP_BASE_URL, or raise the timeout"
                 ) from exc
+            self._pacer.settle()
             quota = self._observe(response)
             status = response.status_code
             if 200 <= status < 300:

@@ -46,6 +46,11 @@ class SharedPacer(Pacer):
         """Wait for the share, then for the credential's pacer."""
         return super().acquire() + self.parent.acquire()
 
+    def settle(self) -> None:
+        """The request is answered: settled in this pacer and the credential's."""
+        super().settle()
+        self.parent.settle()
+
     def observe(self, headers: Mapping[str, str]) -> QuotaState | None:
         """Keap's figures go to the credential's pacer (and this one)."""
         super().observe(headers)
