@@ -1,4 +1,4 @@
-"""The keap-pipeline command: migrations, the embedded database, the local Keap sandbox, syncs, deletions and dead letters."""
+"""The keap-pipeline command: migrations, the embedded database, the local Keap sandbox, syncs, deletions, dead letters, push."""
 
 from __future__ import annotations
 
@@ -168,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _late_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
     """Sub-commands that live beside the code they drive (sync, dead-letters, reconcile)."""
     from keap_pipeline.maintain_cli import register as register_maintain
+    from keap_pipeline.push_cli import register as register_push
 
-    registrars: list[Callable[[argparse._SubParsersAction], None]] = [register_maintain]  # type: ignore[type-arg]
+    registrars: list[Callable[[argparse._SubParsersAction], None]] = [register_maintain, register_push]  # type: ignore[type-arg]
     try:
         from keap_pipeline.reconcile_cli import register as register_reconcile
         from keap_pipeline.sync_cli import register

@@ -11,6 +11,7 @@ from keap_pipeline.defs.maintenance import (
     vacuum_analyze_job,
     vacuum_analyze_schedule,
 )
+from keap_pipeline.defs.outbound import outbound_definitions
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.defs.schema import sync_schema
 from keap_pipeline.entities import ENTITIES
@@ -20,6 +21,8 @@ defs = Definitions.merge(
     entity_definitions(ENTITIES),
     # sync_health (recorded every 15 minutes, with its checks) and the job that also runs the freshness checks
     health_definitions(ENTITIES),
+    # the outbound push: keap_outbound, its queue check, keap_push_job, keap_push_sensor
+    outbound_definitions(),
     Definitions(
         assets=[sync_schema],
         jobs=[audit_partitions_job, vacuum_analyze_job],

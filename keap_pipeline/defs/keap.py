@@ -3,7 +3,14 @@
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from keap_pipeline.keap import ApiKeyAuth, EncryptedTokenStore, KeapClient, OAuthAuth
+from keap_pipeline.keap import (
+    ApiKeyAuth,
+    EncryptedTokenStore,
+    KeapClient,
+    OAuthAuth,
+    Pacer,
+    RetryPolicy,
+)
 from keap_pipeline.keap.auth import KEAP_TOKEN_URL
 
 
@@ -21,8 +28,13 @@ class KeapResource(ConfigurableResource):
     pacing: bool = Field(default=True, description="Pace requests within the credential's quota (off only for benchmarks)")
     timeout_seconds: float = Field(default=30.0, description="Timeout of every request")
 
-    def client(self) -> KeapClient:
+    def client(self, *, quota_share: float | None = None, retry: RetryPolicy | None = None) -> KeapClient:
         """A new client; clients of the same credential in one process share one pacer.
+
+        Args:
+            quota_share: pace this client to that share (0-1] of the credential's limits, on top
+                of the shared pacer (the outbound push beside the syncs).
+            retry: the client's retry budget per request (default RetryPolicy()).
 
         Raises:
             ValueError: neither an API key nor complete OAuth settings are configured.
@@ -41,4 +53,9 @@ class KeapResource(ConfigurableResource):
                 "configure the Keap resource with api_key (KEAP_API_KEY) or with oauth_client_id, "
                 "oauth_client_secret and oauth_token_store"
             )
-        return KeapClient(self.base_url, auth, pacing=self.pacing, timeout=self.timeout_seconds)
+        if quota_share is not None and self.pacing:
+            from keap_pipeline.outbound.share import SharedPacer
+
+            pacer = SharedPacer(Pacer.shared(auth.fingerprint, auth.default_limits()), quota_share)
+            return KeapClient(self.base_url, auth, pacer=pacer, timeout=self.timeout_seconds, retry=retry)
+        return KeapClient(self.base_url, auth, pacing=self.pacing, timeout=self.timeout_seconds, retry=retry)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from keap_pipeline.jsontext import decode_json, decode_list_body
+from keap_pipeline.jsontext import decode_json, decode_list_body, dumps
 from keap_pipeline.keap import paging
 from keap_pipeline.keap.auth import Auth
 from keap_pipeline.keap.endpoints import ENDPOINTS, EndpointSpec, build_list_params
@@ -45,6 +45,8 @@ CONTACT_UPDATE_MASK = frozenset(
     billing_information created_by groups last_updated_by""".split()
 )
 DUPLICATE_OPTIONS = ("Email", "EmailAndName", "EmailAndNameAndCompany")
+# the update_mask enum of PATCH /v2/tags/{tag_id}
+TAG_UPDATE_MASK = frozenset({"name", "description", "category"})
 
 
 def _record_id(value: str | int) -> str:
@@ -295,6 +297,107 @@ class KeapClient:
         """
         self.request("DELETE", f"/contacts/{_record_id(contact_id)}")
 
+    # ---- tags and their contacts ---------------------------------------------------------
+
+    def create_tag(self, tag: Mapping[str, Any]) -> dict[str, Any]:
+        """POST /tags (a CreateUpdateTagRequest). Not retried after a 5xx or a timeout.
+
+        Args:
+            tag: name, description, category {id}.
+
+        Returns:
+            the created tag.
+
+        Raises:
+            KeapError: see ``request``.
+        """
+        return self.call("POST", "/tags", body=tag, idempotent=False)
+
+    def update_tag(
+        self, tag_id: str | int, changes: Mapping[str, Any], *, update_mask: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """PATCH /tags/{id}; with update_mask (name, description, category) only those change.
+
+        Args:
+            tag_id: the tag's id (digits).
+            changes: a CreateUpdateTagRequest body.
+            update_mask: property names.
+
+        Returns:
+            the updated tag.
+
+        Raises:
+            KeapArgumentError: a bad id or an update_mask entry the spec does not list.
+            KeapError: see ``request``.
+        """
+        params: dict[str, str | list[str]] = {}
+        if update_mask:
+            unknown = sorted(set(update_mask) - TAG_UPDATE_MASK)
+            if unknown:
+                raise KeapArgumentError(f"update_mask entries not allowed by Keap: {unknown}")
+            params["update_mask"] = list(update_mask)
+        return self.call("PATCH", f"/tags/{_record_id(tag_id)}", params=params, body=changes)
+
+    def delete_tag(self, tag_id: str | int) -> None:
+        """DELETE /tags/{id}.
+
+        Raises:
+            KeapNotFound: no such tag.
+            KeapError: see ``request``.
+        """
+        self.request("DELETE", f"/tags/{_record_id(tag_id)}")
+
+    def apply_tag(self, tag_id: str | int, contact_ids: Sequence[str | int]) -> Any:
+        """POST /tags/{id}/contacts:applyTags: the tag on each of these contacts.
+
+        Returns:
+            Keap's ApplyTagsResponse ({"results": {contact id: outcome}}).
+
+        Raises:
+            KeapError: see ``request``.
+        """
+        ids = [_record_id(c) for c in contact_ids]
+        return self.call("POST", f"/tags/{_record_id(tag_id)}/contacts:applyTags", body={"contact_ids": ids})
+
+    def remove_tag(self, tag_id: str | int, contact_ids: Sequence[str | int]) -> None:
+        """POST /tags/{id}/contacts:removeTags: the tag off each of these contacts.
+
+        Raises:
+            KeapError: see ``request``.
+        """
+        ids = [_record_id(c) for c in contact_ids]
+        self.call("POST", f"/tags/{_record_id(tag_id)}/contacts:removeTags", body={"contact_ids": ids})
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        idempotent: bool = True,
+    ) -> Any:
+        """One request with a JSON body written exactly (Decimals as their digits); the decoded answer.
+
+        Args:
+            method: HTTP method.
+            path: relative to the base URL (its ids already checked by the caller).
+            params: query parameters.
+            body: a JSON value (dicts, lists, str, int, Decimal, ...), or None for no body.
+            idempotent: see ``request``.
+
+        Returns:
+            the decoded JSON answer, or None for an empty one (204).
+
+        Raises:
+            KeapError: see ``request``.
+        """
+        content = None if body is None else dumps(body, ensure_ascii=False).encode("utf-8")
+        response, _ = self.request(method, path, params=params, content=content, idempotent=idempotent)
+        if not response.content:
+            return None
+        return self._json(response, path)
+
     # ---- the one request path ------------------------------------------------------------
 
     def request(
@@ -304,6 +407,7 @@ class KeapClient:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        content: bytes | None = None,
         idempotent: bool = True,
     ) -> tuple[httpx.Response, int]:
         """Send one request: paced, authenticated, retried within the budget.
@@ -313,6 +417,7 @@ class KeapClient:
             path: relative to the base URL.
             params: query parameters.
             json: a JSON body.
+            content: a JSON body already encoded (UTF-8), instead of ``json``.
             idempotent: False (POST create) retries only what surely was not processed: a 429
                 or a connection that never opened.
 
@@ -338,9 +443,14 @@ class KeapClient:
             sent = self._auth.headers(self._http)
             self.stats.requests += 1
             spent += 1
+            if content is not None:
+                sent = {**sent, "Content-Type": "application/json"}
             try:
-                response = self._http.request(method, path, params=params, json=json, headers=sent)
+                response = self._http.request(
+                    method, path, params=params, json=json, content=content, headers=sent
+                )
             except httpx.TransportError as exc:
+                self._pacer.settle()
                 self.stats.transport_errors += 1
                 if is_refused(exc):
                     # nothing listens there: retrying with backoff would only delay this answer
@@ -366,6 +476,7 @@ class KeapClient:
                     f"{method} {path} to {self._address()}: {type(exc).__name__} on {retries + 1} "
                     f"attempt(s), retry budget spent; {advice}"
                 ) from exc
+            self._pacer.settle()
             quota = self._observe(response)
             status = response.status_code
             if 200 <= status < 300:

@@ -91,6 +91,7 @@ class Pacer:
         self._day_count = 0
         self._last_sent: float | None = None
         self._quota: QuotaState | None = None
+        self._sending = threading.local()  # the stamp of the request this thread has in flight
         self.waited = 0.0
 
     @classmethod
@@ -161,6 +162,28 @@ class Pacer:
             self._sleep(wait)
             waited += wait
 
+    def settle(self) -> None:
+        """The request this thread acquired for has been answered: count it at the answer's time.
+
+        Keap counts a request when it arrives, which is after the pacer let it go (building it,
+        the network, a scheduler that paused this process in between); counted at the answer it
+        is counted no earlier than Keap counted it, so a window the pacer sees as full is never
+        one Keap sees as overfull (issue 14: no 429 from pacing at the windows' edges). A thread
+        that never settles keeps its requests counted when they were let go.
+        """
+        stamp = getattr(self._sending, "stamp", None)
+        if stamp is None:
+            return
+        self._sending.stamp = None
+        with self._lock:
+            now = max(self._clock(), stamp)
+            for window in (self._second, self._minute):
+                try:
+                    window.remove(stamp)
+                except ValueError:
+                    continue  # the window moved past it already
+                window.append(now)
+
     def _check_day(self, now: float) -> None:
         if datetime.fromtimestamp(now, UTC) >= self._day_end:
             self._day_end = next_utc_midnight(now)
@@ -210,6 +233,7 @@ class Pacer:
     def _record(self, now: float) -> None:
         self._second.append(now)
         self._minute.append(now)
+        self._sending.stamp = now
         self._day_count += 1
         self._last_sent = now
         quota = self._quota

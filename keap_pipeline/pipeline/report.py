@@ -32,7 +32,8 @@ class SyncReport:
     # rows (of this entity or of those linking to it) whose parent link was filled after the load
     linked: int = 0
     # what the committed batches held (pages and records_seen count what was fetched, which runs ahead)
-    committed_pages: int = 0
+    # (a float: a page of many changed records may be split over batches, each committing a share of it)
+    committed_pages: float = 0.0
     committed_records: int = 0
 
     @property
@@ -48,7 +49,7 @@ class SyncReport:
         """
         rate = self.committed_records / self.seconds if self.seconds > 0 else 0.0
         return (
-            f"{self.entity}: {self.committed_records:,} records in {self.committed_pages} pages committed "
+            f"{self.entity}: {self.committed_records:,} records in {self.committed_pages:g} pages committed "
             f"({self.pages} fetched), {rate:,.0f}/s, cursor {self.cursor.isoformat() if self.cursor else '-'}"
         )
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+from keap_pipeline.sandbox import writes
 from keap_pipeline.sandbox.contacts import js, wire_json
 from keap_pipeline.sandbox.entities import ENTITIES, ROUTES
 from keap_pipeline.sandbox.errors import ApiError
@@ -20,6 +22,12 @@ STATUS_TEXT = {
     502: "Bad Gateway", 503: "Service Unavailable",
 }
 _ROUTES_LONGEST_FIRST = sorted(ROUTES, key=len, reverse=True)
+# entity -> (create, update, delete) operationIds of the entities the sandbox takes writes for
+_WRITABLE = {
+    "contacts": ("createContact", "updateContact", "deleteContact"),
+    "tags": ("createTag", "updateTag", "deleteTag"),
+}
+_TAG_CONTACTS = re.compile(r"tags/([^/]+)/contacts:(applyTags|removeTags)")
 
 
 def error_body(status: int, message: str, resource: str | None = None) -> bytes:
@@ -55,6 +63,11 @@ def route(method: str, rest: str) -> tuple[str, str, str | None]:
         if method != "POST":
             raise ApiError(405, f"{method} is not allowed on /v2/contacts:merge")
         return "mergeContacts", "contacts", None
+    tagged = _TAG_CONTACTS.fullmatch(rest)
+    if tagged is not None:
+        if method != "POST":
+            raise ApiError(405, f"{method} is not allowed on /v2/tags/{{id}}/contacts:{tagged.group(2)}")
+        return tagged.group(2), "tags", tagged.group(1)
     if rest == "contacts/model":
         if method != "GET":
             raise ApiError(405, f"{method} is not allowed on /v2/contacts/model")
@@ -64,8 +77,8 @@ def route(method: str, rest: str) -> tuple[str, str, str | None]:
         if rest == prefix:
             if method == "GET":
                 return entity.list_op, entity.name, None
-            if method == "POST" and entity.name == "contacts":
-                return "createContact", entity.name, None
+            if method == "POST" and entity.name in _WRITABLE:
+                return _WRITABLE[entity.name][0], entity.name, None
             raise ApiError(405, f"{method} is not allowed on /v2/{prefix}")
         if rest.startswith(prefix + "/"):
             ident = rest[len(prefix) + 1 :]
@@ -73,8 +86,9 @@ def route(method: str, rest: str) -> tuple[str, str, str | None]:
                 continue  # e.g. tags/categories/3 is not tags/{id}
             if method == "GET":
                 return entity.get_op, entity.name, ident
-            if entity.name == "contacts" and method == "PATCH":
-                return "updateContact", entity.name, ident
+            if entity.name in _WRITABLE and method in ("PATCH", "DELETE"):
+                ops = _WRITABLE[entity.name]
+                return (ops[1] if method == "PATCH" else ops[2]), entity.name, ident
             if method == "DELETE" and entity.delete_op:
                 return entity.delete_op, entity.name, ident
             raise ApiError(405, f"{method} is not allowed on /v2/{prefix}/{{id}}")
@@ -108,6 +122,7 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
     if op == "retrieveContactModel":
         return 200, state.data.model_json
     if op == spec.list_op:
+        state.gate_before(op, None)
         return 200, list_page(state, spec, params)
     if op == "mergeContacts":
         primary, duplicate = _merge_body(body)
@@ -115,20 +130,12 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
         if merged is None:
             raise ApiError(404, f"contact {primary} or {duplicate} not found")
         return 200, wire_json(_fields(merged, params.get("fields"))).encode()
-    if op == "createContact":
-        fields = _contact_body(body, create=True)
-        # duplicate_option is accepted but not acted on: the sandbox always creates a new contact
-        return 201, wire_json(_fields(state.create_contact(fields), params.get("fields"))).encode()
+    if op in writes.WRITE_OPERATIONS:
+        number = None if ident is None else _ident(ident, entity)
+        return _write(state, op, number, params, body)
     assert ident is not None
     number = _ident(ident, entity)
-    if op == "updateContact":
-        fields = _contact_body(body, create=False)
-        mask = _update_mask(params.get("update_mask"))
-        record = state.update_contact(number, fields, mask)
-        if record is None:
-            raise ApiError(404, f"contact {number} not found")
-        return 200, wire_json(_fields(record, params.get("fields"))).encode()
-    if op == spec.delete_op:
+    if op == spec.delete_op:  # the entities whose other writes the sandbox does not take (orders, products)
         if not state.delete_record(entity, number):
             raise ApiError(404, f"{entity.rstrip('s')} {number} not found")
         return 204, None
@@ -141,6 +148,73 @@ def handle(state: SandboxState, op: str, entity: str, ident: str | None, params:
     if entity == "companies":
         record = select(spec, record, tuple(params["fields"].split(",")) if params.get("fields") else None)
     return 200, wire_json(record).encode()
+
+
+def _write(state: SandboxState, op: str, number: int | None, params: dict[str, str], body: bytes) -> tuple[int, bytes | None]:
+    """One write, checked, held at the test's gate before and after it is applied."""
+    if op == "createContact":
+        # duplicate_option is accepted but not acted on: the sandbox always creates a new contact
+        fields = writes.contact_body(body, create=True)
+        state.gate_before(op, None)
+        record = state.create_contact(fields)
+        state.record_write(op, int(record["id"]))
+        state.gate_after(op, int(record["id"]))
+        return 201, wire_json(_fields(record, params.get("fields"))).encode()
+    if op == "createTag":
+        fields = writes.tag_body(state, body, create=True)
+        state.gate_before(op, None)
+        record = state.create_record("tags", fields)
+        state.record_write(op, int(record["id"]))
+        state.gate_after(op, int(record["id"]))
+        return 201, wire_json(record).encode()
+    assert number is not None
+    if op == "updateContact":
+        fields = writes.contact_body(body, create=False)
+        mask = writes.masked(params.get("update_mask"), _mask_enum("updateContact"))
+        state.gate_before(op, number)
+        updated = state.update_contact(number, fields, mask)
+        if updated is None:
+            raise ApiError(404, f"contact {number} not found")
+        state.record_write(op, number, mask)
+        state.gate_after(op, number)
+        return 200, wire_json(_fields(updated, params.get("fields"))).encode()
+    if op == "updateTag":
+        fields = writes.tag_body(state, body, create=False)
+        mask = writes.masked(params.get("update_mask"), _mask_enum("updateTag"))
+        state.gate_before(op, number)
+        given = fields if mask is None else {k: fields[k] for k in mask if k in fields}
+        cleared = [] if mask is None else [k for k in mask if k not in fields]
+        tag = state.update_record("tags", number, given, drop=cleared)
+        if tag is None:
+            raise ApiError(404, f"tag {number} not found")
+        state.record_write(op, number, mask)
+        state.gate_after(op, number)
+        return 200, wire_json(tag).encode()
+    if op in ("deleteContact", "deleteTag"):
+        entity = "contacts" if op == "deleteContact" else "tags"
+        state.gate_before(op, number)
+        if not state.delete_record(entity, number):
+            raise ApiError(404, f"{entity.rstrip('s')} {number} not found")
+        state.record_write(op, number)
+        state.gate_after(op, number)
+        return 204, None
+    ids = writes.contact_ids(body)
+    state.gate_before(op, number)
+    results = writes.tag_contacts(state, number, ids, apply=op == "applyTags")
+    state.record_write(op, number)
+    state.gate_after(op, number)
+    if op == "applyTags":
+        return 200, js({"results": results}).encode()
+    return 204, None
+
+
+def _mask_enum(op: str) -> list[str]:
+    from keap_pipeline.sandbox.contract import load_contract
+
+    for param in load_contract()["operations"][op]["parameters"]:
+        if param["name"] == "update_mask":
+            return list(param["schema"]["items"]["enum"])
+    raise ApiError(500, f"the contract has no update_mask for {op}")
 
 
 def _fields(record: dict[str, Any], raw: str | None) -> dict[str, Any]:
@@ -162,43 +236,3 @@ def _merge_body(body: bytes) -> tuple[int, int]:
     if primary == duplicate:
         raise ApiError(400, "a contact cannot be merged into itself")
     return primary, duplicate
-
-
-def _update_mask(raw: str | None) -> list[str] | None:
-    if raw is None:
-        return None
-    from keap_pipeline.sandbox.contract import load_contract
-
-    allowed = load_contract()["operations"]["updateContact"]["parameters"][1]["schema"]["items"]["enum"]
-    names = [n for n in raw.split(",") if n]
-    unknown = [n for n in names if n not in allowed]
-    if unknown:
-        raise ApiError(400, f"update_mask: unknown properties {', '.join(unknown)}")
-    return names
-
-
-def _contact_body(body: bytes, create: bool) -> dict[str, Any]:
-    try:
-        data = json.loads(body or b"null")
-    except ValueError:
-        raise ApiError(400, "the request body is not JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object (CreateUpdateContactRequest)")
-    problems = _schema_problems(data)
-    if problems:
-        raise ApiError(400, "invalid contact: " + "; ".join(problems[:5]))
-    if create and not any(data.get(k) for k in ("email_addresses", "phone_numbers", "addresses")):
-        raise ApiError(400, "a contact needs at least one of email_addresses, phone_numbers or addresses")
-    for address in data.get("addresses") or []:
-        if address.get("region") and not address.get("country_code"):
-            raise ApiError(400, "country_code is required when region is given")
-    return {k: v for k, v in data.items() if k != "id"}
-
-
-def _schema_problems(data: dict[str, Any]) -> list[str]:
-    """The body checked against the spec's CreateUpdateContactRequest (when jsonschema is installed)."""
-    try:
-        from keap_pipeline.sandbox.contract.validate import body_problems
-    except ImportError:  # jsonschema is a dev dependency; without it bodies get the checks above only
-        return []
-    return body_problems("CreateUpdateContactRequest", data)

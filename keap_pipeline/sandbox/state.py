@@ -18,6 +18,7 @@ from keap_pipeline.sandbox.entities import ENTITIES, EntitySpec
 from keap_pipeline.sandbox.prefetch import PagePrefetcher
 from keap_pipeline.sandbox.quota import Quota
 from keap_pipeline.sandbox.timefmt import iso_ms
+from keap_pipeline.sandbox.writes import WriteGate
 
 MAX_VIOLATIONS = 1000
 
@@ -65,6 +66,10 @@ class SandboxState:
         self.requests = 0
         self.refresh_token = config.oauth_refresh_token
         self.access_tokens: dict[str, float] = {}
+        # every write answered 2xx, as (operationId, record id); and a test's hook around writes
+        self.writes: list[tuple[str, int | None]] = []
+        self.write_masks: list[tuple[str, int | None, tuple[str, ...] | None]] = []
+        self.write_gate: WriteGate | None = None
         for raw in config.raw_contacts:
             self._put_claimed("contacts", raw)
         for entity, lines in config.raw_records:
@@ -405,7 +410,9 @@ class SandboxState:
             stored = self.current(entity, ident)
             if stored is None:
                 return None
-            current = copy.deepcopy(stored)
+            # a new top-level dict; the values not changed are shared with the record it replaces, which
+            # is never changed in place (every change replaces top-level values), so no deep copy is needed
+            current = dict(stored)
             for key, value in changes.items():
                 if key not in protected:
                     current[key] = copy.deepcopy(value)
@@ -571,6 +578,31 @@ class SandboxState:
             False if the contact did not exist.
         """
         return self.delete_record("contacts", ident)
+
+    # --- writes: the log and the test's gate (sandbox.writes) ----------------------------------------
+    def record_write(self, op: str, ident: int | None, mask: list[str] | None = None) -> None:
+        """Log a write that was applied (tests count what a pusher sent, and what its update_mask named).
+
+        Args:
+            op: the operationId.
+            ident: the record written (the created one's id for a create).
+            mask: the update_mask, if the request had one.
+        """
+        with self.lock:
+            self.writes.append((op, ident))
+            self.write_masks.append((op, ident, None if mask is None else tuple(mask)))
+
+    def gate_before(self, op: str, ident: int | None) -> None:
+        """The test's hook before a write is applied (nothing when no gate is set)."""
+        gate = self.write_gate
+        if gate is not None:
+            gate.before(op, ident)
+
+    def gate_after(self, op: str, ident: int | None) -> None:
+        """The test's hook after a write is applied, before it is answered (nothing when no gate is set)."""
+        gate = self.write_gate
+        if gate is not None:
+            gate.after(op, ident)
 
     # --- OAuth -------------------------------------------------------------------------------------
     def refresh(self, refresh_token: str) -> dict[str, Any] | None:

@@ -225,8 +225,14 @@ begin
         return new;
     end if;
 
-    -- Statement level. Only the ingestion's writes are Keap's (an allowlist on its role).
-    v_source := case when keap_pipeline.is_ingestion() then 'keap' else 'supabase' end;
+    -- Statement level. Only the ingestion's writes are Keap's (an allowlist on its role). The
+    -- outbound pusher writes back what Keap answered (created keap_id, update time, content hash) as
+    -- the same role, audited as 'push' (sql/30); the setting alone makes nobody the ingestion.
+    v_source := case
+        when not keap_pipeline.is_ingestion() then 'supabase'
+        when pg_catalog.current_setting('keap_pipeline.outbound_write_back', true) = 'on' then 'push'
+        else 'keap'
+    end;
     if tg_op = 'INSERT' and v_source <> 'keap' then
         -- (a separate IF: new_rows exists in INSERT and UPDATE triggers only)
         if exists (select 1 from new_rows as n where n.keap_id is not null) then

@@ -114,7 +114,7 @@ grant execute on function keap_pipeline.merge_fields(jsonb, jsonb, jsonb, text) 
 
 -- One conflicting record, described for resolution: the two sides as jsonb, the fields that differ,
 -- and for strategy merge the merged record (NULL = park). The base of the merge is Keap's version as
--- last seen: written as is (the newest keap-sourced audit row with sync_status completed), or, when
+-- last seen: written as is (the newest keap- or push-sourced audit row with sync_status completed), or, when
 -- it was not written as is (merged with local values, kept local, parked), recorded in the newest
 -- sync_conflicts row of the record; whichever is newer.
 -- Called only for conflicting rows, so its per-row lookups cost nothing on the bulk path.
@@ -151,7 +151,8 @@ as $$
                             from public.sync_audit_log as a
                             where a.entity_type = p_entity_type
                               and a.entity_id = p_entity_id
-                              and a.sync_source = 'keap'
+                              -- a push's write-back (sql/30) records Keap's version as Keap answered it
+                              and a.sync_source in ('keap', 'push')
                               and a.new_data ->> 'sync_status' = 'completed'
                             -- versions order the rows of one record within one transaction (equal created_at)
                             order by a.created_at desc, (a.new_data ->> 'version')::integer desc

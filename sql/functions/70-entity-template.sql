@@ -297,13 +297,21 @@ begin
                 when l.keap_hash = d.content_hash then 'unchanged'
                 when (%4$s) is not distinct from (%5$s) then 'unchanged'
                 -- changed locally since the last sync = a local change not yet (or not successfully)
-                -- sent to Keap: every app write queues one (sql/12), the ingestion's never do
+                -- sent to Keap: every app write queues one (sql/12), the ingestion's never do. An item
+                -- the pusher cannot send yet ('unsupported', sql/30) is such a change too: those few
+                -- records are read once per statement (a hashed subplan), so the per-row lookup keeps
+                -- using sync_queue_unsent_entity_idx as its predicate stands
                 when exists (
                     select 1
                     from public.sync_queue as q
                     where q.entity_type = %3$L
                       and q.entity_id = l.id
                       and q.status in ('pending', 'processing', 'error', 'held')
+                ) or l.id in (
+                    select u.entity_id
+                    from public.sync_queue as u
+                    where u.entity_type = %3$L
+                      and u.status = 'unsupported'
                 ) then
                     case
                         when l.keap_updated_at is null or d.keap_updated_at > l.keap_updated_at then 'conflict'

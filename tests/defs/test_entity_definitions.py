@@ -40,6 +40,8 @@ LINEAGE = {
     "sync_health": {"keap_tags", "keap_products", "keap_contacts", "keap_orders", "keap_subscriptions"},
     # the reconcile passes (deletions in Keap, issue 13): each downstream of its entity's sync
     **{f"keap_{n}_deletions": {f"keap_{n}"} for n in ("tags", "products", "contacts", "orders", "subscriptions")},
+    # the outbound push (defs/outbound.py): not an entity of the table, beside the lineage
+    "keap_outbound": {"sync_schema"},
 }
 TIMED = {"tags", "contacts", "orders"}
 CHECKS = {
@@ -52,6 +54,7 @@ CHECKS = {
     },
     "sync_health": {"sync_health_dead_letters_growing", "sync_health_conflicts_growing", "sync_health_lag"},
     **{f"keap_{n}_deletions": {f"keap_{n}_deletions_safety"} for n in ("tags", "products", "contacts", "orders", "subscriptions")},
+    "keap_outbound": {"keap_outbound_queue"},
 }
 
 

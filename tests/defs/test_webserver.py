@@ -60,6 +60,7 @@ LINEAGE = {
     "sync_health": {"keap_tags", "keap_products", "keap_contacts", "keap_orders", "keap_subscriptions"},
     # the reconcile passes (deletions in Keap, issue 13): each downstream of its entity's sync
     **{f"keap_{n}_deletions": {f"keap_{n}"} for n in ("tags", "products", "contacts", "orders", "subscriptions")},
+    "keap_outbound": {"sync_schema"},  # the outbound push, beside the lineage
 }
 LOCATION = "keap_pipeline.definitions"  # workspace.yaml's python_module
 REPOSITORY = "__repository__"
@@ -248,6 +249,8 @@ def test_the_ui_shows_the_lineage_checks_pools_and_schedules(stack: Stack) -> No
             assert checks == {"sync_health_dead_letters_growing", "sync_health_conflicts_growing", "sync_health_lag"}
         elif name.endswith("_deletions"):
             assert checks == {f"{name}_safety"}
+        elif name == "keap_outbound":
+            assert checks == {"keap_outbound_queue"}
         elif name != "sync_schema":
             assert {f"{name}_dead_letters", f"{name}_cursor_fresh"} <= checks
             assert (f"{name}_unresolved_links" in checks) == (name in {"keap_orders", "keap_subscriptions"})

@@ -189,3 +189,30 @@ def test_create_and_delete_contact() -> None:
         ("POST", "/crm/rest/v2/contacts"), ("DELETE", "/crm/rest/v2/contacts/7")
     ]
     assert parse_qs(urlsplit(str(handler.requests[0].url)).query) == {"duplicate_option": ["Email"]}
+
+
+def test_call_writes_the_body_exactly_and_tag_writes_check_their_ids_and_masks() -> None:
+    from decimal import Decimal
+
+    handler = Scripted([keap_json(200, {"id": "5"}), keap_json(200, {"results": {"9": "SUCCESS"}}), httpx.Response(204),
+                        keap_json(201, {"id": "12"}), httpx.Response(204)])
+    with make_client(handler, FakeClock()) as client:
+        assert client.update_tag("5", {"name": "Ünï", "x": Decimal("12.50")}, update_mask=["name"]) == {"id": "5"}
+        assert client.apply_tag(5, ["9"]) == {"results": {"9": "SUCCESS"}}
+        client.remove_tag("5", [9])
+        assert client.create_tag({"name": "New"}) == {"id": "12"}
+        client.delete_tag("12")
+        with pytest.raises(KeapArgumentError, match="update_mask"):
+            client.update_tag("5", {}, update_mask=["color"])
+        with pytest.raises(KeapArgumentError, match="digits"):
+            client.apply_tag("5", ["1/../2"])
+    first = handler.requests[0]
+    assert first.method == "PATCH" and first.url.path == "/crm/rest/v2/tags/5"
+    assert first.content == '{"name":"Ünï","x":12.50}'.encode()  # the digits as given, UTF-8 as is
+    assert first.headers["content-type"] == "application/json"
+    assert parse_qs(urlsplit(str(first.url)).query)["update_mask"] == ["name"]
+    assert [(r.method, r.url.path) for r in handler.requests[1:]] == [
+        ("POST", "/crm/rest/v2/tags/5/contacts:applyTags"), ("POST", "/crm/rest/v2/tags/5/contacts:removeTags"),
+        ("POST", "/crm/rest/v2/tags"), ("DELETE", "/crm/rest/v2/tags/12"),
+    ]
+    assert json.loads(handler.requests[2].content) == {"contact_ids": ["9"]}

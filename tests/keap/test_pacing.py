@@ -183,3 +183,19 @@ def test_clients_of_one_key_share_one_pacer_keyed_by_a_hash() -> None:
     finally:
         for client in (a, b, c):
             client.close()
+
+
+def test_a_settled_request_counts_from_its_answer_not_from_when_it_was_let_go() -> None:
+    """Keap counts a request when it arrives: a request the pacer let go at 0.99 s that reached Keap
+    (and was answered) at 1.04 s must keep the window after it from taking a full second's worth."""
+    clock = FakeClock()
+    pacer = Pacer(RateLimits(2, 1000, 10_000), clock=clock.time, sleep=clock.sleep)
+    start = clock.t
+    pacer.acquire()
+    clock.t = start + 0.99
+    pacer.acquire()  # let go at 0.99 ...
+    clock.t = start + 1.04
+    pacer.settle()  # ... answered at 1.04: Keap counted it in the second [1, 2)
+    pacer.acquire()  # one more fits: the window holds the settled one only
+    waited = pacer.acquire()  # a third in the same second would make three in Keap's [1, 2): it waits
+    assert waited > 0 and clock.t >= start + 2.04 - 1e-9

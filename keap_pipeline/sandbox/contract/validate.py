@@ -226,3 +226,40 @@ def body_problems(schema_name: str, body: Any) -> list[str]:
         The violations (empty when the body conforms).
     """
     return _errors({"$ref": f"#/components/schemas/{schema_name}"}, body)
+
+
+def _rule(error: Any) -> str:
+    """A schema violation as its rule, never the value that broke it (the value may be customer data)."""
+    kind = error.validator
+    bound = error.validator_value
+    if kind in ("maxLength", "minLength", "maximum", "minimum", "maxItems", "minItems", "pattern", "format"):
+        return f"{kind} {bound}"
+    if kind == "type":
+        return f"must be of type {bound}"
+    if kind == "enum":
+        return "must be one of the values the spec lists"
+    if kind == "required":
+        missing = [name for name in bound if isinstance(error.instance, dict) and name not in error.instance]
+        return f"required properties missing: {', '.join(missing) or bound}"
+    if kind == "uniqueItems":
+        return "items must be unique"
+    return f"violates {kind}"
+
+
+def body_rule_problems(schema_name: str, body: Any) -> list[tuple[str, str]]:
+    """Violations of a body against a component schema as (field path, rule), with no values in them.
+
+    Args:
+        schema_name: a component schema of the contract.
+        body: the parsed JSON body.
+
+    Returns:
+        (JSON path of the field, the rule it breaks), in path order (empty when the body conforms).
+    """
+    import json
+
+    validator = _validator(json.dumps({"$ref": f"#/components/schemas/{schema_name}"}, sort_keys=True))
+    return [
+        ("/".join(str(p) for p in e.absolute_path) or "(root)", _rule(e))
+        for e in sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
+    ]
