@@ -100,7 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--strategy", choices=CONFLICT_STRATEGIES, default="keap_wins",
                    help="a record changed in Keap since the app's edit: as the ingestion resolves it (default keap_wins)")
-    p.add_argument("--merge-rule", choices=MERGE_RULES, default="manual")
+    p.add_argument("--merge-rule", choices=MERGE_RULES, default="manual",
+                   help="with --strategy merge, for a field changed on both sides: keap_wins, supabase_wins, or manual "
+                   "(park the record as an open conflict) (default manual)")
     p.add_argument("--batch-size", type=int, default=100, metavar="N", help="items per claim (default 100)")
     p.add_argument("--max-seconds", type=float, default=None, metavar="S", help="stop claiming after S seconds")
     p.add_argument(
