@@ -21,7 +21,7 @@ from keap_pipeline.entities import Entity
 _COLUMNS = (
     "entity_type, total_records, synced, errors, conflicts, pending, avg_sync_time, last_synced_at,"
     " open_conflicts, queue_pending, queue_failed, open_dead_letters, unresolved_links, soft_deleted,"
-    " last_successful_sync_at, sync_lag"
+    " last_successful_sync_at, sync_lag, linked_to_deleted_parent"
 )
 
 
@@ -42,6 +42,8 @@ class EntityHealth:
         soft_deleted: rows with deleted_at set.
         last_successful_sync_at: when the last sync that read up to the present finished.
         sync_lag: now minus that sync's start: how old the newest Keap change known to be loaded can be.
+        linked_to_deleted_parent: live rows linked to a soft-deleted parent (an order of a contact
+            deleted in Keap: it stays, linked).
     """
 
     entity_type: str
@@ -60,6 +62,7 @@ class EntityHealth:
     soft_deleted: int
     last_successful_sync_at: datetime | None
     sync_lag: timedelta | None
+    linked_to_deleted_parent: int = 0
 
     @property
     def entity(self) -> str:

@@ -53,7 +53,7 @@ LAG = "sync_health_lag"
 # the per-entity figures plotted; metadata keys are "<entity>_<figure>" (e.g. contacts_lag_minutes)
 FIGURES = (
     "lag_minutes", "dead_letters", "open_conflicts", "queue_pending", "queue_failed", "errors",
-    "unresolved_links", "soft_deleted", "records",
+    "unresolved_links", "soft_deleted", "linked_to_deleted_parent", "records",
 )
 
 
@@ -72,6 +72,7 @@ def figures(row: EntityHealth) -> dict[str, int | float]:
         "errors": row.errors,
         "unresolved_links": row.unresolved_links,
         "soft_deleted": row.soft_deleted,
+        "linked_to_deleted_parent": row.linked_to_deleted_parent,
         "records": row.total_records,
     }
     return {k: v for k, v in numbers.items() if v is not None}

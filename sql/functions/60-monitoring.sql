@@ -365,7 +365,12 @@ revoke execute on function keap_pipeline.compact_sync_health_counters() from pub
 -- (sync_queue status pending / error), open_dead_letters, unresolved_links (live rows with a Keap
 -- parent id and no link yet), soft_deleted (deleted_at set), last_successful_sync_at (the end of
 -- the last sync that completed and read up to the present) and sync_lag (now minus its start: how
--- old the newest Keap change known to be loaded can be).
+-- old the newest Keap change known to be loaded can be); and, at the end (issue 13),
+-- linked_to_deleted_parent: live rows linked to a soft-deleted parent (an order of a contact deleted
+-- in Keap stays, linked to it). That one is counted from the rows when the view is read, for both
+-- kinds of reader (a parent's deletion changes its children's count, which the counters, appended by
+-- each table's own statements, cannot see): one scan of the parents' soft-deleted rows, then their
+-- children through the link indexes (idx_sync_orders_contact_id, ...).
 create or replace view public.sync_health
 with (security_invoker = true)
 as
@@ -450,10 +455,35 @@ from_rows as (
         on l.entity_type = e.entity_type
     where not exists (select 1 from public.sync_health_counters)
     group by e.entity_type
+),
+deleted_contacts as materialized (
+    select c.id from public.sync_contacts as c where c.deleted_at is not null
+),
+deleted_products as materialized (
+    select p.id from public.sync_products as p where p.deleted_at is not null
+),
+linked_to_deleted (entity_type, n) as (
+    select 'sync_orders'::varchar(50), pg_catalog.count(*)
+    from public.sync_orders as o
+    where o.deleted_at is null
+      and o.contact_id in (select d.id from deleted_contacts as d)
+    union all
+    select 'sync_subscriptions', pg_catalog.count(*)
+    from public.sync_subscriptions as s
+    where s.deleted_at is null
+      and (
+          s.contact_id in (select d.id from deleted_contacts as d)
+          or s.product_id in (select d.id from deleted_products as d)
+      )
 )
-select * from from_counters
-union all
-select * from from_rows;
+select h.*, coalesce(l.n, 0)::bigint as linked_to_deleted_parent
+from (
+    select * from from_counters
+    union all
+    select * from from_rows
+) as h
+left join linked_to_deleted as l
+    on l.entity_type = h.entity_type;
 
 -- Outbound queue depth per entity and status, with the age of the oldest item.
 create or replace view public.sync_queue_depth

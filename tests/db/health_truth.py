@@ -16,6 +16,7 @@ from keap_pipeline.entities import ENTITIES
 EXACT = (
     "total_records", "synced", "errors", "conflicts", "pending", "open_conflicts", "queue_pending",
     "queue_failed", "open_dead_letters", "unresolved_links", "soft_deleted", "avg_sync_time",
+    "linked_to_deleted_parent",
 )
 
 
@@ -58,8 +59,28 @@ def truth(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
             "open_conflicts": bookkeeping[0], "queue_pending": bookkeeping[1], "queue_failed": bookkeeping[2],
             "open_dead_letters": bookkeeping[3],
             "unresolved_links": sum(link.rows for link in unresolved_links(conn, entity)),
+            "linked_to_deleted_parent": _linked_to_deleted(conn, entity),
         }
     return out
+
+
+def _linked_to_deleted(conn: psycopg.Connection, entity: Any) -> int:
+    """Live rows of the entity with a link column pointing at a soft-deleted row of its parent, row by row."""
+    links = [link for link in entity.links if link.parent]
+    if not links:
+        return 0
+    table = sql.Identifier(*entity.target_table.split("."))
+    any_deleted = sql.SQL(" or ").join(
+        sql.SQL("exists (select 1 from {} as p where p.id = t.{} and p.deleted_at is not null)").format(
+            sql.Identifier(*link.parent_table.split(".")), sql.Identifier(link.columns[0][0])
+        )
+        for link in links
+    )
+    row = conn.execute(
+        sql.SQL("select count(*) from {} as t where t.deleted_at is null and ({})").format(table, any_deleted)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def shown(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:

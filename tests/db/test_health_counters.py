@@ -24,6 +24,8 @@ VIEW_COLUMNS = [
     ("open_conflicts", "bigint"), ("queue_pending", "bigint"), ("queue_failed", "bigint"),
     ("open_dead_letters", "bigint"), ("unresolved_links", "bigint"), ("soft_deleted", "bigint"),
     ("last_successful_sync_at", "timestamp with time zone"), ("sync_lag", "interval"),
+    # 29's (issue 13): counted from the rows when read
+    ("linked_to_deleted_parent", "bigint"),
 ]
 
 
@@ -140,6 +142,8 @@ def test_counters_match_the_rows_after_every_kind_of_write(db: psycopg.Connectio
     change_everything(db)
     assert_true(db)
     assert truth(db)["orders"]["unresolved_links"] == 0
+    # k2 is soft-deleted now: its subscription s2 stays, linked to it (issue 13)
+    assert truth(db)["subscriptions"]["linked_to_deleted_parent"] == 1
     # folding the deltas changes no figure
     before, after = compact_counters(db)
     assert after < before

@@ -19,6 +19,7 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from keap_pipeline.db.health import read_sync_health
 from keap_pipeline.db.reconcile import ReconcileError
 from keap_pipeline.entities import ENTITIES, Entity, lineage_order
 from keap_pipeline.pipeline.reconcile import (
@@ -129,10 +130,14 @@ def test_deleted_in_keap_is_soft_deleted_audited_and_not_queued(loaded: tuple[Sa
     assert len(status) == 1 and status[0]["last_sync_status"] == "completed"
     assert status[0]["sync_direction"] == "keap_to_supabase" and status[0]["last_sync_at"] >= gone["deleted_at"]
     assert _all(url, "select * from public.sync_queue") == [], "never queued back to Keap"
-    # dependent rows keep their links (an order of a deleted contact stays, linked)
+    # dependent rows keep their links (an order of a deleted contact stays, linked), and sync_health says so
+    with psycopg.connect(url) as conn:
+        health = read_sync_health(conn)
     for child, linked in children.items():
         now = _rows(url, ENTITIES[child])
         assert {k: now[k]["xmin_"] for k in linked} == {k: r["xmin_"] for k, r in linked.items()}, child
+        assert health[child].linked_to_deleted_parent == len(linked), child
+    assert health[name].soft_deleted == 1
     marked = _all(url, "select keap_id, pass_id::text from keap_pipeline.keap_deleted_rows")
     assert marked == [{"keap_id": str(IDENT), "pass_id": report.pass_id}]
 
