@@ -106,8 +106,11 @@ def change_everything(conn: psycopg.Connection) -> None:
     act_as(conn, "authenticated", ALICE)
     conn.execute("update public.sync_contacts set deleted_at = null where email = 'alice2@app.example'")
     act_as_postgres(conn)
-    conn.execute("update public.sync_queue set status = 'processing' where status = 'pending' and entity_type = 'sync_tags'")
-    conn.execute("update public.sync_queue set status = 'completed' where status = 'processing'")
+    # a pusher claims an item (sql/30: an item in flight names its claim) and completes it
+    conn.execute(
+        "update public.sync_queue set status = 'processing', claim_key = 1 where status = 'pending' and entity_type = 'sync_tags'"
+    )
+    conn.execute("update public.sync_queue set status = 'completed', claim_key = null where status = 'processing'")
     conn.execute("update keap_pipeline.dead_letters set status = 'replayed' where keap_id = '901'")
     conn.execute("delete from keap_pipeline.dead_letters where keap_id = '905'")
     conn.execute("delete from public.sync_subscriptions where keap_id = 's1'")
