@@ -502,7 +502,8 @@ def plot(run: Run, path: Path) -> None:
     a.barh([i + 0.2 for i in y], [run.queries[n]["p95"] for n in names], height=0.4, label="p95")
     a.barh([i - 0.2 for i in y], [run.queries[n]["p50"] for n in names], height=0.4, label="p50")
     a.set_yticks(list(y), names, fontsize=7)
-    a.set_xscale("log")
+    if names:
+        a.set_xscale("log")
     a.axvline(5, color="red", linestyle="--", linewidth=1, label="5 ms")
     a.set_xlabel("ms (log)")
     a.set_title("queries on the schema")
@@ -517,7 +518,8 @@ def plot(run: Run, path: Path) -> None:
     b.scatter(a_with, list(y2), label="with (p95)", zorder=3, s=14)
     b.scatter(a_without, list(y2), label="without (p95)", zorder=3, s=14, marker="x")
     b.set_yticks(list(y2), [f"{r.name} ({c.query})" if c else r.name for r, c in zip(rows, best, strict=True)], fontsize=6)
-    b.set_xscale("log")
+    if rows:
+        b.set_xscale("log")
     b.set_xlabel("ms (log)")
     b.set_title("each index, its best query: with / without")
     b.invert_yaxis()
