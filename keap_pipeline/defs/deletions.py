@@ -103,7 +103,7 @@ class DeletionsConfig(Config):
 
 
 def _metadata(report: ReconcileReport) -> dict[str, MetadataValue | int | float | str]:
-    return {
+    meta: dict[str, MetadataValue | int | float | str] = {
         "status": MetadataValue.text(report.status),
         "pass_id": MetadataValue.text(report.pass_id),
         "listed": report.listed,
@@ -118,12 +118,16 @@ def _metadata(report: ReconcileReport) -> dict[str, MetadataValue | int | float 
         "pages": report.pages,
         "requests": report.requests,
         "estimated_requests": report.estimated_requests,
-        "quota_share": round(report.quota_share, 6) if report.quota_share is not None else -1.0,
-        "quota_left": report.quota_available if report.quota_available is not None else -1,
         "database_seconds": round(report.database_seconds, 3),
         "seconds": round(report.seconds, 3),
         "reason": MetadataValue.text(report.reason or "-"),
     }
+    # left out, not -1, where Keap reported no quota (as the syncs' quota_left): a plotted -1 reads as a figure
+    if report.quota_share is not None:
+        meta["quota_share"] = round(report.quota_share, 6)
+    if report.quota_available is not None:
+        meta["quota_left"] = report.quota_available
+    return meta
 
 
 def _asset(entity: Entity, upstream: AssetKey, config_class: type[DeletionsConfig], pool: str, group: str) -> AssetsDefinition:

@@ -65,7 +65,9 @@ def test_a_pass_materializes_with_its_cost_and_the_safety_check_guards_it(
     assert result.success
     meta = _meta(result, name)
     assert (meta["status"], meta["deleted"], meta["would_delete"]) == ("completed", 1, 0)
-    assert meta["requests"] >= meta["pages"] >= 3 and meta["quota_share"] >= 0
+    assert meta["requests"] >= meta["pages"] >= 3
+    # the test sandbox runs with limits off, so it reports no quota: no share is made up
+    assert "quota_share" not in meta and "quota_left" not in meta
     [check] = result.get_asset_check_evaluations()
     assert check.passed and check.check_name == f"{deletions_name(ENTITIES[name])}_safety"
 
