@@ -8,6 +8,7 @@ keap_pipeline/outbound/.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import uuid
@@ -140,6 +141,17 @@ def claim(conn: psycopg.Connection, key: int, table: str, limit: int) -> list[Cl
     return [Claimed(*row) for row in rows]
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _json(value: Any) -> str:
+    """JSON text for a jsonb parameter: the C encoder, or jsontext's (Decimals as their digits) when it cannot."""
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError):
+        return dumps(value, ensure_ascii=False)
+
+
 def _ident(qualified: str) -> sql.Identifier:
     schema, _, name = qualified.partition(".")
     return sql.Identifier(schema, name)
@@ -261,7 +273,7 @@ def mark_in_flight(conn: psycopg.Connection, key: int, items: Mapping[uuid.UUID,
     """Put items in flight (keap_pipeline.mark_outbound_in_flight), each with the row as it is sent."""
     if not items:
         return 0
-    payload = dumps([{"item": str(i), "payload": row} for i, row in items.items()], ensure_ascii=False)
+    payload = _json([{"item": str(i), "payload": row} for i, row in items.items()])
     row = conn.execute("select keap_pipeline.mark_outbound_in_flight(%s, %s::jsonb)", (key, payload)).fetchone()
     return int(row[0]) if row else 0
 
@@ -283,7 +295,7 @@ def write_back(conn: psycopg.Connection, key: int, entity: Entity, frame: pl.Dat
         return 0
     batch_id = uuid.uuid4()
     copy_frame(conn, entity, frame, batch_id)
-    items = dumps(
+    items = _json(
         [
             {"item": str(r.item), "entity_id": str(r.entity_id), "ordinal": r.ordinal, "version": r.version,
              "complete": r.complete}
@@ -315,7 +327,7 @@ def finish(conn: psycopg.Connection, key: int, rows: Sequence[Finish]) -> dict[u
     """End items (keap_pipeline.finish_outbound); returns each item's new status."""
     if not rows:
         return {}
-    items = dumps(
+    items = _json(
         [
             {"item": str(r.item), "outcome": r.outcome, "reason": r.reason, "delay_seconds": r.delay_seconds,
              "unsent": r.unsent}

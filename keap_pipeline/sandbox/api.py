@@ -172,7 +172,7 @@ def _write(state: SandboxState, op: str, number: int | None, params: dict[str, s
         fields = writes.contact_body(body, create=False)
         mask = writes.masked(params.get("update_mask"), _mask_enum("updateContact"))
         state.gate_before(op, number)
-        updated = state.update_contact(number, fields, mask)
+        updated = state.update_contact(number, fields, mask, copied=False)
         if updated is None:
             raise ApiError(404, f"contact {number} not found")
         state.record_write(op, number, mask)

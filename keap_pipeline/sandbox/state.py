@@ -401,7 +401,8 @@ class SandboxState:
             return [self.put_raw_record(entity, raw, time_ms=when) for raw, when in records]
 
     def _change(
-        self, entity: str, ident: int, changes: dict[str, Any], drop: Iterable[str], time_ms: int | None
+        self, entity: str, ident: int, changes: dict[str, Any], drop: Iterable[str], time_ms: int | None,
+        *, copied: bool = True,
     ) -> dict[str, Any] | None:
         overlay = self._overlay(entity)
         spec = ENTITIES[entity]
@@ -425,7 +426,7 @@ class SandboxState:
             current = _shaped(spec, current)
             overlay[ident] = OverlayEntry(current, when)
             self.version += 1
-            return copy.deepcopy(current)
+            return copy.deepcopy(current) if copied else current
 
     def _put_claimed(self, entity: str, raw: bytes) -> None:
         """Place a --raw-records line: at the existing record its "id" names, at the time it claims."""
@@ -526,21 +527,26 @@ class SandboxState:
         """
         return self.create_record("contacts", fields)
 
-    def update_contact(self, ident: int, changes: dict[str, Any], mask: list[str] | None = None) -> dict[str, Any] | None:
+    def update_contact(
+        self, ident: int, changes: dict[str, Any], mask: list[str] | None = None, *, copied: bool = True
+    ) -> dict[str, Any] | None:
         """Change a contact; it gets a fresh update_time, so it shows up in later time windows.
 
         Args:
             ident: contact id.
             changes: new property values.
             mask: update_mask: only these properties are changed (None = every property given).
+            copied: return a copy the caller may change (False: the stored record, read only; the
+                API renders it and lets it go).
 
         Returns:
             The updated record, or None if the contact does not exist.
         """
         if mask is None:
-            return self._change("contacts", ident, changes, (), None)
+            return self._change("contacts", ident, changes, (), None, copied=copied)
         given = {key: changes[key] for key in mask if key in changes}
-        return self._change("contacts", ident, given, [key for key in mask if key not in changes], None)  # masked but absent: cleared
+        # masked but absent: cleared
+        return self._change("contacts", ident, given, [key for key in mask if key not in changes], None, copied=copied)
 
     def put_raw_contact(self, raw: bytes | str, *, ident: int | None = None, time_ms: int | None = None) -> int:
         """Serve a contact as exactly these bytes: put_raw_record("contacts", ...).
