@@ -1,4 +1,4 @@
-"""sql/31: the indexes as measured by bench/bench_indexes.py; its down script gives back 27's catalog."""
+"""sql/31: the indexes as measured by bench/bench_indexes.py; its down script gives back the catalog before it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from keap_pipeline.db.migrate import migrate, rollback, sql_dir
+from keap_pipeline.db.migrate import discover, discover_repeatable, migrate, rollback, sql_dir
 from tests.db.catalog import definitions, diff, snapshot
 
 
@@ -74,21 +74,22 @@ def test_a_lookup_page_is_an_index_range(db: psycopg.Connection) -> None:
 
 
 def test_rolling_back_31_gives_back_the_catalog_before_it(fresh_database: str, tmp_path: Path) -> None:
-    # the schema before 31: every versioned file below 31 and the repeatable files that need no more
+    # the schema before 31: every versioned file below 31, and the repeatable files that need no more
+    before = [m.version for m in discover() if m.version < 31][-1]
     before_31 = tmp_path / "sql"
     shutil.copytree(sql_dir(), before_31)
-    for path in list(before_31.glob("[0-9][0-9]-*.sql")):
-        if int(path.name[:2]) >= 31:
-            path.unlink()
-            (before_31 / "rollback" / path.name).unlink()
-    for path in list((before_31 / "functions").glob("[0-9][0-9]-*.sql")):
-        required = next(int(line.split(":", 1)[1]) for line in path.read_text().splitlines() if line.startswith("-- requires:"))
-        if required >= 31:
-            path.unlink()
-            (before_31 / "functions" / "rollback" / path.name).unlink()
+    repeatables = discover_repeatable(before_31)  # read before their requirement is gone
+    for m in discover(before_31):
+        if m.version > before:
+            m.path.unlink()
+            m.down_path.unlink()
+    for r in repeatables:
+        if r.requires > before:
+            r.path.unlink()
+            r.drop_path.unlink()
     migrate(fresh_database, directory=before_31)
-    at_30, defined_30 = snapshot(fresh_database), definitions(fresh_database)
+    at_before, defined_before = snapshot(fresh_database), definitions(fresh_database)
     migrate(fresh_database)
-    rollback(fresh_database, 30)
-    assert diff(at_30, snapshot(fresh_database)) == []
-    assert diff(defined_30, definitions(fresh_database)) == []
+    rollback(fresh_database, before)
+    assert diff(at_before, snapshot(fresh_database)) == []
+    assert diff(defined_before, definitions(fresh_database)) == []
