@@ -230,10 +230,24 @@ AUTHENTICATED_READS = {
 }
 
 
+# Findings that are the design, pinned exactly (any other finding of the lint fails): the contact
+# lookups by tag / custom field (sql/31, functions/80) are SECURITY DEFINER RPCs for signed-in users
+# because through RLS no index can serve a jsonb lookup; they read keap_pipeline.contact_lookup, which
+# app users cannot, and apply the read policy's rule themselves. tests/security/test_contact_lookups.py
+# attacks them (other users' rows, forged claims, anon) beside the honest reads; docs/security.md lists
+# them as a residual risk.
+BY_DESIGN = {
+    "security_definer_function_executable": {
+        "contacts_with_tag(text,integer,uuid) by authenticated",
+        "contacts_by_custom_field(text,jsonb,integer,uuid) by authenticated",
+    },
+}
+
+
 @pytest.mark.parametrize("lint", sorted(LINTS), ids=sorted(LINTS))
 def test_lint_is_clean(db: psycopg.Connection, lint: str) -> None:
     _level, query = LINTS[lint]
-    assert [r[0] for r in db.execute(query)] == []
+    assert sorted(r[0] for r in db.execute(query)) == sorted(BY_DESIGN.get(lint, set()))
 
 
 def test_what_signed_in_users_can_read_is_exactly_the_sync_schema(db: psycopg.Connection) -> None:
