@@ -110,6 +110,8 @@ def test_a_pass_the_quota_would_not_cover_is_skipped_with_its_reason(
     [observed] = [o for o in observations if o.asset_key == AssetKey("keap_contacts_deletions")]
     metadata = observed.metadata
     assert metadata["status"].value == "skipped" and "would not cover the pass" in metadata["reason"].value
+    # a sandbox with a day's limit reports its quota: the share of the day the pass spent (1 of 4)
+    assert (metadata["quota_share"].value, metadata["requests"].value) == (0.25, 1)
     with psycopg.connect(migrated_database) as conn:
         assert conn.execute("select status from keap_pipeline.reconcile_passes").fetchall() == [("skipped",)]
 
