@@ -44,6 +44,7 @@ BENCHES = (
     Bench("end_to_end", "bench.bench_end_to_end", ("--contacts", "100000", "--loaders", "2", "--write"), True),
     Bench("entities_e2e", "bench.bench_entities_e2e", ("--write",), True),
     Bench("reread", "bench.bench_reread", ("--write",), True),
+    Bench("push", "bench.bench_push", ("--contacts", "10000", "--write"), True),
     Bench("paging", "bench.bench_paging", ("--write",)),
     Bench("listing", "bench.bench_listing", ("--write",)),
     Bench("normalize", "bench.bench_normalize", ("--records", "1000000")),
