@@ -21,7 +21,7 @@ from keap_pipeline.entities import Entity
 _COLUMNS = (
     "entity_type, total_records, synced, errors, conflicts, pending, avg_sync_time, last_synced_at,"
     " open_conflicts, queue_pending, queue_failed, open_dead_letters, unresolved_links, soft_deleted,"
-    " last_successful_sync_at, sync_lag, linked_to_deleted_parent"
+    " last_successful_sync_at, sync_lag, linked_to_deleted_parent, queue_unsupported"
 )
 
 
@@ -44,6 +44,7 @@ class EntityHealth:
         sync_lag: now minus that sync's start: how old the newest Keap change known to be loaded can be.
         linked_to_deleted_parent: live rows linked to a soft-deleted parent (an order of a contact
             deleted in Keap: it stays, linked).
+        queue_unsupported: outbound items the pusher has no Keap write path for yet (kept, not sent).
     """
 
     entity_type: str
@@ -63,6 +64,7 @@ class EntityHealth:
     last_successful_sync_at: datetime | None
     sync_lag: timedelta | None
     linked_to_deleted_parent: int = 0
+    queue_unsupported: int = 0
 
     @property
     def entity(self) -> str:

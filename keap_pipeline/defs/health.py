@@ -52,7 +52,7 @@ CONFLICTS_GROWING = "sync_health_conflicts_growing"
 LAG = "sync_health_lag"
 # the per-entity figures plotted; metadata keys are "<entity>_<figure>" (e.g. contacts_lag_minutes)
 FIGURES = (
-    "lag_minutes", "dead_letters", "open_conflicts", "queue_pending", "queue_failed", "errors",
+    "lag_minutes", "dead_letters", "open_conflicts", "queue_pending", "queue_failed", "queue_unsupported", "errors",
     "unresolved_links", "soft_deleted", "linked_to_deleted_parent", "records",
 )
 
@@ -69,6 +69,7 @@ def figures(row: EntityHealth) -> dict[str, int | float]:
         "open_conflicts": row.open_conflicts,
         "queue_pending": row.queue_pending,
         "queue_failed": row.queue_failed,
+        "queue_unsupported": row.queue_unsupported,
         "errors": row.errors,
         "unresolved_links": row.unresolved_links,
         "soft_deleted": row.soft_deleted,
@@ -203,6 +204,7 @@ def health_asset(entities: Iterable[Entity], lag_allowed: timedelta = SCHEDULE_I
         metadata["open_conflicts"] = sum(r.open_conflicts for r in rows.values())
         metadata["queue_pending"] = sum(r.queue_pending for r in rows.values())
         metadata["queue_failed"] = sum(r.queue_failed for r in rows.values())
+        metadata["queue_unsupported"] = sum(r.queue_unsupported for r in rows.values())
         lags = [m for r in rows.values() if (m := _minutes(r.sync_lag)) is not None]
         if lags:
             metadata["max_lag_minutes"] = max(lags)

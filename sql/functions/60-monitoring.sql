@@ -370,7 +370,9 @@ revoke execute on function keap_pipeline.compact_sync_health_counters() from pub
 -- in Keap stays, linked to it). That one is counted from the rows when the view is read, for both
 -- kinds of reader (a parent's deletion changes its children's count, which the counters, appended by
 -- each table's own statements, cannot see): one scan of the parents' soft-deleted rows, then their
--- children through the link indexes (idx_sync_orders_contact_id, ...).
+-- children through the link indexes (idx_sync_orders_contact_id, ...). Last (issue 14):
+-- queue_unsupported, the outbound items of entities the pusher has no Keap write path for yet (status
+-- 'unsupported': kept, never sent, never dropped).
 create or replace view public.sync_health
 with (security_invoker = true)
 as
@@ -397,6 +399,7 @@ from_counters as (
         coalesce(pg_catalog.sum(k.n) filter (where k.metric = 'open_conflicts'), 0)::bigint as open_conflicts,
         coalesce(pg_catalog.sum(k.n) filter (where k.metric = 'queue:pending'), 0)::bigint as queue_pending,
         coalesce(pg_catalog.sum(k.n) filter (where k.metric = 'queue:error'), 0)::bigint as queue_failed,
+        coalesce(pg_catalog.sum(k.n) filter (where k.metric = 'queue:unsupported'), 0)::bigint as queue_unsupported,
         coalesce(pg_catalog.sum(k.n) filter (where k.metric = 'dead_letters'), 0)::bigint as open_dead_letters,
         coalesce(pg_catalog.sum(k.n) filter (where k.metric like 'unlinked:%'), 0)::bigint as unresolved_links,
         coalesce(pg_catalog.sum(k.n) filter (where k.metric = 'deleted'), 0)::bigint as soft_deleted,
@@ -445,6 +448,8 @@ from_rows as (
          where q.entity_type = e.entity_type and q.status = 'pending') as queue_pending,
         (select pg_catalog.count(*) from public.sync_queue as q
          where q.entity_type = e.entity_type and q.status = 'error') as queue_failed,
+        (select pg_catalog.count(*) from public.sync_queue as q
+         where q.entity_type = e.entity_type and q.status = 'unsupported') as queue_unsupported,
         null::bigint as open_dead_letters,
         coalesce(pg_catalog.sum(l.unlinked) filter (where l.deleted_at is null), 0)::bigint as unresolved_links,
         pg_catalog.count(l.entity_type) filter (where l.deleted_at is not null) as soft_deleted,
@@ -476,7 +481,12 @@ linked_to_deleted (entity_type, n) as (
           or s.product_id in (select d.id from deleted_products as d)
       )
 )
-select h.*, coalesce(l.n, 0)::bigint as linked_to_deleted_parent
+select
+    h.entity_type, h.total_records, h.synced, h.errors, h.conflicts, h.pending, h.avg_sync_time, h.last_synced_at,
+    h.open_conflicts, h.queue_pending, h.queue_failed, h.open_dead_letters, h.unresolved_links, h.soft_deleted,
+    h.last_successful_sync_at, h.sync_lag,
+    coalesce(l.n, 0)::bigint as linked_to_deleted_parent,
+    h.queue_unsupported
 from (
     select * from from_counters
     union all

@@ -16,7 +16,7 @@ from keap_pipeline.entities import ENTITIES
 EXACT = (
     "total_records", "synced", "errors", "conflicts", "pending", "open_conflicts", "queue_pending",
     "queue_failed", "open_dead_letters", "unresolved_links", "soft_deleted", "avg_sync_time",
-    "linked_to_deleted_parent",
+    "linked_to_deleted_parent", "queue_unsupported",
 )
 
 
@@ -49,7 +49,8 @@ def truth(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
             "select (select count(*) from public.sync_conflicts where entity_type = %(t)s and resolved_at is null),"
             " (select count(*) from public.sync_queue where entity_type = %(t)s and status = 'pending'),"
             " (select count(*) from public.sync_queue where entity_type = %(t)s and status = 'error'),"
-            " (select count(*) from keap_pipeline.dead_letters where entity = any(%(e)s) and status = 'open')",
+            " (select count(*) from keap_pipeline.dead_letters where entity = any(%(e)s) and status = 'open'),"
+            " (select count(*) from public.sync_queue where entity_type = %(t)s and status = 'unsupported')",
             {"t": kind, "e": letters_of},
         ).fetchone()
         assert bookkeeping is not None
@@ -57,7 +58,7 @@ def truth(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
             "total_records": row[0], "synced": row[1], "errors": row[2], "conflicts": row[3], "pending": row[4],
             "avg_sync_time": _micro(row[5]), "last_synced_at": row[6], "soft_deleted": row[7],
             "open_conflicts": bookkeeping[0], "queue_pending": bookkeeping[1], "queue_failed": bookkeeping[2],
-            "open_dead_letters": bookkeeping[3],
+            "open_dead_letters": bookkeeping[3], "queue_unsupported": bookkeeping[4],
             "unresolved_links": sum(link.rows for link in unresolved_links(conn, entity)),
             "linked_to_deleted_parent": _linked_to_deleted(conn, entity),
         }

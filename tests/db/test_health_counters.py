@@ -26,6 +26,8 @@ VIEW_COLUMNS = [
     ("last_successful_sync_at", "timestamp with time zone"), ("sync_lag", "interval"),
     # 29's (issue 13): counted from the rows when read
     ("linked_to_deleted_parent", "bigint"),
+    # issue 14's: outbound items with no Keap write path yet
+    ("queue_unsupported", "bigint"),
 ]
 
 
@@ -99,6 +101,7 @@ def change_everything(conn: psycopg.Connection) -> None:
     conn.execute("select keap_pipeline.resolve_orders_links()")
     act_as(conn, "authenticated", ADMIN)
     conn.execute("update public.sync_contacts set deleted_at = now() where keap_id = 'k2'")
+    conn.execute("update public.sync_orders set status = 'REFUNDED' where keap_id = 'o2'")
     conn.execute(
         "update public.sync_conflicts set resolved_at = now(), resolution_strategy = 'keap_wins'"
         " where entity_type = 'sync_contacts'"
@@ -111,6 +114,13 @@ def change_everything(conn: psycopg.Connection) -> None:
         "update public.sync_queue set status = 'processing', claim_key = 1 where status = 'pending' and entity_type = 'sync_tags'"
     )
     conn.execute("update public.sync_queue set status = 'completed', claim_key = null where status = 'processing'")
+    # and finds an item of an entity it has no Keap write path for (sql/30): kept as unsupported
+    marked = conn.execute(
+        "update public.sync_queue set status = 'unsupported', error_message = 'no Keap write path for sync_orders yet'"
+        " where id = (select q.id from public.sync_queue as q"
+        "             where q.entity_type = 'sync_orders' and q.status = 'pending' limit 1)"
+    ).rowcount
+    assert marked == 1
     conn.execute("update keap_pipeline.dead_letters set status = 'replayed' where keap_id = '901'")
     conn.execute("delete from keap_pipeline.dead_letters where keap_id = '905'")
     conn.execute("delete from public.sync_subscriptions where keap_id = 's1'")
@@ -145,6 +155,7 @@ def test_counters_match_the_rows_after_every_kind_of_write(db: psycopg.Connectio
     change_everything(db)
     assert_true(db)
     assert truth(db)["orders"]["unresolved_links"] == 0
+    assert truth(db)["orders"]["queue_unsupported"] == 1
     # k2 is soft-deleted now: its subscription s2 stays, linked to it (issue 13)
     assert truth(db)["subscriptions"]["linked_to_deleted_parent"] == 1
     # folding the deltas changes no figure
