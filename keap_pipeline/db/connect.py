@@ -6,8 +6,12 @@ import os
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 ENV_DATABASE_URL = "KEAP_PIPELINE_DATABASE_URL"
+# seconds to wait for a server that does not answer (a dropped route, a full pooler), unless the URL
+# (connect_timeout=...) or PGCONNECT_TIMEOUT says otherwise: libpq's own default is to wait forever
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 def resolve_database_url(database_url: str | None = None, *, start_embedded: bool = True) -> str:
@@ -57,11 +61,25 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "keap
 
     Returns:
         An open connection; prepared statements are off (prepare_threshold=None) because
-        Supavisor/PgBouncer in transaction mode cannot keep them across transactions.
+        Supavisor/PgBouncer in transaction mode cannot keep them across transactions. It gives up
+        after CONNECT_TIMEOUT_SECONDS on a server that does not answer, unless the URL's
+        connect_timeout or PGCONNECT_TIMEOUT sets the wait (a schedule's run then fails instead of
+        hanging on a dropped route).
     """
+    extra: dict[str, object] = {}
+    if "PGCONNECT_TIMEOUT" not in os.environ and "connect_timeout" not in _conninfo(url):
+        extra["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     return psycopg.connect(
         url,
         autocommit=autocommit,
         prepare_threshold=None,
         application_name=application_name,
+        **extra,  # type: ignore[arg-type]
     )
+
+
+def _conninfo(url: str) -> dict[str, object]:
+    try:
+        return conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return {}  # psycopg.connect names what is wrong with it
