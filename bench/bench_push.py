@@ -181,6 +181,7 @@ def limits_off(server_url: str, contacts: int, senders: int, batch_size: int, sa
         "seconds": seconds, "updates_per_second": report.updated / seconds, "senders": senders,
         "batch_size": batch_size, "pusher_cpu_ms_per_update": 1000 * mine / max(1, report.updated),
         "sandbox_cpu_ms_per_update": 1000 * theirs / max(1, report.updated),
+        "load": os.getloadavg()[0],
     }
     say(f"limits off: {result}")
     return result
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", required=True, help="a PostgreSQL server (a database is created on it)")
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--scale", type=int, default=10, help="the sandbox's limits are a PAT's times this")
-    parser.add_argument("--senders", type=int, default=1, help="clients sending side by side in the one pusher (limits off)")
+    parser.add_argument("--senders", type=int, nargs="+", default=[1, 2, 4],
+                        help="clients sending side by side in the one pusher (limits off); several values: one drain each, in one run")
     parser.add_argument("--batch-size", type=int, default=100, help="items per claim in the limits-off drain")
     parser.add_argument("--skip-limits-on", action="store_true")
     parser.add_argument("--write", action="store_true")
@@ -202,16 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     say(heading)
     on = None if args.skip_limits_on else limits_on(args.database_url, args.contacts, args.scale, say)
     same = coalescing(args.database_url, say)
-    off = limits_off(args.database_url, args.contacts, args.senders, args.batch_size, say)
+    offs = [limits_off(args.database_url, args.contacts, n, args.batch_size, say) for n in args.senders]
     if args.write:
-        write_section("Outbound push", _markdown(heading, args, on, same, off))
+        write_section("Outbound push", _markdown(heading, args, on, same, offs))
     return 0
 
 
-def _markdown(heading: str, args: argparse.Namespace, on: dict[str, Any] | None, same: dict[str, Any], off: dict[str, Any]) -> str:
+def _markdown(
+    heading: str, args: argparse.Namespace, on: dict[str, Any] | None, same: dict[str, Any], offs: list[dict[str, Any]]
+) -> str:
     lines = [
         f"Measured {heading}. `python -m bench.bench_push --contacts {args.contacts} --scale {args.scale}"
-        f" --senders {args.senders} --batch-size {args.batch_size}`: the sandbox in its own process, a fresh migrated database per part, every"
+        f" --senders {' '.join(str(n) for n in args.senders)} --batch-size {args.batch_size}`: the sandbox in its own process, a fresh migrated database per part, every"
         " contact synced first and then edited by one app statement (one queued update each).",
         "",
     ]
@@ -229,11 +233,20 @@ def _markdown(heading: str, args: argparse.Namespace, on: dict[str, Any] | None,
         f"- **Coalescing**: {same['edits']} app edits of one contact left {same['queue_items']} queue item; the push"
         f" made {sum(same['requests'].values())} requests: {same['requests']} (one PATCH; the listing is the"
         " conflict check, shared by every item of a batch).",
-        f"- **Limits off** (unpaced, one pusher, {off['senders']} sender(s), batches of {off['batch_size']}):"
-        f" {off['updated']:,} updates in"
-        f" {off['seconds']:.1f} s, **{off['updates_per_second']:,.0f} updates/s** ({off['requests']:,} requests);"
-        f" CPU per update: the pusher process {off['pusher_cpu_ms_per_update']:.2f} ms (the client, planning and its"
-        f" database round trips; PostgreSQL's own work not included), the sandbox {off['sandbox_cpu_ms_per_update']:.2f} ms.",
+        f"- **Limits off** (unpaced, one pusher process, batches of {args.batch_size}; `senders` = clients sending side"
+        " by side within it, one drain of every contact each, in this order):",
+        "",
+        "| senders | updates | seconds | updates/s | requests | pusher CPU ms per update | sandbox CPU ms per update | load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {off['senders']} | {off['updated']:,} | {off['seconds']:.1f} | **{off['updates_per_second']:,.0f}** |"
+        f" {off['requests']:,} | {off['pusher_cpu_ms_per_update']:.2f} | {off['sandbox_cpu_ms_per_update']:.2f} | {off['load']:.1f} |"
+        for off in offs
+    ]
+    lines += [
+        "",
+        "The pusher's CPU is the client, planning and its database round trips (PostgreSQL's own work not included).",
     ]
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -66,7 +67,7 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "keap
         connect_timeout or PGCONNECT_TIMEOUT sets the wait (a schedule's run then fails instead of
         hanging on a dropped route).
     """
-    extra: dict[str, object] = {}
+    extra: dict[str, Any] = {}
     if "PGCONNECT_TIMEOUT" not in os.environ and "connect_timeout" not in _conninfo(url):
         extra["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     return psycopg.connect(
@@ -74,11 +75,11 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "keap
         autocommit=autocommit,
         prepare_threshold=None,
         application_name=application_name,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
-def _conninfo(url: str) -> dict[str, object]:
+def _conninfo(url: str) -> dict[str, Any]:
     try:
         return conninfo_to_dict(url)
     except psycopg.ProgrammingError:
