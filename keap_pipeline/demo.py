@@ -23,6 +23,7 @@ from psycopg import sql
 
 from keap_pipeline.db import embedded
 from keap_pipeline.db.dead_letters import dead_letter_summary
+from keap_pipeline.db.load import CONFLICT_STRATEGIES
 from keap_pipeline.entities import ENTITIES, CursorKind, Entity, lineage_order
 from keap_pipeline.keap import ApiKeyAuth, KeapClient
 from keap_pipeline.local_stack import (
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keap_pipeline.demo", description=__doc__)
     parser.add_argument("--contacts", type=int, default=DEMO_CONTACTS,
                         help=f"contacts in the sandbox; the other entities scale from it (default {DEMO_CONTACTS})")
-    parser.add_argument("--strategy", default="merge", choices=["keap_wins", "supabase_wins", "manual", "merge"],
+    parser.add_argument("--strategy", default="merge", choices=CONFLICT_STRATEGIES,
                         help="conflict strategy of the runs (default merge)")
     parser.add_argument(
         "--entities", default=",".join(ENTITIES),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, fields
+from typing import Literal, get_args
 
 import polars as pl
 import psycopg
@@ -12,8 +13,11 @@ from psycopg import sql
 from keap_pipeline.db.roles import INGEST_ROLE
 from keap_pipeline.entities import KEY_COLUMNS, Entity
 
-CONFLICT_STRATEGIES = ("keap_wins", "supabase_wins", "manual", "merge")
-MERGE_RULES = ("keap_wins", "supabase_wins", "manual")
+# the one vocabulary (Dagster's config classes, the CLI's choices and the SQL functions' checks use it)
+ConflictStrategy = Literal["keap_wins", "supabase_wins", "manual", "merge"]
+MergeRule = Literal["keap_wins", "supabase_wins", "manual"]
+CONFLICT_STRATEGIES: tuple[str, ...] = get_args(ConflictStrategy)
+MERGE_RULES: tuple[str, ...] = get_args(MergeRule)
 
 
 @dataclass

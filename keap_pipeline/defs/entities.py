@@ -60,6 +60,7 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 
 from keap_pipeline.db.cursors import INCREMENTAL, get_cursor, window_scope
+from keap_pipeline.db.load import ConflictStrategy, MergeRule
 from keap_pipeline.defs.deletions import DeletionDefs, deletion_defs
 from keap_pipeline.defs.entity_checks import entity_checks
 from keap_pipeline.defs.keap import KeapResource
@@ -100,10 +101,10 @@ def asset_name(entity: Entity) -> str:
 class EntitySyncConfig(Config):
     """How a run of a keap_<name> asset syncs (each entity has its subclass, <Name>SyncConfig)."""
 
-    strategy: Literal["keap_wins", "supabase_wins", "manual", "merge"] = Field(
+    strategy: ConflictStrategy = Field(
         default="keap_wins", description="what to do with a record changed in Keap and locally since the last sync"
     )
-    merge_rule: Literal["keap_wins", "supabase_wins", "manual"] = Field(
+    merge_rule: MergeRule = Field(
         default="manual", description="for strategy merge: a field changed on both sides (manual = park the record)"
     )
     pages_per_batch: int = Field(default=1, ge=1, le=50, description="fewest Keap pages per database transaction")

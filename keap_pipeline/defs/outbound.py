@@ -10,7 +10,7 @@ the run history with empty runs. Its latency is the sensor interval plus a run's
 
 # No `from __future__ import annotations`: Dagster reads the asset's config annotation at definition time.
 
-from typing import Literal
+
 
 import psycopg
 from dagster import (
@@ -37,6 +37,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from keap_pipeline.db.load import ConflictStrategy, MergeRule
 from keap_pipeline.db.outbound import due_work, queue_counts
 from keap_pipeline.defs.entities import GROUP, KEAP_POOL
 from keap_pipeline.defs.keap import KeapResource
@@ -54,10 +55,10 @@ SENSOR_INTERVAL_SECONDS = 30
 class PushConfig(Config):
     """How a keap_outbound run pushes (the Launchpad offers and checks these values)."""
 
-    strategy: Literal["keap_wins", "supabase_wins", "manual", "merge"] = Field(
+    strategy: ConflictStrategy = Field(
         default="keap_wins", description="a record changed in Keap since the app's edit: resolved as the ingestion resolves it"
     )
-    merge_rule: Literal["keap_wins", "supabase_wins", "manual"] = Field(
+    merge_rule: MergeRule = Field(
         default="manual", description="for strategy merge: a field changed on both sides (manual = park the record)"
     )
     batch_size: int = Field(default=100, ge=1, le=1000, description="items claimed per batch")
