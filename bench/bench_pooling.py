@@ -49,7 +49,7 @@ def _plot(results: list[tuple[str, PgbenchResult]], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
     for ax, kind in zip(axes, ("read", "write"), strict=True):
         runs = [r for k, r in results if k == kind and r.latencies_ms]
-        ax.boxplot([r.latencies_ms for r in runs], labels=[str(r.clients) for r in runs], whis=(1, 99),
+        ax.boxplot([r.latencies_ms for r in runs], tick_labels=[str(r.clients) for r in runs], whis=(1, 99),
                    showfliers=False)
         ax.set_title(f"app {kind} through PgBouncer (transaction mode)")
         ax.set_xlabel("concurrent clients")
