@@ -544,14 +544,14 @@ def split_list_body(raw: bytes, list_key: str) -> dict[str, Any] | None:
 
 def _id_text(value: Any) -> str | None:
     if type(value) is int:
-        return int.__repr__(value)
-    if type(value) is str:
+        return int.__repr__(value) if value >= 0 else None
+    if type(value) is str and value.isascii() and value.isdigit():
         return value
     return None
 
 
 def record_ids(records: list[Any], raw: bytes, list_key: str) -> list[str | None]:
-    """Each record's ``id`` as text (an integer's digits, a string as it is), read without decoding the rest.
+    """Each record's ``id`` as digits (a non-negative integer's, a string of digits), read without decoding the rest.
 
     Only a key to look a record up by (pipeline.raw_keys): an id this reads differently from the
     normalizer is not found, and the record takes the full path.

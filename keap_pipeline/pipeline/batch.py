@@ -257,7 +257,7 @@ def _remember(
     fresh = fresh.sort("ordinal").unique(subset="keap_id", keep="last", maintain_order=True)
     remember_keys(
         conn, entity.name, fresh["keap_id"].to_list(), fresh["raw_hash"].to_list(),
-        fresh["keap_updated_at"].to_list(), fresh["content_hash"].to_list(),
+        fresh["keap_updated_at"].dt.epoch("us").to_list(), fresh["content_hash"].to_list(),
     )
 
 

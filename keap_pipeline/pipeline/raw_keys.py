@@ -24,8 +24,8 @@ from typing import Any
 import msgspec
 import polars as pl
 
-from keap_pipeline.db.raw_keys import KnownKeys
-from keap_pipeline.entities import KEY_COLUMNS, Entity
+from keap_pipeline.db.raw_keys import NONE_KNOWN, KnownKeys
+from keap_pipeline.entities import Entity
 from keap_pipeline.jsontext import decode_list_body, decode_record, record_ids
 from keap_pipeline.normalize.frame import UTC_US
 from keap_pipeline.normalize.result import NormalizeResult
@@ -35,13 +35,10 @@ from keap_pipeline.pipeline.pages import normalize_records
 # the files normalizer_key reads, e.g. a new rule in a library it calls)
 NORMALIZER_REVISION = 1
 
-Find = Callable[[Sequence[str | None], Sequence[bytes]], dict[int, KnownKeys]]
+Find = Callable[[Sequence[str | None], Sequence[bytes]], KnownKeys]
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 _KEYS: dict[str, bytes] = {}
-KNOWN_SCHEMA = pl.Schema(
-    {"ordinal": pl.Int32(), "keap_id": pl.Utf8(), "keap_updated_at": UTC_US, "content_hash": pl.Utf8()}
-)
 HASHES_SCHEMA = pl.Schema({"ordinal": pl.Int32(), "raw_hash": pl.Binary()})
 
 
@@ -128,30 +125,29 @@ def read_page(
     """
     fetched_at = datetime.now(UTC)
     hashes = raw_hashes(entity, records)
-    found = find(record_ids(records, raw, entity.list_key), hashes) if find is not None else {}
+    ids = record_ids(records, raw, entity.list_key)
+    found = find(ids, hashes) if find is not None else NONE_KNOWN
     kept = RawRecords(records)
-    if not found:
+    if not found.ordinals:
         # nothing known (a first load): the page decoded whole, as without raw hashes, when it splits
         # into the same records
         body = decode_list_body(raw, entity.list_key)[entity.list_key]
         result = normalize_records(entity, body if len(body) == len(records) else kept, fetched_at=fetched_at)
         todo = list(range(len(records)))
+        known = None
     else:
-        todo = [i for i in range(len(records)) if i not in found]
+        skip = set(found.ordinals)
+        todo = [i for i in range(len(records)) if i not in skip]
         result = at_positions(normalize_records(entity, [kept[i] for i in todo], fetched_at=fetched_at), todo)
-    known = None
-    if found:
-        ordinals = sorted(found)
-        keys = [found[i] for i in ordinals]
         known = pl.DataFrame(
             {
-                "ordinal": ordinals,
-                "keap_id": [k.keap_id for k in keys],
-                "keap_updated_at": [k.keap_updated_at for k in keys],
-                "content_hash": [k.content_hash for k in keys],
+                "ordinal": found.ordinals,
+                "keap_id": [ids[i] for i in found.ordinals],
+                "keap_updated_at": found.updated_us,
+                "content_hash": found.content_hashes,
             },
-            schema=KNOWN_SCHEMA,
-        ).select(KEY_COLUMNS)
+            schema={"ordinal": pl.Int32(), "keap_id": pl.Utf8(), "keap_updated_at": pl.Int64(), "content_hash": pl.Utf8()},
+        ).with_columns(pl.col("keap_updated_at").cast(UTC_US))
     hashed = pl.DataFrame({"ordinal": todo, "raw_hash": [hashes[i] for i in todo]}, schema=HASHES_SCHEMA)
     return kept, NormalizeResult(
         frame=result.frame, rejected=result.rejected, fetched_at=result.fetched_at, known=known, raw_hashes=hashed
