@@ -19,8 +19,8 @@ from keap_pipeline.db.raw_keys import remember_keys
 from keap_pipeline.entities import KEY_COLUMNS, CursorKind, Entity
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.pages import normalize_records, raw_record
-from keap_pipeline.pipeline.raw_keys import at_positions
 from keap_pipeline.pipeline.parallel import TurnYielded
+from keap_pipeline.pipeline.raw_keys import at_positions
 from keap_pipeline.pipeline.retries import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
     MAX_ATTEMPTS,

@@ -14,7 +14,14 @@ import keap_pipeline.pipeline.batch as batch_module
 import keap_pipeline.pipeline.raw_keys as raw_keys
 from keap_pipeline.db.connect import connect
 from keap_pipeline.db.cursors import get_cursor
-from tests.pipeline.conftest import expected_rows, sandbox_records, scalar, snapshot, sync, table_rows
+from tests.pipeline.conftest import (
+    expected_rows,
+    sandbox_records,
+    scalar,
+    snapshot,
+    sync,
+    table_rows,
+)
 
 WINDOW = "window:again"
 
