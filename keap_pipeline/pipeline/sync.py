@@ -27,7 +27,7 @@ from keap_pipeline.pipeline.batching import DEFAULT_MAX_CHANGES, BatchSizer
 from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, normalize_page, split
 from keap_pipeline.pipeline.parallel import LoaderPool, Turn
 from keap_pipeline.pipeline.prefetch import prefetch
-from keap_pipeline.pipeline.raw_keys import Find, is_split, read_page
+from keap_pipeline.pipeline.raw_keys import Find, PageFinder, is_split, read_page
 from keap_pipeline.pipeline.report import SyncReport
 from keap_pipeline.pipeline.retries import DEFAULT_LOCK_TIMEOUT_SECONDS, with_retries
 
@@ -233,7 +233,7 @@ def sync_entity(
 
         # the read-ahead thread's own connection: it looks up the records whose bytes were normalized before
         finder = connect(database_url, application_name=f"{run_holder(entity, run_id)} read-ahead"[:63])
-        find: Find = partial(find_known, finder, entity.name)
+        find: Find = PageFinder(partial(find_known, finder, entity.name))
 
         def made(p: Page) -> NormalizedPage:
             if p.raw is not None and is_split(p.records):

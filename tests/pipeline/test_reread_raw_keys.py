@@ -156,3 +156,21 @@ def test_an_app_edit_is_kept_and_a_keap_change_of_it_is_a_conflict(sandbox, migr
     report = _reread(handle, migrated_database, strategy="manual", scope="window:third")
     assert counted.read_ahead == 1 and report.counts.conflicts_parked == 1
     assert scalar(migrated_database, "select first_name from public.sync_contacts where keap_id = '9'") == "App"
+
+
+def test_the_page_finder_looks_less_while_it_finds_nothing() -> None:
+    from keap_pipeline.db.raw_keys import KnownKeys
+
+    asked: list[int] = []
+    answers = iter([KnownKeys([], [], [])] * 2 + [KnownKeys([0], [1], ["0" * 32])] + [KnownKeys([], [], [])] * 20)
+
+    def find(ids: Any, hashes: Any) -> KnownKeys:
+        asked.append(len(ids))
+        return next(answers)
+
+    finder = raw_keys.PageFinder(find, every=4)
+    found = [finder(["1"], [b"\0" * 16]).ordinals for _ in range(14)]
+    # pages 1, 2 miss; then only page 4 (of 3, 4), which finds one, so 5 and 6 are asked again (and
+    # miss); then pages 8 and 12 only
+    assert len(asked) == 7
+    assert found[3] == [0] and found.count([0]) == 1
