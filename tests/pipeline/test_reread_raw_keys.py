@@ -174,3 +174,19 @@ def test_the_page_finder_looks_less_while_it_finds_nothing() -> None:
     # miss); then pages 8 and 12 only
     assert len(asked) == 7
     assert found[3] == [0] and found.count([0]) == 1
+
+
+def test_big_integers_stay_exact_when_a_changed_record_is_decoded_alone(
+    sandbox, migrated_database: str, counted: Counted
+) -> None:
+    big = "123456789012345678901234567890123456789"
+    handle = sandbox(contacts=250)
+    sync(handle, migrated_database, page_size=100)
+    # a changed record among known ones: decoded alone (jsontext.decode_record), not with its page
+    handle.state.update_contact(120, {"custom_fields": [{"id": "7", "content": int(big)}, {"id": "8", "content": 0.1}]})
+    counted.read_ahead = 0
+    report = _reread(handle, migrated_database)
+    assert counted.read_ahead == 1 and report.counts.updated == 1
+    text = scalar(migrated_database, "select custom_fields::text from public.sync_contacts where keap_id = '120'")
+    assert big in text and "0.1" in text
+    assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
