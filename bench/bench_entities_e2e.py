@@ -11,20 +11,28 @@ Per entity and size, in a fresh child process (so its peak RSS is its own) on a 
    time (every record re-read), subscriptions as their normal run (a full pass by id). Unchanged
    records must cost no writes: the sync table's tuple writes are counted.
 Figures go to docs/benchmarks.md ("Orders and subscriptions: end to end").
+
+`--variant NAME=SRC` (with `--pairs`) also runs the code in SRC (first on PYTHONPATH, say a `git archive`
+of an older commit), alternating with this tree pair after pair; the figures then go to "Orders and
+subscriptions: re-sync side by side".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from bench.common import fresh_database, git_revision, machine, server_version, write_section
+
+HERE = str(Path(__file__).resolve().parents[1])
 
 CONTACTS_PER_RECORD = 2  # the sandbox's orders point at existing contacts: some fewer contacts than orders
 
@@ -110,6 +118,25 @@ def _one(database_url: str, entity_name: str, n: int, loaders: int, changed_path
     }
 
 
+def _child(database_url: str, name: str, n: int, loaders: int, src: str) -> dict[str, float]:
+    """One entity's first load and re-sync in a fresh child process on a fresh database, with SRC's code first."""
+    url = fresh_database(database_url, f"bench_{name}_e2e")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([p for p in (src, HERE) if p])}
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as changed_file:
+        changed_file.write(b"\n".join(_changed(name, n, max(10, n // CONTACTS_PER_RECORD))) + b"\n")
+        changed_file.flush()
+        # run as a script (not -m, which puts the working directory first): SRC's keap_pipeline wins
+        out = subprocess.run(  # noqa: S603 - our own module
+            [sys.executable, __file__, "--database-url", database_url,
+             "--child", url, name, str(n), str(loaders), changed_file.name],
+            capture_output=True, text=True, check=False, env=env,
+        )
+    if out.returncode:
+        sys.stderr.write(out.stderr[-4000:])
+        raise SystemExit(f"{name} {n}: the child failed (exit {out.returncode})")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", required=True)
@@ -117,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, nargs="+", default=[100_000])
     parser.add_argument("--loaders", type=int, default=2)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--pairs", type=int, default=1, help="alternating runs of every variant")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=SRC",
+                        help="also run the code in SRC (first on PYTHONPATH); this tree is 'this'")
     parser.add_argument("--child", nargs=5, metavar=("URL", "ENTITY", "N", "LOADERS", "CHANGED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -124,27 +154,46 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_one(url, name, int(n), int(loaders), changed_path)))
         return 0
     rows = []
-    for name in args.entity:
-        for n in args.records:
-            url = fresh_database(args.database_url, f"bench_{name}_e2e")
-            with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as changed_file:
-                changed_file.write(b"\n".join(_changed(name, n, max(10, n // CONTACTS_PER_RECORD))) + b"\n")
-                changed_file.flush()
-                out = subprocess.run(  # noqa: S603 - our own module
-                    [sys.executable, "-m", "bench.bench_entities_e2e", "--database-url", args.database_url,
-                     "--child", url, name, str(n), str(args.loaders), changed_file.name],
-                    capture_output=True, text=True, check=False,
-                )
-            if out.returncode:
-                sys.stderr.write(out.stderr[-4000:])
-                raise SystemExit(f"{name} {n}: the child failed (exit {out.returncode})")
-            result = json.loads(out.stdout.strip().splitlines()[-1])
+    variants = [tuple(v.split("=", 1)) for v in args.variant] + [("this", "")]
+    side_by_side = []
+    runs = [
+        (name, n, pair, variant, src)
+        for name in args.entity
+        for n in args.records
+        for pair in range(args.pairs)
+        for variant, src in (variants if pair % 2 == 0 else list(reversed(variants)))
+    ]
+    for name, n, pair, variant, src in runs:
+        load = os.getloadavg()[0]
+        result = _child(args.database_url, name, n, args.loaders, src)
+        result["load"] = load
+        if len(variants) == 1:
             rows.append((name, n, result))
-            print(f"{name:>13} {n:>9,}: first load {result['first_per_second']:>8,.0f}/s;"
-                  f" re-sync 1% changed {result['resync_per_second']:>9,.0f}/s ({result['changed']:,} changed,"
-                  f" {result['resync_writes']:,} tuple writes); peak RSS first load {result['rss_after_first_mb']:.0f} MB,"
-                  f" whole run {result['peak_rss_mb']:.0f} MB")
-    if args.write:
+        side_by_side.append((name, n, variant, pair + 1, result))
+        print(f"{variant:>8} {name:>13} {n:>9,}: first load {result['first_per_second']:>8,.0f}/s;"
+              f" re-sync 1% changed {result['resync_per_second']:>9,.0f}/s ({result['changed']:,} changed,"
+              f" {result['resync_writes']:,} tuple writes); peak RSS first load {result['rss_after_first_mb']:.0f} MB,"
+              f" whole run {result['peak_rss_mb']:.0f} MB, load {load:.1f}", flush=True)
+    if args.write and len(variants) > 1:
+        lines = [
+            f"Measured {machine()}; {server_version(args.database_url)}; commit {git_revision()}; pacing off, "
+            f"{args.loaders} loaders, the sandbox in its own process.",
+            f"Rerun: `.venv/bin/python -m bench.bench_entities_e2e --database-url URL --entity {' '.join(args.entity)}"
+            f" --records {' '.join(map(str, args.records))} --pairs {args.pairs}"
+            + "".join(f" --variant {v}=SRC" for v, src in variants if src) + " --write`.",
+            "",
+            "| entity | records | variant | run | first load records/s | re-sync s | re-sync records/s | changed | tuple writes |"
+            " peak RSS MB | load |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, n, variant, run, r in sorted(side_by_side, key=lambda x: (x[0], x[1], x[2], x[3])):
+            lines.append(
+                f"| {name} | {n:,} | {variant} | {run} | {r['first_per_second']:,.0f} | {r['resync_seconds']:.1f} |"
+                f" {r['resync_per_second']:,.0f} | {r['changed']:,} | {r['resync_writes']:,} | {r['peak_rss_mb']:.0f} |"
+                f" {r['load']:.1f} |"
+            )
+        write_section("Orders and subscriptions: re-sync side by side", "\n".join(lines))
+    elif args.write:
         lines = [
             f"Measured {machine()}; {server_version(args.database_url)}; commit {git_revision()}; pacing off, "
             f"{args.loaders} loaders, the sandbox in its own process.",

@@ -499,3 +499,87 @@ def record_json(record: Any, raw: bytes | None) -> str:
         return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
         return dumps(record)
+
+
+# Splitting a list page into its records' bytes without decoding them (msgspec skips each record in C),
+# and reading each record's id alone: what a re-read needs to find records it normalized before.
+_SPLITTERS: dict[str, msgspec.json.Decoder[Any]] = {}
+_ID_READERS: dict[str, msgspec.json.Decoder[Any]] = {}
+
+
+class _IdOnly(msgspec.Struct):
+    id: Any = None
+
+
+def _splitter(list_key: str) -> msgspec.json.Decoder[Any]:
+    found = _SPLITTERS.get(list_key)
+    if found is None:
+        page = msgspec.defstruct(
+            "RawListPage", [(list_key, list[msgspec.Raw]), ("next_page_token", Any, None)]
+        )
+        found = _SPLITTERS[list_key] = msgspec.json.Decoder(page)
+    return found
+
+
+def split_list_body(raw: bytes, list_key: str) -> dict[str, Any] | None:
+    """A list page as {list_key: each record's bytes (msgspec.Raw), "next_page_token": ...}, records not decoded.
+
+    Args:
+        raw: the body of a list response.
+        list_key: the key of the records' array.
+
+    Returns:
+        The split body, or None when msgspec cannot split it (no such array, bytes that are not UTF-8,
+        a record that is not JSON, ...): the caller then decodes the body whole (decode_list_body),
+        which says what each record is.
+    """
+    if raw.startswith(_UTF8_BOM):
+        return None
+    try:
+        page = _splitter(list_key).decode(raw)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        return None
+    return {list_key: getattr(page, list_key), "next_page_token": page.next_page_token}
+
+
+def _id_text(value: Any) -> str | None:
+    if type(value) is int:
+        return int.__repr__(value) if value >= 0 else None
+    if type(value) is str and value.isascii() and value.isdigit():
+        return value
+    return None
+
+
+def record_ids(records: list[Any], raw: bytes, list_key: str) -> list[str | None]:
+    """Each record's ``id`` as digits (a non-negative integer's, a string of digits), read without decoding the rest.
+
+    Only a key to look a record up by (pipeline.raw_keys): an id this reads differently from the
+    normalizer is not found, and the record takes the full path.
+
+    Args:
+        records: the page's records as split_list_body gave them.
+        raw: the page's body.
+        list_key: the key of the records' array.
+
+    Returns:
+        One id or None per record.
+    """
+    reader = _ID_READERS.get(list_key)
+    if reader is None:
+        page = msgspec.defstruct("IdListPage", [(list_key, list[_IdOnly])])
+        reader = _ID_READERS[list_key] = msgspec.json.Decoder(page)
+    try:
+        found = getattr(reader.decode(raw), list_key)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        found = None
+    if found is not None and len(found) == len(records):
+        return [_id_text(r.id) for r in found]
+    # a record that is not an object: read them one by one
+    one = msgspec.json.Decoder(_IdOnly)
+    ids: list[str | None] = []
+    for record in records:
+        try:
+            ids.append(_id_text(one.decode(record).id))
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+            ids.append(None)
+    return ids

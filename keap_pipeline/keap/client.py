@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from keap_pipeline.jsontext import decode_json, decode_list_body, dumps
+from keap_pipeline.jsontext import decode_json, decode_list_body, dumps, split_list_body
 from keap_pipeline.keap import paging
 from keap_pipeline.keap.auth import Auth
 from keap_pipeline.keap.endpoints import ENDPOINTS, EndpointSpec, build_list_params
@@ -174,6 +174,7 @@ class KeapClient:
         page_size: int = 1000,
         filters: Sequence[str] = (),
         page_token: str | None = None,
+        decode: bool = True,
     ) -> Iterator[Page]:
         """Page through a list endpoint, one Page at a time.
 
@@ -186,6 +187,9 @@ class KeapClient:
             page_size: 1..1000.
             filters: extra raw filter terms, e.g. ``"contact_id>5"``.
             page_token: resume a listing from this token.
+            decode: False: each page's records are their bytes (msgspec.Raw, jsontext.split_list_body),
+                not decoded, for a consumer that decodes only some of them (a re-read, see
+                pipeline.raw_keys); a page msgspec cannot split is decoded as usual.
 
         Returns:
             an iterator of pages; arguments are checked now, requests are sent as it is consumed.
@@ -212,12 +216,14 @@ class KeapClient:
             order_by=order_by,
             filters=tuple(filters),
         )
-        return self._pages(spec, params, page_token)
+        return self._pages(spec, params, page_token, decode)
 
-    def _pages(self, spec: EndpointSpec, params: dict[str, str], token: str | None) -> Iterator[Page]:
+    def _pages(self, spec: EndpointSpec, params: dict[str, str], token: str | None, decode: bool = True) -> Iterator[Page]:
         def fetch(query: dict[str, str]) -> FetchResult:
             response, spent = self.request("GET", spec.path, params=query)
-            body = self._json(response, spec.path, list_key=spec.list_key)
+            body = None if decode else split_list_body(response.content, spec.list_key)
+            if body is None:
+                body = self._json(response, spec.path, list_key=spec.list_key)
             return FetchResult(body, spent, self._pacer.quota, response.content)
 
         for page in paging.iter_pages(spec, params, fetch, page_token=token):

@@ -39,8 +39,15 @@ class NormalizeResult:
         frame: the staging rows, exactly the entity's staging columns, in order, with fixed dtypes.
         rejected: the records left out of ``frame``, in input order.
         fetched_at: when the batch was fetched from Keap (UTC-aware), for the loader and dead letters.
+        known: the key columns (ordinal, keap_id, keap_updated_at, content_hash) of the records that
+            were not normalized because their exact bytes were normalized before (pipeline.raw_keys);
+            they are in neither ``frame`` nor ``rejected``. None: every record was normalized.
+        raw_hashes: (ordinal, raw_hash) of the records of ``frame`` whose bytes were hashed, for the
+            loader to remember (None: none were).
     """
 
     frame: pl.DataFrame
     rejected: list[Rejected] = dataclasses.field(default_factory=list)
     fetched_at: datetime | None = None
+    known: pl.DataFrame | None = None
+    raw_hashes: pl.DataFrame | None = None

@@ -15,10 +15,12 @@ import psycopg
 from keap_pipeline.db.cursors import advance_cursor
 from keap_pipeline.db.dead_letters import NewDeadLetter, close_superseded, record_dead_letters
 from keap_pipeline.db.load import UpsertCounts, begin_load, diff_frame, load_frame
-from keap_pipeline.entities import CursorKind, Entity
+from keap_pipeline.db.raw_keys import remember_keys
+from keap_pipeline.entities import KEY_COLUMNS, CursorKind, Entity
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.pages import normalize_records, raw_record
 from keap_pipeline.pipeline.parallel import TurnYielded
+from keap_pipeline.pipeline.raw_keys import at_positions
 from keap_pipeline.pipeline.retries import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
     MAX_ATTEMPTS,
@@ -193,6 +195,70 @@ class _Part:
     start: int
     rows: pl.DataFrame  # the rows to stage, in ordinal order: all of them, or the diff's verdicts 'load'
     diff: bool  # whether `rows` still need the key/hash diff
+    known: pl.DataFrame | None = None  # keys of records not normalized (pipeline.raw_keys), to diff first
+
+
+def _judge_known(
+    conn: psycopg.Connection,
+    entity: Entity,
+    records: Sequence[Any],
+    rows: pl.DataFrame,
+    known: pl.DataFrame,
+    counts: UpsertCounts,
+) -> tuple[pl.DataFrame, bool, list[NewDeadLetter]]:
+    """The key/hash diff over the normalized rows and the known records' keys; known records it loads are normalized now.
+
+    A record whose bytes were normalized before (pipeline.raw_keys) comes with its keys only. The
+    diff judges it as it judges any row (the sync table may have changed since: an app edit, a
+    write-back, a deletion); the few it says to load are decoded and normalized here, in the loader.
+
+    Returns:
+        (the rows to stage, whether they still need the diff, dead letters of the records normalized here).
+    """
+    try:
+        with conn.transaction():
+            todo, found = diff_frame(conn, entity, pl.concat([rows.select(KEY_COLUMNS), known]))
+    except RECORD_FAULTS:
+        todo = None  # a key the keys' COPY refuses: normalize them all, diff and isolate as usual
+    stage_diff = todo is None
+    late = known["ordinal"].to_list()
+    if todo is not None:
+        counts.add(found)
+        load = todo["ordinal"].to_list()
+        wanted = set(load)
+        late = [o for o in late if o in wanted]
+        rows = rows.filter(pl.col("ordinal").is_in(load))
+    letters: list[NewDeadLetter] = []
+    if late:
+        normalized = at_positions(
+            normalize_records(entity, [records[o] for o in late], fetched_at=datetime.now(UTC)), late
+        )
+        rows = pl.concat([rows, normalized.frame]).sort("ordinal")
+        letters = [
+            NewDeadLetter(
+                keap_id=r.keap_id, record=r.record, reason=r.reason, field=r.field,
+                raw=None if r.ordinal is None else raw_record(records, r.ordinal), ordinal=r.ordinal,
+            )
+            for r in normalized.rejected
+        ]
+    return rows, stage_diff, letters
+
+
+def _remember(
+    conn: psycopg.Connection, entity: Entity, fresh: pl.DataFrame, letters: Iterable[NewDeadLetter]
+) -> None:
+    """Store the raw hashes and keys of a part's records normalized in the read-ahead, but of its dead letters."""
+    dead = [d.keap_id for d in letters if d.keap_id is not None]
+    if dead:
+        fresh = fresh.filter(~pl.col("keap_id").is_in(dead))
+    if not fresh.height:
+        return
+    # a record read twice in the batch: its later bytes
+    fresh = fresh.sort("ordinal").unique(subset="keap_id", keep="last", maintain_order=True)
+    remember_keys(
+        conn, entity.name, fresh["keap_id"].to_list(), fresh["raw_hash"].to_list(),
+        fresh["keap_updated_at"].dt.epoch("us").to_list(), fresh["content_hash"].to_list(),
+    )
 
 
 def _covered(frame: pl.DataFrame, start: int, end: int | None) -> pl.DataFrame:
@@ -271,16 +337,22 @@ def load_batch(
     frame: pl.DataFrame = result.frame
     if max_rows is not None and frame.height > max_rows:
         frame = frame.sort("ordinal")  # parts are ranges of ordinals
-    max_updated = frame["keap_updated_at"].max() if frame.height else None
+    # records not normalized because their bytes were (pipeline.raw_keys): their keys count like rows'
+    known = result.known if result.known is not None and result.known.height else None
+    keys = frame.select(KEY_COLUMNS) if known is None else pl.concat([frame.select(KEY_COLUMNS), known]).sort("ordinal")
+    fresh = None
+    if result.raw_hashes is not None and result.raw_hashes.height and frame.height:
+        fresh = keys.join(result.raw_hashes, on="ordinal", how="inner")
+    max_updated = keys["keap_updated_at"].max() if keys.height else None
     total = UpsertCounts()
     dead_lettered = 0
     parts = 0
-    part: _Part | None = _Part(start=0, rows=frame, diff=diff)
+    part: _Part | None = _Part(start=0, rows=frame, diff=diff, known=known)
     while part is not None:
         counts, kept, part = _commit_part(
-            conn, entity, records, frame, letters, part, first=parts == 0, max_rows=max_rows, scope=scope,
+            conn, entity, records, keys, letters, part, first=parts == 0, max_rows=max_rows, scope=scope,
             run_id=run_id, strategy=strategy, merge_rule=merge_rule, turn=turn,
-            lock_timeout_seconds=lock_timeout_seconds,
+            lock_timeout_seconds=lock_timeout_seconds, fresh=fresh,
         )
         parts += 1
         total.add(counts)
@@ -306,8 +378,14 @@ def _commit_part(
     merge_rule: str,
     turn: Turn | None,
     lock_timeout_seconds: float,
+    fresh: pl.DataFrame | None = None,
 ) -> tuple[UpsertCounts, int, _Part | None]:
-    """One transaction of load_batch, retried as a whole: (its counts, dead letters kept, the part after it or None)."""
+    """One transaction of load_batch, retried as a whole: (its counts, dead letters kept, the part after it or None).
+
+    `frame` holds the keys (ordinal, keap_id, keap_updated_at) of every record of the batch that is
+    not a normalizer's dead letter, normalized or known; `fresh` the raw hashes of those normalized
+    in the read-ahead, to remember.
+    """
     attempt = 0
     yields = 0
     while True:
@@ -325,6 +403,9 @@ def _commit_part(
                         turn.resume()
                 begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=True)
                 rows, stage_diff = part.rows, part.diff
+                if part.known is not None:
+                    rows, stage_diff, late = _judge_known(conn, entity, records, rows, part.known, counts)
+                    refused.extend(late)
                 if max_rows is not None and rows.height > max_rows:
                     if stage_diff:
                         try:
@@ -344,6 +425,8 @@ def _commit_part(
                 kept, loaded = settle_letters(covered, [*mine, *refused])
                 record_dead_letters(conn, entity.name, kept, run_id)
                 close_superseded(conn, entity.name, loaded)
+                if fresh is not None:
+                    _remember(conn, entity, _covered(fresh, part.start, end), [*mine, *refused])
                 if turn is not None:
                     turn()
                 max_updated = covered["keap_updated_at"].max() if covered.height else None

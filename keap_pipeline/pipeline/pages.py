@@ -110,6 +110,8 @@ def batch_keys(records: Sequence[Any], result: NormalizeResult) -> set[str]:
         The keys.
     """
     keys: set[str] = set(result.frame["keap_id"].to_list()) if result.frame.height else set()
+    if result.known is not None and result.known.height:
+        keys.update(result.known["keap_id"].to_list())
     for r in result.rejected:
         if r.keap_id:
             keys.add(r.keap_id)
@@ -228,16 +230,26 @@ def combine(pages: Sequence[NormalizedPage]) -> tuple[Sequence[Any], NormalizeRe
     if len(pages) == 1:
         return pages[0].records, pages[0].result
     frames: list[pl.DataFrame] = []
+    known: list[pl.DataFrame] = []
+    hashes: list[pl.DataFrame] = []
     rejected: list[Rejected] = []
     offset = 0
     for page in pages:
-        frames.append(page.result.frame.with_columns((pl.col("ordinal") + offset).cast(pl.Int32)))
+        shifted = (pl.col("ordinal") + offset).cast(pl.Int32)
+        frames.append(page.result.frame.with_columns(shifted))
+        if page.result.known is not None:
+            known.append(page.result.known.with_columns(shifted))
+        if page.result.raw_hashes is not None:
+            hashes.append(page.result.raw_hashes.with_columns(shifted))
         rejected.extend(
             r if r.ordinal is None else dataclasses.replace(r, ordinal=r.ordinal + offset) for r in page.result.rejected
         )
         offset += len(page.records)
     records = BatchRecords([page.records for page in pages])
-    return records, NormalizeResult(frame=pl.concat(frames), rejected=rejected, fetched_at=pages[0].result.fetched_at)
+    return records, NormalizeResult(
+        frame=pl.concat(frames), rejected=rejected, fetched_at=pages[0].result.fetched_at,
+        known=pl.concat(known) if known else None, raw_hashes=pl.concat(hashes) if hashes else None,
+    )
 
 
 class RecordSlice(Sequence[Any]):
@@ -283,14 +295,27 @@ def split(records: Sequence[Any], result: NormalizeResult, size: int) -> list[tu
     if len(records) <= size:
         return [(records, result)]
     out: list[tuple[Sequence[Any], NormalizeResult]] = []
+
+    def part(frame: pl.DataFrame | None, start: int, end: int) -> pl.DataFrame | None:
+        if frame is None:
+            return None
+        ordinal = pl.col("ordinal")
+        return frame.filter((ordinal >= start) & (ordinal < end)).with_columns((ordinal - start).cast(pl.Int32))
+
     for start in range(0, len(records), size):
         end = min(start + size, len(records))
-        ordinal = pl.col("ordinal")
-        frame = result.frame.filter((ordinal >= start) & (ordinal < end)).with_columns((ordinal - start).cast(pl.Int32))
+        frame = part(result.frame, start, end)
+        assert frame is not None
         rejected = [
             r if r.ordinal is None else dataclasses.replace(r, ordinal=r.ordinal - start)
             for r in result.rejected
             if (r.ordinal is None and start == 0) or (r.ordinal is not None and start <= r.ordinal < end)
         ]
-        out.append((RecordSlice(records, start, end), NormalizeResult(frame=frame, rejected=rejected, fetched_at=result.fetched_at)))
+        out.append((
+            RecordSlice(records, start, end),
+            NormalizeResult(
+                frame=frame, rejected=rejected, fetched_at=result.fetched_at,
+                known=part(result.known, start, end), raw_hashes=part(result.raw_hashes, start, end),
+            ),
+        ))
     return out

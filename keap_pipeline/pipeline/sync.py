@@ -17,14 +17,17 @@ from keap_pipeline.db.health import record_sync_success, server_time
 from keap_pipeline.db.links import dependents, resolve_links
 from keap_pipeline.db.locks import run_lock
 from keap_pipeline.db.publication import stream_cost
+from keap_pipeline.db.raw_keys import find_known
 from keap_pipeline.entities import CursorKind, Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
+from keap_pipeline.keap.paging import Page
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.batch import BatchOutcome, load_batch
 from keap_pipeline.pipeline.batching import DEFAULT_MAX_CHANGES, BatchSizer
 from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, normalize_page, split
 from keap_pipeline.pipeline.parallel import LoaderPool, Turn
 from keap_pipeline.pipeline.prefetch import prefetch
+from keap_pipeline.pipeline.raw_keys import Find, PageFinder, is_split, read_page
 from keap_pipeline.pipeline.report import SyncReport
 from keap_pipeline.pipeline.retries import DEFAULT_LOCK_TIMEOUT_SECONDS, with_retries
 
@@ -228,7 +231,18 @@ def sync_entity(
                 pool.submit((part, part_normalized, share, sizer.diff), batch_keys(part, part_normalized))
             pending = []
 
-        with pool:
+        # the read-ahead thread's own connection: it looks up the records whose bytes were normalized before
+        finder = connect(database_url, application_name=f"{run_holder(entity, run_id)} read-ahead"[:63])
+        find: Find = PageFinder(partial(find_known, finder, entity.name))
+
+        def made(p: Page) -> NormalizedPage:
+            if p.raw is not None and is_split(p.records):
+                records, result = read_page(entity, p.records, p.raw, find)
+                return NormalizedPage(records, result)
+            return normalize_page(entity, p.records, p.raw)
+
+        with finder, pool:
+            # records arrive as their bytes (decode=False): only those not normalized before are decoded
             pages = client.iter_pages(
                 entity.endpoint,
                 fields=entity.fields or None,
@@ -237,11 +251,12 @@ def sync_entity(
                 order_by=entity.order_by or None,
                 page_size=page_size,
                 filters=filters,
+                decode=False,
             )
             try:
                 # the next pages download and normalize in a thread while the loaders work (the
                 # client is used by that thread only; the loaders wait on PostgreSQL meanwhile)
-                for page in prefetch((normalize_page(entity, p.records, p.raw) for p in pages), depth=2):
+                for page in prefetch((made(p) for p in pages), depth=2):
                     report.pages += 1
                     report.records_seen += len(page.records)
                     pending.append(page)
