@@ -14,7 +14,10 @@ import keap_pipeline.pipeline.batch as batch_module
 import keap_pipeline.pipeline.raw_keys as raw_keys
 from keap_pipeline.db.connect import connect
 from keap_pipeline.db.cursors import get_cursor
+from keap_pipeline.entities import ENTITIES
+from keap_pipeline.pipeline.sync import sync_entity
 from tests.pipeline.conftest import (
+    client_for,
     expected_rows,
     sandbox_records,
     scalar,
@@ -56,10 +59,40 @@ def _reread(handle: Any, url: str, scope: str = WINDOW, **kwargs: Any) -> Any:
     return sync(handle, url, page_size=200, since=None, scope=scope, **kwargs)
 
 
+def _raw_keys(url: str) -> int:
+    return int(scalar(url, "select count(*) from keap_pipeline.raw_record_keys"))
+
+
+def _load_and_seed(handle: Any, url: str, counted: Counted, *, page_size: int) -> None:
+    """A first load (incremental: it stores no raw keys), then a window re-read that stores them."""
+    sync(handle, url, page_size=page_size)
+    assert _raw_keys(url) == 0
+    before = snapshot(url)
+    counted.read_ahead = 0
+    seeded = sync(handle, url, page_size=page_size, since=None, scope="window:seed")
+    assert counted.read_ahead == seeded.records_seen  # every record normalized, its keys stored
+    assert snapshot(url) == before  # and nothing written to the rows
+
+
+def test_an_incremental_run_keeps_no_raw_keys_and_a_full_pass_does(sandbox, migrated_database: str, counted: Counted) -> None:
+    handle = sandbox(contacts=300, subscriptions=200)
+    sync(handle, migrated_database, page_size=100)
+    handle.state.update_contact(7, {"given_name": "Changed"})
+    sync(handle, migrated_database, page_size=100)
+    # what an incremental run reads is new bytes by definition: no look-ups, no second write per record
+    assert counted.read_ahead == 0 and _raw_keys(migrated_database) == 0
+    # a full pass (subscriptions: by id) reads every record again each run: its keys are kept
+    with client_for(handle) as client:
+        sync_entity(client, migrated_database, ENTITIES["subscriptions"], page_size=100)
+        assert scalar(migrated_database, "select count(*) from keap_pipeline.raw_record_keys where entity = 'subscriptions'") == 200
+        counted.read_ahead = 0
+        again = sync_entity(client, migrated_database, ENTITIES["subscriptions"], page_size=100)
+    assert counted.read_ahead == 0 and again.counts.unchanged == 200
+
+
 def test_a_re_read_normalizes_only_the_records_whose_bytes_changed(sandbox, migrated_database: str, counted: Counted) -> None:
     handle = sandbox(contacts=600)
-    sync(handle, migrated_database, page_size=200)
-    assert counted.read_ahead == 600
+    _load_and_seed(handle, migrated_database, counted, page_size=200)
     assert scalar(migrated_database, "select count(*) from keap_pipeline.raw_record_keys where entity = 'contacts'") == 600
     before = snapshot(migrated_database)
 
@@ -88,7 +121,7 @@ def test_a_new_normalizer_version_normalizes_every_record_again(
     sandbox, migrated_database: str, counted: Counted, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handle = sandbox(contacts=400)
-    sync(handle, migrated_database, page_size=200)
+    _load_and_seed(handle, migrated_database, counted, page_size=200)
     before = snapshot(migrated_database)
     monkeypatch.setattr(raw_keys, "NORMALIZER_REVISION", raw_keys.NORMALIZER_REVISION + 1)
     monkeypatch.setattr(raw_keys, "_KEYS", {})
@@ -108,10 +141,11 @@ def test_a_dead_letter_is_never_skipped(sandbox, migrated_database: str, counted
         "id": "900001", "given_name": "Bad", "tag_ids": "not an array",
         "update_time": "2020-01-01T00:00:00.000Z", "create_time": "2020-01-01T00:00:00.000Z",
     }), ident=900001, time_ms=1577836800000)
-    first = sync(handle, migrated_database, page_size=100)
+    first = sync(handle, migrated_database, page_size=100, since=None, scope="window:seed")
     assert first.dead_lettered == 1
     open_letters = "select attempts from keap_pipeline.dead_letters where keap_id = %s and status = 'open'"
     assert scalar(migrated_database, open_letters, (str(bad),)) == 1
+    assert _raw_keys(migrated_database) == 300  # the others' keys are kept
     assert scalar(migrated_database, "select count(*) from keap_pipeline.raw_record_keys where keap_id = %s", (str(bad),)) == 0
     counted.read_ahead = 0
     again = _reread(handle, migrated_database)
@@ -123,7 +157,7 @@ def test_a_dead_letter_is_never_skipped(sandbox, migrated_database: str, counted
 
 def test_a_known_record_the_diff_loads_is_normalized_by_the_loader(sandbox, migrated_database: str, counted: Counted) -> None:
     handle = sandbox(contacts=300)
-    sync(handle, migrated_database, page_size=100)
+    _load_and_seed(handle, migrated_database, counted, page_size=100)
     rows = table_rows(migrated_database)
     # the sync row no longer holds what Keap's bytes gave (as after a write-back of other content):
     # the diff must see it, though the record's bytes are known
@@ -141,7 +175,7 @@ def test_a_known_record_the_diff_loads_is_normalized_by_the_loader(sandbox, migr
 
 def test_an_app_edit_is_kept_and_a_keap_change_of_it_is_a_conflict(sandbox, migrated_database: str, counted: Counted) -> None:
     handle = sandbox(contacts=200)
-    sync(handle, migrated_database, page_size=100)
+    _load_and_seed(handle, migrated_database, counted, page_size=100)
     with psycopg.connect(migrated_database) as conn:
         conn.execute("update public.sync_contacts set first_name = 'App' where keap_id = '9'")
     queued = scalar(migrated_database, "select count(*) from public.sync_queue where status = 'pending'")
@@ -181,7 +215,7 @@ def test_big_integers_stay_exact_when_a_changed_record_is_decoded_alone(
 ) -> None:
     big = "123456789012345678901234567890123456789"
     handle = sandbox(contacts=250)
-    sync(handle, migrated_database, page_size=100)
+    _load_and_seed(handle, migrated_database, counted, page_size=100)
     # a changed record among known ones: decoded alone (jsontext.decode_record), not with its page
     handle.state.update_contact(120, {"custom_fields": [{"id": "7", "content": int(big)}, {"id": "8", "content": 0.1}]})
     counted.read_ahead = 0
