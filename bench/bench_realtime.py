@@ -8,9 +8,10 @@ Its own requirements (bench only, never the package's): bench/requirements-realt
 for the plot; psycopg2, whose LogicalReplicationConnection speaks the streaming replication
 protocol that psycopg 3 does not).
 
-Without --database-url it starts its own Debian PostgreSQL 15 (/usr/lib/postgresql/15/bin, as the
-postgres OS user, loopback port --port, initdb's configuration but wal_level = logical) and removes it
-afterwards. For each variant (a code tree, schema changes after its migrations, sync arguments), on a
+Without --database-url it starts its own fresh Debian PostgreSQL 15 with bench/pg15.py (as `python -m
+bench` does for the others: initdb's configuration plus wal_level = logical, loopback, a free port
+unless --port, as the postgres OS user) and removes it afterwards; with --database-url it measures the
+server given (which must have wal_level = logical; the pg_waldump columns are then left empty). For each variant (a code tree, schema changes after its migrations, sync arguments), on a
 fresh database built by that code's migrations:
 
 - a subscriber (this process, a thread) holds a temporary logical slot with the pgoutput plugin on the
@@ -41,7 +42,6 @@ import json
 import math
 import os
 import select
-import shutil
 import struct
 import subprocess
 import sys
@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parents[1]
-PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 PLOT = HERE / "docs" / "img" / "realtime-latency.png"
 KEY = "bench-key"
 DATABASE = "bench_realtime"
@@ -79,6 +78,9 @@ class Variant:
     schema: tuple[str, ...] = ()
     sync: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    # a bench-side change in the loading child, for a choice the pipeline has no argument for:
+    # "synchronous batches" = every batch commits with the session's synchronous_commit (on) instead of off
+    child: str = ""
 
 
 VARIANTS = {
@@ -93,6 +95,11 @@ VARIANTS = {
         Variant("after", "this", note="the default budget, 500 changes (250 records), and 32"),
         Variant("budget 500", "this", sync={"max_changes": 500}, note="a budget of 500 changes, and 32 (what `after` runs)"),
         Variant("budget 250", "this", sync={"max_changes": 250}, note="a budget of 250 changes, and 32"),
+        Variant(
+            "after, synchronous batches", "this", child="synchronous batches",
+            note="as `after`, but each batch commits with synchronous_commit on (the bench patches begin_load's"
+            " relaxed_commit to False): its WAL is flushed by its own commit, not by the app's next one",
+        ),
         Variant(
             "budget 1000, status unpublished", "this",
             ("alter publication supabase_realtime drop table public.sync_status",), {"max_changes": 1000},
@@ -123,37 +130,16 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @contextmanager
-def postgres15(port: int) -> Iterator[tuple[str, Path | None]]:
-    """A throwaway Debian PostgreSQL 15 on 127.0.0.1:port, default configuration but wal_level = logical."""
-    if not (PG15_BIN / "postgres").exists():
-        raise SystemExit(f"no PostgreSQL 15 in {PG15_BIN}: apt-get install postgresql-15, or pass --database-url")
-    home = Path(tempfile.mkdtemp(prefix="keap-bench-realtime-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:  # initdb and postgres refuse root: run them as the postgres OS user
-        shutil.chown(home, "postgres", "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    pgdata = home / "pgdata"
-    try:
-        subprocess.run(  # noqa: S603 - fixed arguments
-            [*as_owner, str(PG15_BIN / "initdb"), "-D", str(pgdata), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-             "--locale=C.UTF-8"], check=True, capture_output=True, text=True,
-        )
-        options = f"-c wal_level=logical -c listen_addresses=127.0.0.1 -p {port} -k {home}"
-        subprocess.run(  # noqa: S603 - fixed arguments
-            [*as_owner, str(PG15_BIN / "pg_ctl"), "-D", str(pgdata), "-l", str(home / "server.log"), "-w",
-             "-o", options, "start"], check=True, capture_output=True, text=True,
-        )
-        try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres", pgdata / "pg_wal"
-        finally:
-            subprocess.run(  # noqa: S603 - fixed arguments
-                [*as_owner, str(PG15_BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
-                check=False, capture_output=True,
-            )
-    except subprocess.CalledProcessError as err:
-        raise SystemExit(f"PostgreSQL 15 did not start: {err.stderr}") from err
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+def postgres15(port: int | None) -> Iterator[tuple[str, Path | None]]:
+    """A fresh PostgreSQL 15 from bench/pg15.py (Debian's configuration plus wal_level = logical); its URL and WAL dir."""
+    import psycopg
+
+    from bench.pg15 import pg15
+
+    with pg15(port=port, settings={"wal_level": "logical"}) as url:
+        with psycopg.connect(url) as conn:
+            data = conn.execute("show data_directory").fetchone()
+        yield url, Path(data[0]) / "pg_wal" if data else None
 
 
 # --- the subscriber and the app ------------------------------------------------------------------
@@ -304,10 +290,16 @@ class LoadSampler(threading.Thread):
             self.samples.append((time.time(), os.getloadavg()[0]))
 
 
+def _pg15_bin() -> Path:
+    from bench.pg15 import PG15_BIN
+
+    return PG15_BIN
+
+
 def wal_stats(wal_dir: Path, start: str, end: str) -> dict[str, tuple[int, int]]:
     """pg_waldump --stats over [start, end): per resource manager (and Total), record bytes and full-page-image bytes."""
     out = subprocess.run(  # noqa: S603 - fixed arguments
-        [str(PG15_BIN / "pg_waldump"), "--stats", "-p", str(wal_dir), "-s", start, "-e", end],
+        [str(_pg15_bin() / "pg_waldump"), "--stats", "-p", str(wal_dir), "-s", start, "-e", end],
         capture_output=True, text=True, check=False,
     )
     stats: dict[str, tuple[int, int]] = {}
@@ -340,6 +332,15 @@ def _child_load(spec: dict[str, Any]) -> dict[str, Any]:
     from keap_pipeline.pipeline.sync import sync_entity
     from keap_pipeline.sandbox import RateLimits, SandboxConfig, running_sandbox
 
+    if spec.get("child") == "synchronous batches":
+        import keap_pipeline.pipeline.batch as batch_module
+
+        relaxed = batch_module.begin_load
+
+        def synchronous(conn: Any, *, lock_timeout_seconds: float, relaxed_commit: bool) -> None:
+            relaxed(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=False)
+
+        batch_module.begin_load = synchronous  # type: ignore[assignment]
     raw: tuple[bytes, ...] = ()
     if spec["overlay"]:
         raw = tuple(Path(spec["overlay"]).read_bytes().splitlines())
@@ -454,7 +455,8 @@ def run_variant(
             ("incremental", overlays["incremental"], False),
         ):
             spec = {"url": url, "phase": phase.replace(" ", "-"), "contacts": contacts,
-                    "overlay": str(overlay) if overlay else None, "window": window, "sync": variant.sync}
+                    "overlay": str(overlay) if overlay else None, "window": window, "sync": variant.sync,
+                    "child": variant.child}
             if wal_dir is not None:
                 # a physical slot keeps the phase's WAL until pg_waldump has read it (checkpoints recycle it)
                 with psycopg.connect(url, autocommit=True) as conn:
@@ -474,7 +476,7 @@ def run_variant(
         writer.halt.set()
         writer.join()
         spec = {"url": url, "phase": "quiet", "contacts": contacts, "overlay": str(overlays["quiet"]),
-                "window": False, "sync": variant.sync}
+                "window": False, "sync": variant.sync, "child": variant.child}
         windows[QUIET] = _run_child(["--child-load", json.dumps(spec)], src)
         time.sleep(1.0)
     finally:
@@ -651,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", help="a maintenance database of a server with wal_level = logical"
                         " (default: start a PostgreSQL 15 of its own)")
-    parser.add_argument("--port", type=int, default=5452, help="loopback port of the server it starts")
+    parser.add_argument("--port", type=int, help="loopback port of the server it starts (default: a free one)")
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=50.0, help="app writes per second")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
