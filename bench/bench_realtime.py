@@ -153,6 +153,7 @@ class Txn:
     committed: float
     first: dict[str, float] = field(default_factory=dict)
     changes: int = 0
+    done: float = 0.0  # when its Commit message arrived (its last change had been sent)
 
 
 class Subscriber(threading.Thread):
@@ -205,6 +206,7 @@ class Subscriber(threading.Thread):
                     _final, commit_us, xid = struct.unpack_from("!QqI", data, 1)
                     txn = Txn(xid=xid, committed=PG_EPOCH + commit_us / 1e6)
                 elif kind == b"C" and txn is not None:
+                    txn.done = now
                     self.txns.append(txn)
                     txn = None
                 elif kind == b"R":
@@ -491,6 +493,16 @@ def run_variant(
     idle = windows["idle"]
     app_wal_rate = idle["wal"] / (idle["end"] - idle["start"])
     out: dict[str, Any] = {"identities": identities, "published": sorted(published)}
+    # an app write that committed while the pipeline transaction decoded just before it was still being
+    # sent (its commit before that one's Commit message arrived) waited behind that batch
+    behind: set[int] = set()
+    previous: Txn | None = None
+    for t in subscriber.txns:
+        if t.xid in writer.xids:
+            if previous is not None and t.committed < previous.done:
+                behind.add(t.xid)
+        elif t.changes:
+            previous = t
     for phase, w in windows.items():
         inside = [t for t in subscriber.txns if w["start"] <= t.committed <= w["end"]]
         app = [t for t in inside if t.xid in writer.xids]
@@ -515,6 +527,7 @@ def run_variant(
             "wal_records_per_written": _per(w, "Total", 0), "wal_heap_per_written": _per(w, "Heap", 0),
             "wal_fpi_per_written": _per(w, "Total", 1),
             "app_writes": len(app),
+            "behind_batch": sum(1 for t in app if t.xid in behind),
             "latency": lat,
             "load": sum(loads) / len(loads) if loads else os.getloadavg()[0],
             "load_max": max(loads, default=os.getloadavg()[0]),
@@ -603,18 +616,21 @@ def report(runs: list[dict[str, dict[str, Any]]], metas: list[dict[str, Any]], a
     lines += [
         "",
         "Latency of the app's change to sync_contacts (commit time from the Begin message -> received by the"
-        " subscriber), ms; the sync_status change of the same transaction arrives with it.",
+        " subscriber), ms; the sync_status change of the same transaction arrives with it. `behind a batch`: the"
+        " share of the app's writes that committed while the pipeline transaction decoded just before them was"
+        " still being sent (its Commit message not yet received), so they waited behind it.",
         "",
-        "| variant | # | phase | app writes (/s) | p50 | p95 | p99 | max | sync_status p99 / max | load avg (max) |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | # | phase | app writes (/s) | behind a batch | p50 | p95 | p99 | max | sync_status p99 / max | load avg (max) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, n, result in rows:
         for phase in PHASES:
             r = result[phase]
             status = r["latency"]["sync_status"]
             st = f"{percentile(status, 99):.1f} / {max(status):.1f}" if status else "not published"
+            share = f"{100 * r['behind_batch'] / r['app_writes']:.0f}%" if "behind_batch" in r and r["app_writes"] else "-"
             lines.append(
-                f"| {name} | {n} | {phase} | {r['app_writes']} ({r['app_writes'] / r['seconds']:.0f})"
+                f"| {name} | {n} | {phase} | {r['app_writes']} ({r['app_writes'] / r['seconds']:.0f}) | {share}"
                 f" | {_fmt(r['latency']['sync_contacts'])} | {st}"
                 f" | {r['load']:.1f} ({r['load_max']:.1f}) |"
             )
@@ -731,7 +747,8 @@ def main(argv: list[str] | None = None) -> int:
                     r = result[phase]
                     print(
                         f"{name:>20} {phase:>12}: n={r['app_writes']:>5} p50/p95/p99/max {_fmt(r['latency']['sync_contacts'])}"
-                        f" ms; status p99 {_fmt(r['latency']['sync_status']).split(' | ')[2]}; {r['records_per_second']:,.0f}"
+                        f" ms; behind a batch {r.get('behind_batch', 0)}; status p99 {_fmt(r['latency']['sync_status']).split(' | ')[2]};"
+                        f" {r['records_per_second']:,.0f}"
                         f" records/s, {r['written']:,} written in {r['transactions']:,} transactions (most changes"
                         f" {r['max_changes']:,}), WAL {r['wal_per_written']:,.0f} B/written, load {r['load']:.1f}",
                         flush=True,
