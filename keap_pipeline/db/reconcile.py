@@ -318,7 +318,7 @@ def deletion_chunk(conn: psycopg.Connection, entity: Entity, max_changes: int) -
     the table is published (db.publication.stream_cost, the same count as a sync batch's).
 
     Args:
-        conn: a connection to the sync database.
+        conn: a connection to the sync database (not in a transaction).
         entity: the entity.
         max_changes: the budget (pipeline.batching.DEFAULT_MAX_CHANGES, the sync's --max-changes).
 
@@ -331,7 +331,11 @@ def deletion_chunk(conn: psycopg.Connection, entity: Entity, max_changes: int) -
     """
     if max_changes < 1:
         raise ValueError(f"max_changes must be 1 or more, got {max_changes}")
-    per_row = stream_cost(conn, entity).per_row
+    # in a transaction block of its own: a bare query would leave one open on a connection that is
+    # not autocommit, and every later `with conn.transaction()` would be a savepoint inside it (one
+    # transaction after all, which is what the chunks are there to avoid)
+    with conn.transaction():
+        per_row = stream_cost(conn, entity).per_row
     return max(1, max_changes // per_row) if per_row else max_changes
 
 
