@@ -356,6 +356,8 @@ def test_a_large_pass_commits_its_deletions_within_the_change_budget(loaded: tup
     deleted = [r for r in rows.values() if r["deleted_at"] is not None]
     assert sorted(r["keap_id"] for r in deleted) == sorted(gone)
     per_transaction = sorted(sum(1 for r in deleted if r["xmin_"] == x) for x in {r["xmin_"] for r in deleted})
+    # (xmin would tell savepoints apart too: that the chunks are real commits is decoded from a pgoutput
+    # slot in test_realtime_budget.py)
     assert per_transaction == [3, 3, 3], "nine soft deletes in three transactions of three"
     audited = _all(
         url, "select count(*) as n from public.sync_audit_log where operation = 'DELETE' and sync_source = 'keap'"
