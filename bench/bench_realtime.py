@@ -8,9 +8,10 @@ Its own requirements (bench only, never the package's): bench/requirements-realt
 for the plot; psycopg2, whose LogicalReplicationConnection speaks the streaming replication
 protocol that psycopg 3 does not).
 
-Without --database-url it starts its own Debian PostgreSQL 15 (/usr/lib/postgresql/15/bin, as the
-postgres OS user, loopback port --port, initdb's configuration but wal_level = logical) and removes it
-afterwards. For each variant (a code tree, schema changes after its migrations, sync arguments), on a
+Without --database-url it starts its own fresh Debian PostgreSQL 15 with bench/pg15.py (as `python -m
+bench` does for the others: initdb's configuration plus wal_level = logical, loopback, a free port
+unless --port, as the postgres OS user) and removes it afterwards; with --database-url it measures the
+server given (which must have wal_level = logical; the pg_waldump columns are then left empty). For each variant (a code tree, schema changes after its migrations, sync arguments), on a
 fresh database built by that code's migrations:
 
 - a subscriber (this process, a thread) holds a temporary logical slot with the pgoutput plugin on the
@@ -41,7 +42,6 @@ import json
 import math
 import os
 import select
-import shutil
 import struct
 import subprocess
 import sys
@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parents[1]
-PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 PLOT = HERE / "docs" / "img" / "realtime-latency.png"
 KEY = "bench-key"
 DATABASE = "bench_realtime"
@@ -79,6 +78,9 @@ class Variant:
     schema: tuple[str, ...] = ()
     sync: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    # a bench-side change in the loading child, for a choice the pipeline has no argument for:
+    # "synchronous batches" = every batch commits with the session's synchronous_commit (on) instead of off
+    child: str = ""
 
 
 VARIANTS = {
@@ -93,6 +95,11 @@ VARIANTS = {
         Variant("after", "this", note="the default budget, 500 changes (250 records), and 32"),
         Variant("budget 500", "this", sync={"max_changes": 500}, note="a budget of 500 changes, and 32 (what `after` runs)"),
         Variant("budget 250", "this", sync={"max_changes": 250}, note="a budget of 250 changes, and 32"),
+        Variant(
+            "after, synchronous batches", "this", child="synchronous batches",
+            note="as `after`, but each batch commits with synchronous_commit on (the bench patches begin_load's"
+            " relaxed_commit to False): its WAL is flushed by its own commit, not by the app's next one",
+        ),
         Variant(
             "budget 1000, status unpublished", "this",
             ("alter publication supabase_realtime drop table public.sync_status",), {"max_changes": 1000},
@@ -123,37 +130,16 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @contextmanager
-def postgres15(port: int) -> Iterator[tuple[str, Path | None]]:
-    """A throwaway Debian PostgreSQL 15 on 127.0.0.1:port, default configuration but wal_level = logical."""
-    if not (PG15_BIN / "postgres").exists():
-        raise SystemExit(f"no PostgreSQL 15 in {PG15_BIN}: apt-get install postgresql-15, or pass --database-url")
-    home = Path(tempfile.mkdtemp(prefix="keap-bench-realtime-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:  # initdb and postgres refuse root: run them as the postgres OS user
-        shutil.chown(home, "postgres", "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    pgdata = home / "pgdata"
-    try:
-        subprocess.run(  # noqa: S603 - fixed arguments
-            [*as_owner, str(PG15_BIN / "initdb"), "-D", str(pgdata), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-             "--locale=C.UTF-8"], check=True, capture_output=True, text=True,
-        )
-        options = f"-c wal_level=logical -c listen_addresses=127.0.0.1 -p {port} -k {home}"
-        subprocess.run(  # noqa: S603 - fixed arguments
-            [*as_owner, str(PG15_BIN / "pg_ctl"), "-D", str(pgdata), "-l", str(home / "server.log"), "-w",
-             "-o", options, "start"], check=True, capture_output=True, text=True,
-        )
-        try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres", pgdata / "pg_wal"
-        finally:
-            subprocess.run(  # noqa: S603 - fixed arguments
-                [*as_owner, str(PG15_BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
-                check=False, capture_output=True,
-            )
-    except subprocess.CalledProcessError as err:
-        raise SystemExit(f"PostgreSQL 15 did not start: {err.stderr}") from err
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+def postgres15(port: int | None) -> Iterator[tuple[str, Path | None]]:
+    """A fresh PostgreSQL 15 from bench/pg15.py (Debian's configuration plus wal_level = logical); its URL and WAL dir."""
+    import psycopg
+
+    from bench.pg15 import pg15
+
+    with pg15(port=port, settings={"wal_level": "logical"}) as url:
+        with psycopg.connect(url) as conn:
+            data = conn.execute("show data_directory").fetchone()
+        yield url, Path(data[0]) / "pg_wal" if data else None
 
 
 # --- the subscriber and the app ------------------------------------------------------------------
@@ -167,6 +153,7 @@ class Txn:
     committed: float
     first: dict[str, float] = field(default_factory=dict)
     changes: int = 0
+    done: float = 0.0  # when its Commit message arrived (its last change had been sent)
 
 
 class Subscriber(threading.Thread):
@@ -219,6 +206,7 @@ class Subscriber(threading.Thread):
                     _final, commit_us, xid = struct.unpack_from("!QqI", data, 1)
                     txn = Txn(xid=xid, committed=PG_EPOCH + commit_us / 1e6)
                 elif kind == b"C" and txn is not None:
+                    txn.done = now
                     self.txns.append(txn)
                     txn = None
                 elif kind == b"R":
@@ -304,10 +292,16 @@ class LoadSampler(threading.Thread):
             self.samples.append((time.time(), os.getloadavg()[0]))
 
 
+def _pg15_bin() -> Path:
+    from bench.pg15 import PG15_BIN
+
+    return PG15_BIN
+
+
 def wal_stats(wal_dir: Path, start: str, end: str) -> dict[str, tuple[int, int]]:
     """pg_waldump --stats over [start, end): per resource manager (and Total), record bytes and full-page-image bytes."""
     out = subprocess.run(  # noqa: S603 - fixed arguments
-        [str(PG15_BIN / "pg_waldump"), "--stats", "-p", str(wal_dir), "-s", start, "-e", end],
+        [str(_pg15_bin() / "pg_waldump"), "--stats", "-p", str(wal_dir), "-s", start, "-e", end],
         capture_output=True, text=True, check=False,
     )
     stats: dict[str, tuple[int, int]] = {}
@@ -340,6 +334,15 @@ def _child_load(spec: dict[str, Any]) -> dict[str, Any]:
     from keap_pipeline.pipeline.sync import sync_entity
     from keap_pipeline.sandbox import RateLimits, SandboxConfig, running_sandbox
 
+    if spec.get("child") == "synchronous batches":
+        import keap_pipeline.pipeline.batch as batch_module
+
+        relaxed = batch_module.begin_load
+
+        def synchronous(conn: Any, *, lock_timeout_seconds: float, relaxed_commit: bool) -> None:
+            relaxed(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=False)
+
+        batch_module.begin_load = synchronous  # type: ignore[assignment]
     raw: tuple[bytes, ...] = ()
     if spec["overlay"]:
         raw = tuple(Path(spec["overlay"]).read_bytes().splitlines())
@@ -454,7 +457,8 @@ def run_variant(
             ("incremental", overlays["incremental"], False),
         ):
             spec = {"url": url, "phase": phase.replace(" ", "-"), "contacts": contacts,
-                    "overlay": str(overlay) if overlay else None, "window": window, "sync": variant.sync}
+                    "overlay": str(overlay) if overlay else None, "window": window, "sync": variant.sync,
+                    "child": variant.child}
             if wal_dir is not None:
                 # a physical slot keeps the phase's WAL until pg_waldump has read it (checkpoints recycle it)
                 with psycopg.connect(url, autocommit=True) as conn:
@@ -474,7 +478,7 @@ def run_variant(
         writer.halt.set()
         writer.join()
         spec = {"url": url, "phase": "quiet", "contacts": contacts, "overlay": str(overlays["quiet"]),
-                "window": False, "sync": variant.sync}
+                "window": False, "sync": variant.sync, "child": variant.child}
         windows[QUIET] = _run_child(["--child-load", json.dumps(spec)], src)
         time.sleep(1.0)
     finally:
@@ -489,6 +493,16 @@ def run_variant(
     idle = windows["idle"]
     app_wal_rate = idle["wal"] / (idle["end"] - idle["start"])
     out: dict[str, Any] = {"identities": identities, "published": sorted(published)}
+    # an app write that committed while the pipeline transaction decoded just before it was still being
+    # sent (its commit before that one's Commit message arrived) waited behind that batch
+    behind: set[int] = set()
+    previous: Txn | None = None
+    for t in subscriber.txns:
+        if t.xid in writer.xids:
+            if previous is not None and t.committed < previous.done:
+                behind.add(t.xid)
+        elif t.changes:
+            previous = t
     for phase, w in windows.items():
         inside = [t for t in subscriber.txns if w["start"] <= t.committed <= w["end"]]
         app = [t for t in inside if t.xid in writer.xids]
@@ -513,6 +527,7 @@ def run_variant(
             "wal_records_per_written": _per(w, "Total", 0), "wal_heap_per_written": _per(w, "Heap", 0),
             "wal_fpi_per_written": _per(w, "Total", 1),
             "app_writes": len(app),
+            "behind_batch": sum(1 for t in app if t.xid in behind),
             "latency": lat,
             "load": sum(loads) / len(loads) if loads else os.getloadavg()[0],
             "load_max": max(loads, default=os.getloadavg()[0]),
@@ -601,18 +616,21 @@ def report(runs: list[dict[str, dict[str, Any]]], metas: list[dict[str, Any]], a
     lines += [
         "",
         "Latency of the app's change to sync_contacts (commit time from the Begin message -> received by the"
-        " subscriber), ms; the sync_status change of the same transaction arrives with it.",
+        " subscriber), ms; the sync_status change of the same transaction arrives with it. `behind a batch`: the"
+        " share of the app's writes that committed while the pipeline transaction decoded just before them was"
+        " still being sent (its Commit message not yet received), so they waited behind it.",
         "",
-        "| variant | # | phase | app writes (/s) | p50 | p95 | p99 | max | sync_status p99 / max | load avg (max) |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | # | phase | app writes (/s) | behind a batch | p50 | p95 | p99 | max | sync_status p99 / max | load avg (max) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, n, result in rows:
         for phase in PHASES:
             r = result[phase]
             status = r["latency"]["sync_status"]
             st = f"{percentile(status, 99):.1f} / {max(status):.1f}" if status else "not published"
+            share = f"{100 * r['behind_batch'] / r['app_writes']:.0f}%" if "behind_batch" in r and r["app_writes"] else "-"
             lines.append(
-                f"| {name} | {n} | {phase} | {r['app_writes']} ({r['app_writes'] / r['seconds']:.0f})"
+                f"| {name} | {n} | {phase} | {r['app_writes']} ({r['app_writes'] / r['seconds']:.0f}) | {share}"
                 f" | {_fmt(r['latency']['sync_contacts'])} | {st}"
                 f" | {r['load']:.1f} ({r['load_max']:.1f}) |"
             )
@@ -651,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", help="a maintenance database of a server with wal_level = logical"
                         " (default: start a PostgreSQL 15 of its own)")
-    parser.add_argument("--port", type=int, default=5452, help="loopback port of the server it starts")
+    parser.add_argument("--port", type=int, help="loopback port of the server it starts (default: a free one)")
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=50.0, help="app writes per second")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
@@ -729,7 +747,8 @@ def main(argv: list[str] | None = None) -> int:
                     r = result[phase]
                     print(
                         f"{name:>20} {phase:>12}: n={r['app_writes']:>5} p50/p95/p99/max {_fmt(r['latency']['sync_contacts'])}"
-                        f" ms; status p99 {_fmt(r['latency']['sync_status']).split(' | ')[2]}; {r['records_per_second']:,.0f}"
+                        f" ms; behind a batch {r.get('behind_batch', 0)}; status p99 {_fmt(r['latency']['sync_status']).split(' | ')[2]};"
+                        f" {r['records_per_second']:,.0f}"
                         f" records/s, {r['written']:,} written in {r['transactions']:,} transactions (most changes"
                         f" {r['max_changes']:,}), WAL {r['wal_per_written']:,.0f} B/written, load {r['load']:.1f}",
                         flush=True,

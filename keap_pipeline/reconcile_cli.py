@@ -42,6 +42,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _settings(args: argparse.Namespace) -> ReconcileSettings:
     from keap_pipeline.pipeline.reconcile import ReconcileSettings
 
@@ -53,6 +60,7 @@ def _settings(args: argparse.Namespace) -> ReconcileSettings:
         clock_skew_seconds=args.clock_skew,
         lock_wait_seconds=args.wait,
         lock_timeout_seconds=args.lock_timeout,
+        max_changes=args.max_changes,
     )
 
 
@@ -124,7 +132,10 @@ def _confirm(url: str, entity: Entity, args: argparse.Namespace) -> int:
     from keap_pipeline.pipeline.reconcile import confirm_pass
 
     try:
-        deleted = confirm_pass(url, entity, args.confirm, lock_timeout_seconds=args.lock_timeout, lock_wait_seconds=args.wait)
+        deleted = confirm_pass(
+            url, entity, args.confirm, lock_timeout_seconds=args.lock_timeout, lock_wait_seconds=args.wait,
+            max_changes=args.max_changes,
+        )
     except ValueError:
         raise CommandLineError(f"--confirm takes a pass id (a uuid), got {args.confirm!r}") from None
     print(f"{entity.name}: pass {args.confirm} confirmed, {deleted} soft-deleted as Keap's deletions")
@@ -172,6 +183,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--max-count", type=int, default=10_000, metavar="N",
         help="stop before deleting more than this many rows (default 10000)",
+    )
+    p.add_argument(
+        "--max-changes", type=_positive, default=500, metavar="N",
+        help="the most changes one transaction of soft deletes streams to realtime subscribers (a row and its "
+        "sync_status row each; default 500, as a sync batch's)",
     )
     p.add_argument(
         "--confirm", metavar="PASS_ID",

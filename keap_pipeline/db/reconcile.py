@@ -3,7 +3,9 @@
 A pass is a row of keap_pipeline.reconcile_passes. Its ids go into the entity's ids table
 (entities.Entity.ids_staging_table) page by page, each page in its own short transaction; the
 pass is judged, set-based, by keap_pipeline.reconcile_<entity>_from_stage in one transaction at
-the end (sql/functions/70-entity-template.sql). Every transaction here runs as the ingestion
+the end (sql/functions/70-entity-template.sql), and its soft deletes are applied in transactions of
+at most `chunk_rows` rows each (the first in the judgement's), so that none streams more changes to
+realtime subscribers than a sync batch may (docs/realtime.md). Every transaction here runs as the ingestion
 (db.roles): only then is a soft delete Keap's (audited as keap, never queued back).
 """
 
@@ -19,6 +21,7 @@ from psycopg import sql
 
 from keap_pipeline.db.errors import DatabaseError
 from keap_pipeline.db.load import begin_load
+from keap_pipeline.db.publication import stream_cost
 from keap_pipeline.entities import Entity
 
 # the statuses of a pass (reconcile_passes_status_known)
@@ -26,6 +29,11 @@ RUNNING, COMPLETED, STOPPED, CONFIRMED = "running", "completed", "stopped", "con
 INTERRUPTED, FAILED, SKIPPED = "interrupted", "failed", "skipped"
 # a pass whose process died is found 'running' by the next pass of its entity
 ABANDONED_REASON = "the process ended before the pass completed (killed or crashed); nothing of it was deleted"
+# ... or while it was applying its deletions in chunks: those committed stay, the rest is left to the next pass
+ABANDONED_APPLYING = (
+    "the process ended while the pass applied its deletions (killed or crashed): {deleted} of them were applied "
+    "(each chunk committed whole); the rest were not, and the next pass judges them again"
+)
 
 
 class ReconcileError(DatabaseError):
@@ -137,11 +145,20 @@ def begin_pass(
     """
     with conn.transaction():
         begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=False)
-        abandoned = conn.execute(
-            "update keap_pipeline.reconcile_passes set status = %s, finished_at = now(), reason = %s"
-            " where entity = %s and status = %s",
-            (INTERRUPTED, ABANDONED_REASON, entity.name, RUNNING),
-        ).rowcount
+        # a pass killed while applying its deletions in chunks has its figures (live is set) and
+        # recorded ids left: its reason says what was applied, and the ids go (the next pass judges
+        # those rows again from its own listing)
+        abandoned_ids = [r[0] for r in conn.execute(
+            "update keap_pipeline.reconcile_passes set status = %s, finished_at = now(),"
+            " reason = case when live is null then %s else replace(%s, '{deleted}', coalesce(deleted, 0)::text) end"
+            " where entity = %s and status = %s returning id",
+            (INTERRUPTED, ABANDONED_REASON, ABANDONED_APPLYING, entity.name, RUNNING),
+        ).fetchall()]
+        abandoned = len(abandoned_ids)
+        if abandoned_ids:
+            conn.execute(
+                "delete from keap_pipeline.reconcile_pending_deletions where pass_id = any(%s)", (abandoned_ids,)
+            )
         conn.execute(sql.SQL("truncate {}").format(_table(entity.ids_staging_table)))
         row = conn.execute(
             "insert into keap_pipeline.reconcile_passes (entity, run_id, protect_since, max_share, max_count)"
@@ -223,12 +240,17 @@ def judge_pass(
     pages: int,
     requests: int,
     lock_timeout_seconds: float,
+    chunk_rows: int | None = None,
 ) -> Judgement:
-    """Run the entity's reconcile function on a completed listing and record the outcome, in one transaction.
+    """Run the entity's reconcile function on a completed listing and record the outcome; apply its deletions in chunks.
 
     Restores what Keap lists again, records what it no longer lists and soft-deletes that unless
     the safety limits stop it (the pass is then 'stopped', its ids kept for a confirmation). The
-    ids table is emptied in the same transaction.
+    ids table is emptied in the judgement's transaction. Of the soft deletes, that transaction
+    applies the first `chunk_rows`, and each further transaction the next `chunk_rows` (each
+    commits whole, and moves the pass's `deleted`); the pass stays 'running' until the last
+    commits, which marks it completed. Killed in between, the next pass marks it interrupted with
+    what it applied (begin_pass) and judges the rest again.
 
     Args:
         conn: a connection (not in a transaction).
@@ -239,31 +261,98 @@ def judge_pass(
         pages: pages the pass read.
         requests: requests it spent.
         lock_timeout_seconds: the longest wait for one row lock (0 = no bound).
+        chunk_rows: the most soft deletes one transaction applies (None: all in the judgement's;
+            deletion_chunk gives the realtime budget's).
 
     Returns:
-        What the function did.
+        What the function did (`deleted`: over every chunk).
     """
+    _check_chunk(chunk_rows)
     with conn.transaction():
         begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=False)
         row = conn.execute(
-            sql.SQL("select * from {}(%s, %s, %s, %s::numeric, %s::bigint)").format(_function(entity.reconcile_function)),
-            (start.id, start.started_at, start.protect_since, max_share, max_count),
+            sql.SQL("select * from {}(%s, %s, %s, %s::numeric, %s::bigint, %s::bigint)").format(
+                _function(entity.reconcile_function)
+            ),
+            (start.id, start.started_at, start.protect_since, max_share, max_count, chunk_rows),
         ).fetchone()
         assert row is not None
         live, missing, deleted, restored, kept, here, stopped = row
         judged = Judgement(int(live), int(missing), int(deleted), int(restored), int(kept), int(here), bool(stopped))
         reason = stop_reason(entity, judged, max_share, max_count, start.id) if judged.stopped else None
+        left = 0 if judged.stopped else pending_count(conn, start.id)
+        status = STOPPED if judged.stopped else COMPLETED if not left else RUNNING
         conn.execute(
-            "update keap_pipeline.reconcile_passes set status = %s, finished_at = now(), pages = %s, requests = %s,"
+            "update keap_pipeline.reconcile_passes set status = %s,"
+            " finished_at = case when %s then now() end, pages = %s, requests = %s,"
             " live = %s, missing = %s, deleted = %s, restored = %s, kept_recent = %s, deleted_here_too = %s,"
             " reason = %s where id = %s",
             (
-                STOPPED if judged.stopped else COMPLETED, pages, requests, judged.live, judged.missing,
+                status, status != RUNNING, pages, requests, judged.live, judged.missing,
                 judged.deleted, judged.restored, judged.kept_recent, judged.deleted_here_too, reason, start.id,
             ),
         )
         conn.execute(sql.SQL("truncate {}").format(_table(entity.ids_staging_table)))
-    return judged
+    total = judged.deleted
+    while left:
+        with conn.transaction():
+            begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=False)
+            applied = _apply_chunk(conn, entity, start.id, start.started_at, start.protect_since, chunk_rows)
+            total += applied
+            left = pending_count(conn, start.id)
+            conn.execute(
+                "update keap_pipeline.reconcile_passes set deleted = deleted + %s,"
+                " status = case when %s then %s else status end, finished_at = case when %s then now() end"
+                " where id = %s",
+                (applied, not left, COMPLETED, not left, start.id),
+            )
+    return Judgement(
+        judged.live, judged.missing, total, judged.restored, judged.kept_recent, judged.deleted_here_too, judged.stopped
+    )
+
+
+def deletion_chunk(conn: psycopg.Connection, entity: Entity, max_changes: int) -> int:
+    """How many soft deletes one transaction may apply within `max_changes` streamed changes.
+
+    A soft delete updates the entity's row and upserts its sync_status row: one change each where
+    the table is published (db.publication.stream_cost, the same count as a sync batch's).
+
+    Args:
+        conn: a connection to the sync database (not in a transaction).
+        entity: the entity.
+        max_changes: the budget (pipeline.batching.DEFAULT_MAX_CHANGES, the sync's --max-changes).
+
+    Returns:
+        Rows per transaction, at least 1 (max_changes when nothing of the entity is published: the
+        transactions stay short anyway).
+
+    Raises:
+        ValueError: max_changes below 1.
+    """
+    if max_changes < 1:
+        raise ValueError(f"max_changes must be 1 or more, got {max_changes}")
+    # in a transaction block of its own: a bare query would leave one open on a connection that is
+    # not autocommit, and every later `with conn.transaction()` would be a savepoint inside it (one
+    # transaction after all, which is what the chunks are there to avoid)
+    with conn.transaction():
+        per_row = stream_cost(conn, entity).per_row
+    return max(1, max_changes // per_row) if per_row else max_changes
+
+
+def _check_chunk(chunk_rows: int | None) -> None:
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be 1 or more (None: all at once), got {chunk_rows}")
+
+
+def _apply_chunk(
+    conn: psycopg.Connection, entity: Entity, pass_id: uuid.UUID, started_at: datetime, protect_since: datetime,
+    chunk_rows: int | None,
+) -> int:
+    row = conn.execute(
+        sql.SQL("select {}(%s, %s, %s, %s::bigint)").format(_function(entity.apply_deletions_function)),
+        (pass_id, started_at, protect_since, chunk_rows),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def stop_reason(entity: Entity, judged: Judgement, max_share: float, max_count: int, pass_id: uuid.UUID) -> str:
@@ -301,25 +390,43 @@ def end_pass(
         conn.execute(sql.SQL("truncate {}").format(_table(entity.ids_staging_table)))
 
 
-def confirm_pass(conn: psycopg.Connection, entity: Entity, pass_id: uuid.UUID, *, lock_timeout_seconds: float) -> int:
+def confirm_pass(
+    conn: psycopg.Connection, entity: Entity, pass_id: uuid.UUID, *, lock_timeout_seconds: float,
+    chunk_rows: int | None = None,
+) -> int:
     """Apply the deletions a stopped pass recorded: a person has looked at them and said yes.
 
     Rows changed since the pass started (written by a sync, updated in Keap, deleted or restored
-    here) are left alone, as the pass itself would have.
+    here) are left alone, as the pass itself would have. They are applied `chunk_rows` per
+    transaction (each commits whole and moves the pass's `deleted`); the pass stays 'stopped', its
+    remaining ids recorded, until the last chunk marks it confirmed, so a confirmation that was
+    killed half-way is finished by confirming again.
 
     Args:
         conn: a connection (not in a transaction).
         entity: the entity.
         pass_id: the stopped pass.
         lock_timeout_seconds: the longest wait for one row lock (0 = no bound).
+        chunk_rows: the most soft deletes one transaction applies (None: all in one).
 
     Returns:
-        How many rows were soft-deleted.
+        How many rows were soft-deleted (by this call and by an earlier, interrupted one).
 
     Raises:
         ReconcileError: the pass is not a stopped pass of this entity, or a later pass judged the
             entity since (its record is stale: look at the latest pass instead).
     """
+    _check_chunk(chunk_rows)
+    while True:
+        done, count = _confirm_chunk(conn, entity, pass_id, lock_timeout_seconds=lock_timeout_seconds, chunk_rows=chunk_rows)
+        if done:
+            return count
+
+
+def _confirm_chunk(
+    conn: psycopg.Connection, entity: Entity, pass_id: uuid.UUID, *, lock_timeout_seconds: float, chunk_rows: int | None
+) -> tuple[bool, int]:
+    """One transaction of a confirmation: the checks, one chunk; (whether the pass is now confirmed, its deleted)."""
     with conn.transaction():
         begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=False)
         row = conn.execute(
@@ -345,17 +452,20 @@ def confirm_pass(conn: psycopg.Connection, entity: Entity, pass_id: uuid.UUID, *
                 f"pass {pass_id} of {entity.name} was superseded by a later pass; confirm the latest stopped pass "
                 "instead (its ids are current)"
             )
-        deleted = conn.execute(
-            sql.SQL("select {}(%s, %s, %s)").format(_function(entity.apply_deletions_function)),
-            (pass_id, started_at, protect_since),
+        applied = _apply_chunk(conn, entity, pass_id, started_at, protect_since, chunk_rows)
+        done = pending_count(conn, pass_id) == 0
+        row = conn.execute(
+            "update keap_pipeline.reconcile_passes set deleted = coalesce(deleted, 0) + %s"
+            " where id = %s returning deleted",
+            (applied, pass_id),
         ).fetchone()
-        count = int(deleted[0]) if deleted else 0
-        conn.execute(
-            "update keap_pipeline.reconcile_passes set status = %s, deleted = %s,"
-            " reason = coalesce(reason, '') || %s where id = %s",
-            (CONFIRMED, count, f"; confirmed: {count} soft-deleted", pass_id),
-        )
-    return count
+        count = int(row[0]) if row else applied
+        if done:
+            conn.execute(
+                "update keap_pipeline.reconcile_passes set status = %s, reason = coalesce(reason, '') || %s where id = %s",
+                (CONFIRMED, f"; confirmed: {count} soft-deleted", pass_id),
+            )
+    return done, count
 
 
 def pending_count(conn: psycopg.Connection, pass_id: uuid.UUID) -> int:

@@ -92,6 +92,11 @@ class DeletionsConfig(Config):
         default=_DEFAULTS.lock_timeout_seconds, ge=0, le=3_600,
         description="the longest wait for one row lock while applying",
     )
+    max_changes: int = Field(
+        default=_DEFAULTS.max_changes, ge=1,
+        description="the most changes one transaction of soft deletes streams to realtime subscribers (a row and its"
+        " sync_status row each)",
+    )
 
     def settings(self) -> ReconcileSettings:
         """The pipeline's settings from this config."""
@@ -99,6 +104,7 @@ class DeletionsConfig(Config):
             max_share=self.max_share, max_count=self.max_count, page_size=self.page_size,
             quota_reserve_share=self.quota_reserve_share, clock_skew_seconds=self.clock_skew_seconds,
             lock_wait_seconds=self.lock_wait_seconds, lock_timeout_seconds=self.lock_timeout_seconds,
+            max_changes=self.max_changes,
         )
 
 
@@ -145,6 +151,7 @@ def _asset(entity: Entity, upstream: AssetKey, config_class: type[DeletionsConfi
                 deleted = confirm_pass(
                     postgres.url(), entity, config.confirm_pass,
                     lock_timeout_seconds=config.lock_timeout_seconds, lock_wait_seconds=config.lock_wait_seconds,
+                    max_changes=config.max_changes,
                 )
                 context.log.info(f"{entity.name}: pass {config.confirm_pass} confirmed, {deleted} soft-deleted")
                 yield MaterializeResult(

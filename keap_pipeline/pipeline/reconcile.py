@@ -14,6 +14,11 @@ longer lists (db.reconcile, sql/functions/70-entity-template.sql). Safety first:
   deletes: the would-be ids are recorded and wait for an explicit confirmation (confirm_pass);
 - a pass that the day's remaining quota would not cover, plus a reserve for the incremental
   syncs, is skipped before it reads more than one page.
+
+Its soft deletes (up to ``max_count``, 10,000 by default) commit in transactions that each stream
+at most ``max_changes`` changes to realtime subscribers, the budget of a sync batch (docs/realtime.md):
+a pass of 10,000 deletions is 40 transactions of 250 rows, not one of 20,000 changes that every app
+write committed behind it would wait for.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from keap_pipeline.entities import Entity
 from keap_pipeline.keap import KeapClient, KeapNotFound, KeapQuotaExhausted
 from keap_pipeline.keap.quota import QuotaState
 from keap_pipeline.normalize.fields import Reject, id_digits
+from keap_pipeline.pipeline.batching import DEFAULT_MAX_CHANGES
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,8 @@ class ReconcileSettings:
             before the pass started are still kept.
         lock_wait_seconds: how long to wait for another pass of the entity.
         lock_timeout_seconds: the longest wait for one row lock while applying.
+        max_changes: the most changes one transaction of soft deletes streams to realtime
+            subscribers (a soft delete: its row and its sync_status row, where published).
     """
 
     max_share: float = 0.02
@@ -68,6 +76,7 @@ class ReconcileSettings:
     clock_skew_seconds: float = 600.0
     lock_wait_seconds: float = 60.0
     lock_timeout_seconds: float = 30.0
+    max_changes: int = DEFAULT_MAX_CHANGES
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_share <= 1:
@@ -80,6 +89,8 @@ class ReconcileSettings:
             raise ValueError(f"quota_reserve_share must be in [0, 1), got {self.quota_reserve_share}")
         if self.clock_skew_seconds < 0:
             raise ValueError(f"clock_skew_seconds must be 0 or more, got {self.clock_skew_seconds}")
+        if self.max_changes < 1:
+            raise ValueError(f"max_changes must be 1 or more, got {self.max_changes}")
 
 
 @dataclass
@@ -289,6 +300,7 @@ def reconcile_entity(
             judged = db.judge_pass(
                 conn, entity, start, max_share=settings.max_share, max_count=settings.max_count,
                 pages=report.pages, requests=report.requests, lock_timeout_seconds=settings.lock_timeout_seconds,
+                chunk_rows=db.deletion_chunk(conn, entity, settings.max_changes),
             )
             report.apply_seconds = time.monotonic() - moment
         except KeapQuotaExhausted as err:
@@ -421,7 +433,8 @@ def _confirm_missing(
 
 
 def confirm_pass(
-    database_url: str, entity: Entity, pass_id: str, *, lock_timeout_seconds: float = 30.0, lock_wait_seconds: float = 60.0
+    database_url: str, entity: Entity, pass_id: str, *, lock_timeout_seconds: float = 30.0, lock_wait_seconds: float = 60.0,
+    max_changes: int = DEFAULT_MAX_CHANGES,
 ) -> int:
     """Apply the deletions a stopped pass recorded (the explicit confirmation the safety stop asks for).
 
@@ -431,6 +444,7 @@ def confirm_pass(
         pass_id: the stopped pass's id.
         lock_timeout_seconds: the longest wait for one row lock.
         lock_wait_seconds: how long to wait for a pass of the entity in progress.
+        max_changes: the most changes one transaction of soft deletes streams (ReconcileSettings).
 
     Returns:
         How many rows were soft-deleted.
@@ -444,4 +458,7 @@ def confirm_pass(
         run_lock(database_url, reconcile_lock_name(entity), wait_seconds=lock_wait_seconds, holder=holder(entity, "confirm")),
         connect(database_url) as conn,
     ):
-        return db.confirm_pass(conn, entity, ident, lock_timeout_seconds=lock_timeout_seconds)
+        return db.confirm_pass(
+            conn, entity, ident, lock_timeout_seconds=lock_timeout_seconds,
+            chunk_rows=db.deletion_chunk(conn, entity, max_changes),
+        )

@@ -645,14 +645,18 @@ revoke execute on function keap_pipeline.define_sync_entity(text, regclass, regc
 -- Keap lists no deletions: a record deleted or merged away there just stops being listed. A reconcile
 -- pass (keap_pipeline.pipeline.reconcile) COPYs every id Keap lists into the entity's ids table I
 -- (keap_id; it holds the ids of the one pass in progress), then calls, for an entity E with target table T:
---   keap_pipeline.reconcile_E_from_stage(pass, started_at, protect_since, max_share, max_count)
+--   keap_pipeline.reconcile_E_from_stage(pass, started_at, protect_since, max_share, max_count, apply_limit)
 --       restores the rows Keap deleted earlier and lists again; records the live rows Keap did not list
 --       (keap_pipeline.reconcile_pending_deletions); soft-deletes them unless they are more than
 --       max_share of the live rows or more than max_count (the safety stop: they stay recorded, and
---       nothing is deleted until a person confirms the pass).
---   keap_pipeline.apply_E_deletions(pass, started_at, protect_since)
+--       nothing is deleted until a person confirms the pass). With apply_limit, at most that many of
+--       them in this transaction: the caller applies the rest in further ones (below).
+--   keap_pipeline.apply_E_deletions(pass, started_at, protect_since, row_limit)
 --       soft-deletes what the pass recorded (the reconcile above when within the limits; a
---       confirmation of a stopped pass otherwise) and clears the record.
+--       confirmation of a stopped pass otherwise) and clears the record; with row_limit, only the
+--       first row_limit recorded rows (in entity_id order), so that a large pass commits in several
+--       transactions, each within the realtime budget of streamed changes (each soft delete streams
+--       its row's UPDATE and its sync_status row: docs/realtime.md); NULL = all.
 --   keap_pipeline.missing_E_from_stage(started_at, protect_since)
 --       the live rows Keap did not list and the pass may judge, with its counts, without writing
 --       (entities whose listing has no order that survives an update confirm each with a get first).
@@ -770,8 +774,15 @@ $body$;
 $f$, 'missing_' || p_entity || '_from_stage', v_target, f_listed, f_recent, v_table);
 
     -- soft-deleting what a pass recorded ------------------------------------------------------------
+    -- (the 3-argument form before the row limit: dropped, or a call with three arguments would be ambiguous)
+    execute pg_catalog.format('drop function if exists keap_pipeline.%I(uuid, timestamptz, timestamptz)', 'apply_' || p_entity || '_deletions');
     execute pg_catalog.format($f$
-create or replace function keap_pipeline.%1$I(p_pass_id uuid, p_started_at timestamptz, p_protect_since timestamptz)
+create or replace function keap_pipeline.%1$I(
+    p_pass_id uuid,
+    p_started_at timestamptz,
+    p_protect_since timestamptz,
+    p_row_limit bigint default null
+)
 returns bigint
 language plpgsql
 volatile
@@ -785,16 +796,27 @@ begin
         raise exception '%1$s runs as the Keap ingestion only (role keap_pipeline_ingest), not as %%', current_user
             using errcode = '42501';
     end if;
-    with changed as (
+    if p_row_limit is not null and p_row_limit < 1 then
+        raise exception '%1$s: row limit %% must be 1 or more (NULL: all)', p_row_limit
+            using errcode = '22023';
+    end if;
+    with chunk as (
+        -- the recorded rows this call applies (all, or the first p_row_limit); cleared below
+        select p.entity_id, p.keap_id
+        from keap_pipeline.reconcile_pending_deletions as p
+        where p.pass_id = p_pass_id
+        order by p.entity_id
+        limit p_row_limit
+    ),
+    changed as (
         -- the trigger audits this as a DELETE from keap, queues nothing and leaves deleted_by NULL;
         -- a row that changed since it was recorded (written by a sync, deleted or restored by a
         -- person) is left alone
         update %2$s as t
         set deleted_at = pg_catalog.now(),
             last_synced_at = pg_catalog.now()
-        from keap_pipeline.reconcile_pending_deletions as p
-        where p.pass_id = p_pass_id
-          and t.id = p.entity_id
+        from chunk as p
+        where t.id = p.entity_id
           and t.keap_id = p.keap_id
           and t.deleted_at is null
           and not %4$s
@@ -814,7 +836,9 @@ begin
     ),
     cleared as (
         delete from keap_pipeline.reconcile_pending_deletions as p
+        using chunk as c
         where p.pass_id = p_pass_id
+          and p.entity_id = c.entity_id
     )
     select pg_catalog.count(*)
     from changed
@@ -825,13 +849,19 @@ $body$;
 $f$, 'apply_' || p_entity || '_deletions', v_target, v_table, f_recent, f_status);
 
     -- the pass --------------------------------------------------------------------------------------
+    -- (the 5-argument form before apply_limit: dropped, as above)
+    execute pg_catalog.format(
+        'drop function if exists keap_pipeline.%I(uuid, timestamptz, timestamptz, numeric, bigint)',
+        'reconcile_' || p_entity || '_from_stage'
+    );
     execute pg_catalog.format($f$
 create or replace function keap_pipeline.%1$I(
     p_pass_id uuid,
     p_started_at timestamptz,
     p_protect_since timestamptz,
     p_max_share numeric,
-    p_max_count bigint
+    p_max_count bigint,
+    p_apply_limit bigint default null
 )
 returns table (
     live bigint,
@@ -913,7 +943,8 @@ begin
     -- or an outage must never wipe a table; the recorded ids wait for a person (apply_E_deletions)
     v_stopped := v_missing > p_max_count or v_missing > p_max_share * v_live;
     if not v_stopped then
-        v_deleted := keap_pipeline.%8$I(p_pass_id, p_started_at, p_protect_since);
+        -- all, or the first p_apply_limit (the caller applies the rest, each in its own transaction)
+        v_deleted := keap_pipeline.%8$I(p_pass_id, p_started_at, p_protect_since, p_apply_limit);
     end if;
     return query
     select v_live, v_missing, v_deleted, v_restored, v_kept, v_here, v_stopped;
@@ -936,26 +967,26 @@ $f$,
         'The live ' || p_entity || ' rows the reconcile pass in progress did not find in Keap''s listing, with its counts. Generated by define_reconcile_entity.'
     );
     execute pg_catalog.format(
-        'comment on function keap_pipeline.%I(uuid, timestamptz, timestamptz) is %L', 'apply_' || p_entity || '_deletions',
+        'comment on function keap_pipeline.%I(uuid, timestamptz, timestamptz, bigint) is %L', 'apply_' || p_entity || '_deletions',
         'Soft-deletes the ' || p_entity || ' rows a reconcile pass recorded (keap_pipeline.reconcile_pending_deletions), as Keap''s deletions.'
         ' Generated by define_reconcile_entity.'
     );
     execute pg_catalog.format(
-        'comment on function keap_pipeline.%I(uuid, timestamptz, timestamptz, numeric, bigint) is %L',
+        'comment on function keap_pipeline.%I(uuid, timestamptz, timestamptz, numeric, bigint, bigint) is %L',
         'reconcile_' || p_entity || '_from_stage',
         'One reconcile pass of ' || p_entity || ': restores re-listed rows, soft-deletes rows Keap no longer lists unless the'
         ' safety limits stop it. Run as keap_pipeline_ingest. Generated by define_reconcile_entity (sql/functions/70-entity-template.sql).'
     );
     execute pg_catalog.format('revoke execute on function keap_pipeline.%I(timestamptz, timestamptz) from public', 'missing_' || p_entity || '_from_stage');
-    execute pg_catalog.format('revoke execute on function keap_pipeline.%I(uuid, timestamptz, timestamptz) from public', 'apply_' || p_entity || '_deletions');
+    execute pg_catalog.format('revoke execute on function keap_pipeline.%I(uuid, timestamptz, timestamptz, bigint) from public', 'apply_' || p_entity || '_deletions');
     execute pg_catalog.format(
-        'revoke execute on function keap_pipeline.%I(uuid, timestamptz, timestamptz, numeric, bigint) from public',
+        'revoke execute on function keap_pipeline.%I(uuid, timestamptz, timestamptz, numeric, bigint, bigint) from public',
         'reconcile_' || p_entity || '_from_stage'
     );
     execute pg_catalog.format('grant execute on function keap_pipeline.%I(timestamptz, timestamptz) to keap_pipeline_ingest', 'missing_' || p_entity || '_from_stage');
-    execute pg_catalog.format('grant execute on function keap_pipeline.%I(uuid, timestamptz, timestamptz) to keap_pipeline_ingest', 'apply_' || p_entity || '_deletions');
+    execute pg_catalog.format('grant execute on function keap_pipeline.%I(uuid, timestamptz, timestamptz, bigint) to keap_pipeline_ingest', 'apply_' || p_entity || '_deletions');
     execute pg_catalog.format(
-        'grant execute on function keap_pipeline.%I(uuid, timestamptz, timestamptz, numeric, bigint) to keap_pipeline_ingest',
+        'grant execute on function keap_pipeline.%I(uuid, timestamptz, timestamptz, numeric, bigint, bigint) to keap_pipeline_ingest',
         'reconcile_' || p_entity || '_from_stage'
     );
 end

@@ -190,3 +190,110 @@ def test_define_reconcile_entity_refuses_an_ids_table_of_another_shape(conn: psy
         conn.execute(
             "select keap_pipeline.define_reconcile_entity('tags', 'public.sync_tags', 'keap_pipeline.stage_tag_keys')"
         )
+
+
+def _old_contacts(conn: psycopg.Connection, count: int) -> Entity:
+    entity = ENTITIES["contacts"]
+    old = datetime(2026, 1, 1).astimezone()
+    for ident in range(1, count + 1):
+        _insert(conn, entity, str(ident), created_at=old, keap_updated_at=old)
+    return entity
+
+
+def _deleting_transactions(conn: psycopg.Connection) -> list[int]:
+    """Soft-deleted contacts per transaction that deleted them (xmin), in transaction order."""
+    rows = _q(
+        conn,
+        "select count(*) as n from public.sync_contacts where deleted_at is not null"
+        " group by xmin::text order by min(xmin::text::bigint)",
+    )
+    conn.rollback()
+    return [int(r["n"]) for r in rows]  # type: ignore[call-overload]
+
+
+def test_a_large_pass_applies_its_deletions_in_several_transactions(conn: psycopg.Connection) -> None:
+    entity = _old_contacts(conn, 25)
+    start = _start(conn, entity)
+    db.copy_ids(conn, entity, start.id, [], pages=1, requests=1)  # Keap lists none of the 25
+    judged = db.judge_pass(
+        conn, entity, start, max_share=1.0, max_count=1000, pages=1, requests=1, lock_timeout_seconds=5, chunk_rows=10,
+    )
+    assert (judged.missing, judged.deleted, judged.stopped) == (25, 25, False)
+    assert _deleting_transactions(conn) == [10, 10, 5], "each transaction applies at most chunk_rows soft deletes"
+    [row] = _q(conn, "select status, deleted, finished_at is not null as done from keap_pipeline.reconcile_passes where id = %s", (start.id,))
+    assert row == {"status": "completed", "deleted": 25, "done": True}
+    assert _q(conn, "select count(*) as n from keap_pipeline.reconcile_pending_deletions") == [{"n": 0}]
+    audited = _q(
+        conn,
+        "select count(*) as n from public.sync_audit_log where entity_type = 'sync_contacts' and operation = 'DELETE'"
+        " and sync_source = 'keap'",
+    )
+    assert audited == [{"n": 25}], "every chunk's soft deletes are audited as Keap's"
+    marked = _q(conn, "select count(*) as n from keap_pipeline.keap_deleted_rows where pass_id = %s", (start.id,))
+    assert marked == [{"n": 25}]
+
+
+def test_the_deletion_chunk_follows_the_publication(conn: psycopg.Connection) -> None:
+    contacts = ENTITIES["contacts"]
+    assert db.deletion_chunk(conn, contacts, 500) == 250  # its row and its sync_status row
+    assert db.deletion_chunk(conn, contacts, 1) == 1
+    conn.execute("alter publication supabase_realtime drop table public.sync_status")
+    assert db.deletion_chunk(conn, contacts, 500) == 500
+    conn.rollback()
+    with pytest.raises(ValueError, match="max_changes"):
+        db.deletion_chunk(conn, contacts, 0)
+
+
+def test_a_pass_killed_between_chunks_keeps_what_committed_and_the_next_pass_judges_the_rest(
+    conn: psycopg.Connection, migrated_database: str
+) -> None:
+    entity = _old_contacts(conn, 25)
+    start = _start(conn, entity)
+    db.copy_ids(conn, entity, start.id, [], pages=1, requests=1)
+    # another session holds the row the third chunk would delete (the largest id): that chunk fails
+    # on its lock timeout, as a kill between two chunks would leave the pass
+    with psycopg.connect(migrated_database) as other:
+        other.execute("select id from public.sync_contacts order by id desc limit 1 for update")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            db.judge_pass(
+                conn, entity, start, max_share=1.0, max_count=1000, pages=1, requests=1, lock_timeout_seconds=0.5,
+                chunk_rows=10,
+            )
+        conn.rollback()
+    assert _deleting_transactions(conn) == [10, 10]
+    [row] = _q(conn, "select status, deleted from keap_pipeline.reconcile_passes where id = %s", (start.id,))
+    assert row == {"status": "running", "deleted": 20}
+    assert _q(conn, "select count(*) as n from keap_pipeline.reconcile_pending_deletions") == [{"n": 5}]
+    conn.rollback()
+
+    after = _start(conn, entity)
+    assert after.abandoned == 1
+    [row] = _q(conn, "select status, reason from keap_pipeline.reconcile_passes where id = %s", (start.id,))
+    assert row["status"] == "interrupted"
+    assert "20 of them were applied" in str(row["reason"])
+    assert _q(conn, "select count(*) as n from keap_pipeline.reconcile_pending_deletions") == [{"n": 0}]
+    conn.rollback()
+    db.copy_ids(conn, entity, after.id, [], pages=1, requests=1)
+    judged = db.judge_pass(
+        conn, entity, after, max_share=1.0, max_count=1000, pages=1, requests=1, lock_timeout_seconds=5, chunk_rows=10,
+    )
+    assert (judged.live, judged.missing, judged.deleted) == (5, 5, 5)
+    assert sum(_deleting_transactions(conn)) == 25
+
+
+def test_a_confirmation_applies_a_stopped_pass_in_chunks(conn: psycopg.Connection) -> None:
+    entity = _old_contacts(conn, 25)
+    start = _start(conn, entity, max_count=10)
+    db.copy_ids(conn, entity, start.id, [], pages=1, requests=1)
+    judged = db.judge_pass(
+        conn, entity, start, max_share=1.0, max_count=10, pages=1, requests=1, lock_timeout_seconds=5, chunk_rows=10,
+    )
+    assert (judged.missing, judged.deleted, judged.stopped) == (25, 0, True)
+    assert _deleting_transactions(conn) == []
+    assert db.confirm_pass(conn, entity, start.id, lock_timeout_seconds=5, chunk_rows=10) == 25
+    assert _deleting_transactions(conn) == [10, 10, 5]
+    [row] = _q(conn, "select status, deleted, reason from keap_pipeline.reconcile_passes where id = %s", (start.id,))
+    assert (row["status"], row["deleted"]) == ("confirmed", 25)
+    assert str(row["reason"]).endswith("; confirmed: 25 soft-deleted")
+    with pytest.raises(ValueError, match="chunk_rows"):
+        db.confirm_pass(conn, entity, start.id, lock_timeout_seconds=5, chunk_rows=0)

@@ -338,3 +338,31 @@ def test_a_pass_the_days_quota_would_not_cover_is_skipped(sandbox: Callable[...,
     report = _reconcile(handle, migrated_database, ENTITIES["contacts"])
     assert report.status == "skipped" and report.requests == 1
     assert "would not cover the pass" in (report.reason or "") and report.quota_limit == 6
+
+
+@pytest.mark.parametrize("name", ["contacts", "orders"])
+def test_a_large_pass_commits_its_deletions_within_the_change_budget(loaded: tuple[SandboxHandle, str], name: str) -> None:
+    """Each transaction of soft deletes streams at most max_changes (a row and its sync_status row each)."""
+    handle, url = loaded
+    entity = ENTITIES[name]
+    gone = [str(i) for i in range(2, 11)]
+    for ident in gone:
+        _delete_in_keap(handle, entity, int(ident))
+    settings = ReconcileSettings(page_size=PAGE, max_share=0.5, max_count=100, max_changes=6)  # 3 rows a transaction
+
+    report = _reconcile(handle, url, entity, settings)
+    assert (report.status, report.missing, report.deleted) == ("completed", 9, 9)
+    rows = _rows(url, entity)
+    deleted = [r for r in rows.values() if r["deleted_at"] is not None]
+    assert sorted(r["keap_id"] for r in deleted) == sorted(gone)
+    per_transaction = sorted(sum(1 for r in deleted if r["xmin_"] == x) for x in {r["xmin_"] for r in deleted})
+    # (xmin would tell savepoints apart too: that the chunks are real commits is decoded from a pgoutput
+    # slot in test_realtime_budget.py)
+    assert per_transaction == [3, 3, 3], "nine soft deletes in three transactions of three"
+    audited = _all(
+        url, "select count(*) as n from public.sync_audit_log where operation = 'DELETE' and sync_source = 'keap'"
+        " and entity_type = %s", (entity.table_name,),
+    )
+    assert audited == [{"n": 9}]
+    recorded = _all(url, "select status, deleted from keap_pipeline.reconcile_passes where id = %s", (report.pass_id,))
+    assert recorded == [{"status": "completed", "deleted": 9}]

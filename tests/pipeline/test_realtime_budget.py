@@ -121,3 +121,39 @@ def test_without_sync_status_in_the_publication_a_transaction_takes_twice_the_re
     assert per_table == {"sync_contacts": 1200}
     assert max(per_xact.values()) == BUDGET  # 300 records a transaction, each one change
     assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
+
+
+def test_a_reconcile_pass_soft_deletes_within_the_change_budget(sandbox, migrated_database: str, slot: str) -> None:
+    from keap_pipeline.entities import CONTACTS
+    from keap_pipeline.pipeline.reconcile import ReconcileSettings, reconcile_entity
+    from tests.pipeline.conftest import client_for
+
+    handle = sandbox(contacts=600)
+    sync(handle, migrated_database, page_size=200, max_changes=BUDGET, run_id="first")
+    streamed(migrated_database, slot)  # the first load's changes, consumed
+    assert handle.state is not None
+    for ident in range(101, 201):  # 100 contacts deleted in Keap
+        assert handle.state.delete_record("contacts", ident)
+    # 60 changes a transaction: 30 soft deletes (each its row and its sync_status row)
+    settings = ReconcileSettings(page_size=200, max_share=0.5, max_count=1000, max_changes=60)
+    with client_for(handle) as client:
+        report = reconcile_entity(client, migrated_database, CONTACTS, settings)
+    assert (report.status, report.missing, report.deleted) == ("completed", 100, 100)
+    per_xact, per_table = streamed(migrated_database, slot)
+    assert per_table == {"sync_contacts": 100, "sync_status": 100}
+    assert sorted(per_xact.values()) == [20, 60, 60, 60], "100 soft deletes in transactions of at most 60 changes"
+
+    # a stopped pass's confirmation is chunked the same way (the judgement that stopped streams nothing)
+    from keap_pipeline.pipeline.reconcile import confirm_pass
+
+    for ident in range(301, 351):
+        assert handle.state.delete_record("contacts", ident)
+    with client_for(handle) as client:
+        stopped = reconcile_entity(client, migrated_database, CONTACTS, ReconcileSettings(
+            page_size=200, max_share=0.5, max_count=10, max_changes=60,
+        ))
+    assert (stopped.status, stopped.missing, stopped.deleted) == ("stopped", 50, 0)
+    assert confirm_pass(migrated_database, CONTACTS, stopped.pass_id, max_changes=60) == 50
+    per_xact, per_table = streamed(migrated_database, slot)
+    assert per_table == {"sync_contacts": 50, "sync_status": 50}
+    assert sorted(per_xact.values()) == [40, 60]

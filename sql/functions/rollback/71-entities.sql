@@ -3,15 +3,25 @@
 -- generates them again. upsert_contacts_from_stage and diff_contacts_from_stage stay: versioned
 -- migration 20 created them and its down script drops them; until then the generated text (same
 -- signature, same behaviour as 24's) serves the older versions, and 24's down script puts 21's back.
+drop function if exists keap_pipeline.reconcile_contacts_from_stage(uuid, timestamptz, timestamptz, numeric, bigint, bigint);
 drop function if exists keap_pipeline.reconcile_contacts_from_stage(uuid, timestamptz, timestamptz, numeric, bigint);
+drop function if exists keap_pipeline.reconcile_tags_from_stage(uuid, timestamptz, timestamptz, numeric, bigint, bigint);
 drop function if exists keap_pipeline.reconcile_tags_from_stage(uuid, timestamptz, timestamptz, numeric, bigint);
+drop function if exists keap_pipeline.reconcile_products_from_stage(uuid, timestamptz, timestamptz, numeric, bigint, bigint);
 drop function if exists keap_pipeline.reconcile_products_from_stage(uuid, timestamptz, timestamptz, numeric, bigint);
+drop function if exists keap_pipeline.reconcile_orders_from_stage(uuid, timestamptz, timestamptz, numeric, bigint, bigint);
 drop function if exists keap_pipeline.reconcile_orders_from_stage(uuid, timestamptz, timestamptz, numeric, bigint);
+drop function if exists keap_pipeline.reconcile_subscriptions_from_stage(uuid, timestamptz, timestamptz, numeric, bigint, bigint);
 drop function if exists keap_pipeline.reconcile_subscriptions_from_stage(uuid, timestamptz, timestamptz, numeric, bigint);
+drop function if exists keap_pipeline.apply_contacts_deletions(uuid, timestamptz, timestamptz, bigint);
 drop function if exists keap_pipeline.apply_contacts_deletions(uuid, timestamptz, timestamptz);
+drop function if exists keap_pipeline.apply_tags_deletions(uuid, timestamptz, timestamptz, bigint);
 drop function if exists keap_pipeline.apply_tags_deletions(uuid, timestamptz, timestamptz);
+drop function if exists keap_pipeline.apply_products_deletions(uuid, timestamptz, timestamptz, bigint);
 drop function if exists keap_pipeline.apply_products_deletions(uuid, timestamptz, timestamptz);
+drop function if exists keap_pipeline.apply_orders_deletions(uuid, timestamptz, timestamptz, bigint);
 drop function if exists keap_pipeline.apply_orders_deletions(uuid, timestamptz, timestamptz);
+drop function if exists keap_pipeline.apply_subscriptions_deletions(uuid, timestamptz, timestamptz, bigint);
 drop function if exists keap_pipeline.apply_subscriptions_deletions(uuid, timestamptz, timestamptz);
 drop function if exists keap_pipeline.missing_contacts_from_stage(timestamptz, timestamptz);
 drop function if exists keap_pipeline.missing_tags_from_stage(timestamptz, timestamptz);
