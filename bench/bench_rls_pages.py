@@ -5,8 +5,8 @@
 The database is one bench/bench_indexes.py built (bench/index_data.py: its owners' shares are skewed,
 so there are owners with many rows and owners with few). Each round swaps users_read on sync_contacts
 and sync_orders to one form inside a transaction that is rolled back afterwards, then runs every page
-as an admin, the owner with the most rows and a median owner (few rows), planned with its values as
-PostgREST's one-shot statements are; the forms alternate round by round. Printed: p50/p95 per page,
+as an admin, the owner with the most rows and a median owner (few rows), each statement planned with its
+values and the caller's claims (unprepared: prepare_threshold=None); the forms alternate round by round. Printed: p50/p95 per page,
 identity and form, and the plan's shape (EXPLAIN ANALYZE of the last sample).
 """
 
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     who = {"admin": (admin[0], True), f"owner, {many[1]} rows": (many[0], False), f"owner, {few[1]} rows": (few[0], False)}
     times: dict[tuple[str, str, str], list[float]] = {}
     shapes: dict[tuple[str, str, str], str] = {}
-    with psycopg.connect(args.database_url) as conn:
+    # prepare_threshold=None: never prepared, so every execution is planned with its caller's claims
+    with psycopg.connect(args.database_url, prepare_threshold=None) as conn:
         conn.execute("select 1")
         load = open("/proc/loadavg").read().split()[:3]
         print(f"load average before: {' / '.join(load)}")
