@@ -590,7 +590,10 @@ def publish(run: Run, args: argparse.Namespace) -> None:
     if args.no_docs or not run.queries:
         return
     write_section(SECTION, render(run, args))
-    plot(run, PLOT)
+    try:
+        plot(run, PLOT)
+    except ImportError:  # matplotlib is in the bench dependency group
+        log.warning("no plot: matplotlib is not installed (.tools/bin/uv sync --locked --group bench)")
 
 
 if __name__ == "__main__":
