@@ -565,6 +565,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", default=(), help="only these indexes / candidates")
     parser.add_argument("--only-queries", nargs="*", default=(), help="only these queries")
     parser.add_argument("--no-docs", action="store_true", help="print, do not write docs/benchmarks.md or the plot")
+    parser.add_argument("--write", action="store_true",
+                        help="write docs/benchmarks.md and the plot (the default unless --no-docs; `python -m bench` passes it)")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
@@ -588,7 +590,10 @@ def publish(run: Run, args: argparse.Namespace) -> None:
     if args.no_docs or not run.queries:
         return
     write_section(SECTION, render(run, args))
-    plot(run, PLOT)
+    try:
+        plot(run, PLOT)
+    except ImportError:  # matplotlib is in the bench dependency group
+        log.warning("no plot: matplotlib is not installed (.tools/bin/uv sync --locked --group bench)")
 
 
 if __name__ == "__main__":

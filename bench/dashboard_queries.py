@@ -158,7 +158,8 @@ QUERIES: tuple[Query, ...] = (
     ),
     Query(
         "queue_claim", "sync_queue's next batch (the outbound worker's claim)", "service_role",
-        "update public.sync_queue as q set status = 'processing', started_at = now(), attempts = q.attempts + 1"
+        # claim_key: the pusher's key (sql/30: an item in flight names who holds it)
+        "update public.sync_queue as q set status = 'processing', started_at = now(), attempts = q.attempts + 1, claim_key = 16"
         " where q.id in (select p.id from public.sync_queue as p where p.status = 'pending' and p.scheduled_at <= now()"
         " order by p.priority, p.scheduled_at limit %(batch)s for update skip locked)"
         " returning q.id, q.operation, q.entity_type, q.entity_id, q.payload",

@@ -408,10 +408,13 @@ cross join lateral (select s.first_load + (s.now - s.first_load) * random() as a
 -- step: queue
 insert into public.sync_queue (
     id, operation, entity_type, entity_id, payload, priority, status, attempts, max_attempts, scheduled_at,
-    started_at, completed_at, error_message, created_at
+    started_at, completed_at, error_message, created_at, claim_key
 )
 select bench.uuid_at(q.at), q.operation, 'sync_contacts', q.id, q.payload, q.priority, q.status, q.attempts, 3,
-       q.scheduled_at, q.started_at, q.completed_at, q.error_message, q.at
+       q.scheduled_at, q.started_at, q.completed_at, q.error_message, q.at,
+       -- an item in flight is held by a pusher (sql/30's sync_queue_in_flight_is_claimed); no random()
+       -- here, so the data stays the same stream as before 30
+       case when q.status = 'processing' then 16 end
 from (
     -- unsent: pending (one per record), held behind open conflicts, processing, failed
     select c.id, case when c.keap_id is null then 'create' else 'update' end as operation,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import psycopg
 
-from keap_pipeline.db.migrate import migrate, rollback
-from tests.db.catalog import diff, snapshot
+from keap_pipeline.db.migrate import discover, discover_repeatable, migrate, rollback, sql_dir
+from tests.db.catalog import definitions, diff, snapshot
 
 VERSION = 24
 
@@ -36,3 +39,31 @@ def test_rolling_back_24_restores_the_catalog_of_23(fresh_database: str) -> None
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("select count(*) from public.sync_contacts where keap_id = 'r1'").fetchone() == (1,)
     assert [m.version for m in migrate(fresh_database, target=VERSION)] == [VERSION]
+
+
+def test_rolling_back_34_restores_the_policies_of_33(fresh_database: str, tmp_path: Path) -> None:
+    # 34 rewrote users_read / users_update and added keap_rls; its down gives back 24's policy text.
+    # The schema of 33: the tree without 34 (and whatever comes after it), repeatable files included.
+    before_34 = tmp_path / "sql"
+    shutil.copytree(sql_dir(), before_34)
+    for m in discover(before_34):
+        if m.version >= 34:
+            m.path.unlink()
+            m.down_path.unlink()
+    for r in discover_repeatable(before_34):
+        assert r.requires < 34, r  # none needs 34 (else drop it here as test_measured_indexes does for 31)
+    migrate(fresh_database, directory=before_34)
+    before, defined_before = snapshot(fresh_database), definitions(fresh_database)
+    migrate(fresh_database, target=34)
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("select count(*) from pg_catalog.pg_namespace where nspname = 'keap_rls'").fetchone() == (1,)
+    assert [m.version for m in rollback(fresh_database, 33)] == [34]
+    assert diff(before, snapshot(fresh_database)) == []
+    assert diff(defined_before, definitions(fresh_database)) == []
+    with psycopg.connect(fresh_database) as conn:
+        qual = conn.execute(
+            "select pg_catalog.pg_get_expr(polqual, polrelid) from pg_catalog.pg_policy"
+            " where polname = 'users_read' and polrelid = 'public.sync_contacts'::regclass"
+        ).fetchone()
+    assert qual is not None and "keap_rls" not in qual[0] and "SELECT auth.jwt()" in qual[0]
+    assert [m.version for m in migrate(fresh_database, target=34)] == [34]
