@@ -46,12 +46,15 @@ def test_rolling_back_34_restores_the_policies_of_33(fresh_database: str, tmp_pa
     # The schema of 33: the tree without 34 (and whatever comes after it), repeatable files included.
     before_34 = tmp_path / "sql"
     shutil.copytree(sql_dir(), before_34)
+    repeatables = discover_repeatable(before_34)  # read before their requirement is gone
     for m in discover(before_34):
         if m.version >= 34:
             m.path.unlink()
             m.down_path.unlink()
-    for r in discover_repeatable(before_34):
-        assert r.requires < 34, r  # none needs 34 (else drop it here as test_measured_indexes does for 31)
+    for r in repeatables:
+        if r.requires >= 34:  # a later migration's functions (35's raw record keys): not part of 33's schema
+            r.path.unlink()
+            r.drop_path.unlink()
     migrate(fresh_database, directory=before_34)
     before, defined_before = snapshot(fresh_database), definitions(fresh_database)
     migrate(fresh_database, target=34)
