@@ -1,7 +1,7 @@
 """The outbound push against the sandbox (its own process): a paced drain with Keap's limits on, coalescing, unpaced speed.
 
     .venv/bin/python -m bench.bench_push --database-url postgresql://postgres@127.0.0.1:5443/postgres \\
-        [--contacts 10000] [--scale 10] [--senders 1] [--write]
+        [--contacts 10000] [--scale 10] [--senders 1 2 4] [--write]
 
 Three measurements, each on a fresh migrated database and a fresh sandbox subprocess holding the
 contacts, all synced first; then every contact is edited in one app statement (N queued updates):
@@ -15,7 +15,8 @@ contacts, all synced first; then every contact is edited in one app statement (N
    minutes against the allowed rate.
 2. **Coalescing.** Ten app edits of one contact, then a push: the requests it makes.
 3. **Limits off.** The sandbox without limits, the client unpaced (``--no-pacing``), one pusher
-   (``--senders`` clients side by side within it, default 1): updates per second of the drain.
+   (``--senders`` clients side by side within it; each value given is one drain, default 1 2 4): updates
+   per second of each drain.
 
 Requests are counted and timed at the client's transport (every request that left, retries
 included). Figures go to docs/benchmarks.md ("Outbound push") with --write.
