@@ -94,8 +94,10 @@ def _edit_all(url: str) -> int:
 
 
 def _push(
-    handle: Any, url: str, *, paced_limits: Any | None, senders: int = 1, batch_size: int = 100
+    handle: Any, url: str, *, paced_limits: Any | None, senders: int = 1, batch_size: int = 100, reader: str = "own"
 ) -> tuple[Any, CountingTransport, float]:
+    """One drain. reader="own": the reads on a client of their own, as the CLI and Dagster push (a batch is sent
+    while the next is prepared); "sender": the first sender reads too (one step after the other)."""
     from keap_pipeline.keap import ApiKeyAuth, KeapClient, Pacer
     from keap_pipeline.outbound.push import PushSettings, push
 
@@ -108,10 +110,12 @@ def _push(
         return KeapClient(handle.base_url, auth, pacer=pacer, transport=transport, timeout=60.0)
 
     pacer = Pacer(paced_limits) if paced_limits is not None else None
-    clients = [client() for _ in range(senders)]
+    sending = [client() for _ in range(senders)]
+    reading = client() if reader == "own" else sending[0]
+    clients = [*sending, reading] if reader == "own" else sending
     started = time.monotonic()
     try:
-        report = push(clients[0], url, settings=PushSettings(batch_size=batch_size), senders=clients)
+        report = push(reading, url, settings=PushSettings(batch_size=batch_size), senders=sending)
     finally:
         for c in clients:
             c.close()
@@ -165,7 +169,9 @@ def coalescing(server_url: str, say: Callable[[str], None]) -> dict[str, Any]:
     return result
 
 
-def limits_off(server_url: str, contacts: int, senders: int, batch_size: int, say: Callable[[str], None]) -> dict[str, Any]:
+def limits_off(
+    server_url: str, contacts: int, senders: int, batch_size: int, say: Callable[[str], None], reader: str = "own"
+) -> dict[str, Any]:
     """The unpaced drain through one pusher."""
     from keap_pipeline.sandbox import RateLimits
 
@@ -173,14 +179,15 @@ def limits_off(server_url: str, contacts: int, senders: int, batch_size: int, sa
     try:
         queued = _edit_all(url)
         mine, theirs = _cpu_self(), _cpu_of(handle.pid)
-        report, transport, seconds = _push(handle, url, paced_limits=None, senders=senders, batch_size=batch_size)
+        report, transport, seconds = _push(handle, url, paced_limits=None, senders=senders, batch_size=batch_size,
+                                           reader=reader)
         mine, theirs = _cpu_self() - mine, _cpu_of(handle.pid) - theirs
     finally:
         ctx.__exit__(None, None, None)
     result = {
         "queued": queued, "updated": report.updated, "failed": report.failed, "requests": len(transport.sent),
         "seconds": seconds, "updates_per_second": report.updated / seconds, "senders": senders,
-        "batch_size": batch_size, "pusher_cpu_ms_per_update": 1000 * mine / max(1, report.updated),
+        "batch_size": batch_size, "reader": reader, "pusher_cpu_ms_per_update": 1000 * mine / max(1, report.updated),
         "sandbox_cpu_ms_per_update": 1000 * theirs / max(1, report.updated),
         "load": os.getloadavg()[0],
     }
@@ -197,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--senders", type=int, nargs="+", default=[1, 2, 4],
                         help="clients sending side by side in the one pusher (limits off); several values: one drain each, in one run")
     parser.add_argument("--batch-size", type=int, default=100, help="items per claim in the limits-off drain")
+    parser.add_argument("--readers", nargs="+", choices=["own", "sender"], default=["own", "sender"],
+                        help="limits off: who reads, each one drain per --senders value, alternating: 'own' (a client"
+                        " of its own: a batch sent while the next is prepared, as the CLI and Dagster push) or"
+                        " 'sender' (the first sender, one step after the other; the pusher before it overlapped)")
     parser.add_argument("--skip-limits-on", action="store_true")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
@@ -205,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     say(heading)
     on = None if args.skip_limits_on else limits_on(args.database_url, args.contacts, args.scale, say)
     same = coalescing(args.database_url, say)
-    offs = [limits_off(args.database_url, args.contacts, n, args.batch_size, say) for n in args.senders]
+    offs = []
+    for i, n in enumerate(args.senders):
+        for reader in args.readers if i % 2 == 0 else list(reversed(args.readers)):
+            offs.append(limits_off(args.database_url, args.contacts, n, args.batch_size, say, reader=reader))
     if args.write:
         write_section("Outbound push", _markdown(heading, args, on, same, offs))
     return 0
@@ -216,7 +230,7 @@ def _markdown(
 ) -> str:
     lines = [
         f"Measured {heading}. `python -m bench.bench_push --contacts {args.contacts} --scale {args.scale}"
-        f" --senders {' '.join(str(n) for n in args.senders)} --batch-size {args.batch_size}`: the sandbox in its own process, a fresh migrated database per part, every"
+        f" --senders {' '.join(str(n) for n in args.senders)} --readers {' '.join(args.readers)} --batch-size {args.batch_size}`: the sandbox in its own process, a fresh migrated database per part, every"
         " contact synced first and then edited by one app statement (one queued update each).",
         "",
     ]
@@ -235,13 +249,15 @@ def _markdown(
         f" made {sum(same['requests'].values())} requests: {same['requests']} (one PATCH; the listing is the"
         " conflict check, shared by every item of a batch).",
         f"- **Limits off** (unpaced, one pusher process, batches of {args.batch_size}; `senders` = clients sending side"
-        " by side within it, one drain of every contact each, in this order):",
+        " by side within it; `reads` = who reads and marks: `own` a client of its own, so that a batch is sent while"
+        " the next is claimed, read and marked (as `keap-pipeline push` and Dagster run it), `sender` the first"
+        " sender, one step after the other (the pusher before the overlap); one drain of every contact each, in this order):",
         "",
-        "| senders | updates | seconds | updates/s | requests | pusher CPU ms per update | sandbox CPU ms per update | load |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| senders | reads | updates | seconds | updates/s | requests | pusher CPU ms per update | sandbox CPU ms per update | load |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {off['senders']} | {off['updated']:,} | {off['seconds']:.1f} | **{off['updates_per_second']:,.0f}** |"
+        f"| {off['senders']} | {off['reader']} | {off['updated']:,} | {off['seconds']:.1f} | **{off['updates_per_second']:,.0f}** |"
         f" {off['requests']:,} | {off['pusher_cpu_ms_per_update']:.2f} | {off['sandbox_cpu_ms_per_update']:.2f} | {off['load']:.1f} |"
         for off in offs
     ]

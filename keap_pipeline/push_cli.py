@@ -52,11 +52,14 @@ def _cmd_push(args: argparse.Namespace) -> int:
             return KeapClient(base_url, auth, pacing=False, retry=retry)
         return KeapClient(base_url, auth, pacer=pacer, retry=retry)
 
-    clients = [client() for _ in range(args.senders)]
+    # the reads on their own client, so that a batch is sent while the next one is read and marked
+    reader = client()
+    senders = [client() for _ in range(args.senders)]
+    clients = [reader, *senders]
     try:
         report = push(
-            clients[0], url, entities=args.entity or None, retry_failed=args.retry_failed, settings=settings,
-            senders=clients,
+            reader, url, entities=args.entity or None, retry_failed=args.retry_failed, settings=settings,
+            senders=senders,
             progress=lambda r: print(f"  {r.claimed} claimed, {r.sent} sent, {r.per_second:,.0f}/s", flush=True),
         )
     finally:

@@ -39,6 +39,17 @@ class KeapResource(ConfigurableResource):
         Raises:
             ValueError: neither an API key nor complete OAuth settings are configured.
         """
+        return self.clients(1, quota_share=quota_share, retry=retry)[0]
+
+    def clients(self, count: int, *, quota_share: float | None = None, retry: RetryPolicy | None = None) -> list[KeapClient]:
+        """`count` new clients of one credential that share one pacer, and one quota share between them.
+
+        Each client is used by one thread at a time (a KeapClient is not shared between threads);
+        together they stay within the credential's limits, or within `quota_share` of them.
+
+        Raises:
+            ValueError: neither an API key nor complete OAuth settings are configured.
+        """
         if self.api_key:
             auth: ApiKeyAuth | OAuthAuth = ApiKeyAuth(self.api_key)
         elif self.oauth_client_id and self.oauth_client_secret and self.oauth_token_store:
@@ -57,5 +68,10 @@ class KeapResource(ConfigurableResource):
             from keap_pipeline.outbound.share import SharedPacer
 
             pacer = SharedPacer(Pacer.shared(auth.fingerprint, auth.default_limits()), quota_share)
-            return KeapClient(self.base_url, auth, pacer=pacer, timeout=self.timeout_seconds, retry=retry)
-        return KeapClient(self.base_url, auth, pacing=self.pacing, timeout=self.timeout_seconds, retry=retry)
+            return [
+                KeapClient(self.base_url, auth, pacer=pacer, timeout=self.timeout_seconds, retry=retry) for _ in range(count)
+            ]
+        return [
+            KeapClient(self.base_url, auth, pacing=self.pacing, timeout=self.timeout_seconds, retry=retry)
+            for _ in range(count)
+        ]

@@ -92,9 +92,12 @@ def keap_outbound(
     )
     try:
         # the queue retries with backoff: one request retries only briefly
-        with keap.client(quota_share=config.quota_share, retry=RetryPolicy(max_retries=2, max_wait=30.0)) as client:
+        # reads and sends on clients of their own (one pacer, one share): a batch is sent while the next
+        # is read and marked
+        reader, sender = keap.clients(2, quota_share=config.quota_share, retry=RetryPolicy(max_retries=2, max_wait=30.0))
+        with reader, sender:
             report = push(
-                client, postgres.url(), retry_failed=config.retry_failed, settings=settings,
+                reader, postgres.url(), retry_failed=config.retry_failed, settings=settings, senders=(sender,),
                 progress=lambda r: context.log.info(f"push: {r.claimed} claimed, {r.sent} sent, {r.failed} failed"),
             )
     except (KeapPipelineError, ValueError) as err:

@@ -20,6 +20,10 @@ entity's run lock shared, so the push yields to a sync), batch after batch:
    transaction that completes their items (audited as 'push'); failures are finished (retry with
    backoff, failed with Keap's message, released unsent).
 
+With senders apart from the reading client, step 4 of a batch runs in a thread while steps 1-3 of
+the next run here (their records never overlap: a record with an item in flight is not claimed);
+the next batch is sent only after the previous one is written back and did not stop the run.
+
 A kill between any two steps loses nothing and sends nothing twice that matters: a claimed item
 is claimed again, an item in flight is recovered (an update or delete is recomputed from Keap's
 record, so sending it again is harmless; a create is looked up before it is sent again).
@@ -33,7 +37,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -133,7 +137,6 @@ class _Run:
     settings: PushSettings
     report: PushReport
     rng: random.Random = field(default_factory=random.Random)
-    context: Any = None
 
     def tx(self, work: Callable[[], Any], what: str) -> Any:
         """One push transaction as the ingestion, retried like a batch on a concurrent writer."""
@@ -166,7 +169,8 @@ def push(
         entities: the entities to push (default every one the pusher sends: tags, contacts).
         retry_failed: first make failed items pending again (after their cause was fixed).
         settings: how the run behaves (PushSettings).
-        senders: clients that send plans side by side, one thread each (default: `client` alone).
+        senders: clients that send plans side by side, one thread each (default: `client` alone). When
+            `client` is not among them, a batch is sent while the next one is claimed, read and marked.
         progress: called after every batch with the running report.
 
     Returns:
@@ -212,36 +216,141 @@ def push(
     return report
 
 
+@dataclass
+class _Batch:
+    """A checked and marked batch: its items in flight with their plans, and the context they were planned in."""
+
+    planned: list[Work]
+    context: Any
+    stop: str | None = None
+
+    @property
+    def throttled(self) -> bool:
+        """Keap throttled a send beyond the client's retries."""
+        return any(
+            w.sent is not None and w.sent.failure is not None and isinstance(w.sent.failure.error, KeapRateLimited)
+            for w in self.planned
+        )
+
+
+@dataclass
+class _Flight:
+    batch: _Batch
+    future: Future[None]
+
+
+def _overlaps(run: _Run) -> bool:
+    """Whether batches can be sent while the next is prepared: only when no sender is the reading client.
+
+    A KeapClient is not shared between threads: the reads (listings, lookups) stay on `run.client`
+    in this thread, and the sends go to the senders in another.
+    """
+    return all(s is not run.client for s in run.senders)
+
+
 def _push_entity(run: _Run, started: float, progress: Progress | None) -> None:
-    settings = run.settings
-    while True:
-        room = settings.batch_size
-        if settings.limit is not None:
-            room = min(room, settings.limit - run.report.claimed)
-        if room <= 0:
-            return
-        if settings.max_seconds is not None and time.monotonic() - started >= settings.max_seconds:
-            return
-        if run.report.claimed and db.sync_waiting(run.lock):
-            run.report.yielded.append(f"{run.spec.entity.name}: a sync or replay is waiting; the push yields to it")
-            return
-        items: list[db.Claimed] = run.tx(partial(db.claim, run.conn, run.lock.key, run.spec.table, room), "claim")
-        if not items:
-            return
-        run.report.claimed += len(items)
-        run.report.recovered += sum(1 for i in items if i.recovered)
-        throttled = _push_batch(run, items)
+    """Batch after batch; with separate senders, batch N is sent while batch N+1 is claimed, read and marked.
+
+    Overlapping is safe because the claim never takes an item of a record that has one in flight
+    (claim_outbound skips records with a processing item of any live pusher, this one included), so
+    the two batches never share a record. After batch N lands, N+1 is sent only if N did not stop
+    the run or meet Keap's throttling; otherwise N+1 is released unsent, as the rest of a batch is.
+    """
+    sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keap-push-send") if _overlaps(run) else None
+    flight: _Flight | None = None
+    ready: _Batch | None = None
+
+    def landed(batch: _Batch) -> bool:
+        """Write a sent batch back; True: the run goes on."""
+        _write_back(run, batch)
         run.report.seconds = time.monotonic() - started
         if progress is not None:
             progress(run.report)
-        if throttled:
+        if batch.stop is not None:
+            raise Stop(batch.stop)
+        if batch.throttled:
             # Keap throttled beyond the client's retries: the rest waits for the next run (its backoff)
             run.report.yielded.append(f"{run.spec.entity.name}: throttled by Keap (HTTP 429); the rest waits")
-            return
+            return False
+        return True
+
+    try:
+        while True:
+            items = _claim(run, started)
+            throttled = False
+            if items:
+                ready, throttled = _prepare(run, items)
+            if flight is not None:
+                flight.future.result()
+                batch, flight = flight.batch, None
+                if batch.stop is not None or batch.throttled:
+                    if ready is not None:  # marked in flight, never sent: released, no attempt spent
+                        _write_back(run, ready)
+                        ready = None
+                if not landed(batch):
+                    return
+            if ready is None:
+                if not items:
+                    return
+                run.report.seconds = time.monotonic() - started
+                if progress is not None:
+                    progress(run.report)
+                if throttled:
+                    run.report.yielded.append(f"{run.spec.entity.name}: throttled by Keap (HTTP 429); the rest waits")
+                    return
+                continue
+            batch, ready = ready, None
+            if sender is None:
+                _send_all(run, batch)
+                if not landed(batch):
+                    return
+            else:
+                flight = _Flight(batch, sender.submit(_send_all, run, batch))
+    finally:
+        if flight is not None:
+            # something failed while a batch was out: land what it sent; if its sending itself failed, its
+            # items stay in flight for the next push to recover (a create is looked up before it is sent again)
+            try:
+                flight.future.result()
+                _write_back(run, flight.batch)
+            except Exception:
+                log.exception("%s: a batch in flight could not be written back; the next push recovers it",
+                              run.spec.entity.name)
+        if ready is not None:
+            try:
+                _write_back(run, ready)
+            except Exception:
+                log.exception("%s: a prepared batch could not be released; the next push recovers it",
+                              run.spec.entity.name)
+        if sender is not None:
+            sender.shutdown(wait=True)
 
 
-def _push_batch(run: _Run, items: list[db.Claimed]) -> bool:
-    """One batch (module docstring: claim was done; look, check and mark, send, write back). True: throttled."""
+def _claim(run: _Run, started: float) -> list[db.Claimed]:
+    """The next batch's items (claimed, counted), or none: the limit or time is reached, a sync waits, none due."""
+    settings = run.settings
+    room = settings.batch_size
+    if settings.limit is not None:
+        room = min(room, settings.limit - run.report.claimed)
+    if room <= 0:
+        return []
+    if settings.max_seconds is not None and time.monotonic() - started >= settings.max_seconds:
+        return []
+    if run.report.claimed and db.sync_waiting(run.lock):
+        run.report.yielded.append(f"{run.spec.entity.name}: a sync or replay is waiting; the push yields to it")
+        return []
+    items: list[db.Claimed] = run.tx(partial(db.claim, run.conn, run.lock.key, run.spec.table, room), "claim")
+    run.report.claimed += len(items)
+    run.report.recovered += sum(1 for i in items if i.recovered)
+    return items
+
+
+def _prepare(run: _Run, items: list[db.Claimed]) -> tuple[_Batch | None, bool]:
+    """Look, check and mark one claimed batch (module docstring, steps 2-3).
+
+    Returns:
+        The batch to send (None: nothing left to send), and whether reading Keap was throttled.
+    """
     spec, conn, key = run.spec, run.conn, run.lock.key
     works = {i.id: Work(i) for i in items}
     ids = [i.entity_id for i in items]
@@ -255,7 +364,6 @@ def _push_batch(run: _Run, items: list[db.Claimed]) -> bool:
         )
 
     rows, audited, unconfirmed, context = run.tx(read, "read")
-    run.context = context
     finishes: list[db.Finish] = []
     for w in works.values():
         w.row = rows.get(w.item.entity_id)
@@ -288,7 +396,7 @@ def _push_batch(run: _Run, items: list[db.Claimed]) -> bool:
             if not _finished(w, finishes):
                 finishes.append(db.Finish(w.item.id, "retry", reason, retry_delay(run.settings, w.item.attempts + 1, run.rng)))
         _count_finished(run.report, run.tx(lambda: db.finish(conn, key, finishes), "finish"), finishes)
-        return isinstance(err, KeapRateLimited)
+        return None, isinstance(err, KeapRateLimited)
     current = spec.normalize(fetched)
     by_id = {str(r.get("id")): r for r in fetched if isinstance(r, dict)}
     found = spec.normalize([w.found for w in works.values() if w.found is not None])
@@ -369,14 +477,7 @@ def _push_batch(run: _Run, items: list[db.Claimed]) -> bool:
     for name, n in seen.items():
         setattr(run.report, name, getattr(run.report, name) + n)
     planned = [w for w in works.values() if w.plan is not None and not _finished(w, finished)]
-    if not planned:
-        return False
-    stop = _send_all(run, planned)
-    _write_back(run, planned)
-    if stop is not None:
-        raise Stop(stop)
-    return any(w.sent is not None and w.sent.failure is not None and isinstance(w.sent.failure.error, KeapRateLimited)
-               for w in planned)
+    return (_Batch(planned, context) if planned else None), False
 
 
 def _plan(
@@ -449,9 +550,9 @@ def _count_finished(report: PushReport, statuses: dict[uuid.UUID, str], finishes
             report.retried += 1
 
 
-def _send_all(run: _Run, planned: list[Work]) -> str | None:
-    """Send every plan (side by side when there are several senders); the reason to stop the run, if any."""
-    senders = list(run.senders)
+def _send_all(run: _Run, batch: _Batch) -> None:
+    """Send every plan (side by side when there are several senders); the reason to stop the run goes to `batch.stop`."""
+    senders, planned = list(run.senders), batch.planned
     stop: list[str] = []
 
     def send_some(client: KeapClient, some: list[Work]) -> None:
@@ -459,7 +560,7 @@ def _send_all(run: _Run, planned: list[Work]) -> str | None:
             if stop:
                 return  # the quota is spent or the credential refused: the rest are released unsent
             assert w.plan is not None
-            w.sent = send(client, run.spec, w.plan, w.row or {}, run.context)
+            w.sent = send(client, run.spec, w.plan, w.row or {}, batch.context)
             failure = w.sent.failure
             if failure is not None and failure.kind == "stop":
                 stop.append(failure.reason)
@@ -475,11 +576,12 @@ def _send_all(run: _Run, planned: list[Work]) -> str | None:
         with ThreadPoolExecutor(max_workers=len(senders), thread_name_prefix="keap-push") as pool:
             for future in [pool.submit(send_some, c, s) for c, s in zip(senders, shares, strict=True) if s]:
                 future.result()
-    return stop[0] if stop else None
+    batch.stop = stop[0] if stop else None
 
 
-def _write_back(run: _Run, planned: list[Work]) -> None:
-    spec, key, report = run.spec, run.lock.key, run.report
+def _write_back(run: _Run, batch: _Batch) -> None:
+    """Step 5: Keap's answers to their rows and items finished; a plan never sent is released (no attempt spent)."""
+    spec, key, report, planned = run.spec, run.lock.key, run.report, batch.planned
     answers = [r for w in planned if w.sent is not None for r in (w.sent.final or w.sent.created,) if r is not None]
     staged = spec.normalize(answers)
     backs: list[tuple[Work, str | None, bool]] = []
@@ -494,7 +596,7 @@ def _write_back(run: _Run, planned: list[Work]) -> None:
         ident = None if record is None else str(record.get("id"))
         if failure is None and sent.final is not None and w.row is not None:
             failure = verify(spec, w.row, staged.values.get(ident or ""), staged.rejected.get(ident or ""), sent.columns,
-                             run.context)
+                             batch.context)
         if failure is None:
             backs.append((w, ident, True))
             if sent.deleted:

@@ -1,0 +1,171 @@
+"""A batch sent while the next one is claimed, read and marked (reads on a client of their own, as the CLI and Dagster push).
+
+What overlapping must not change: each item is sent once, a batch that stops the run or meets
+Keap's throttling leaves the prepared next batch unsent and unpunished, and a kill with two batches
+out (one sending, one marked in flight) loses nothing and applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from keap_pipeline.keap import RetryPolicy
+from keap_pipeline.outbound.push import PushSettings, push
+from keap_pipeline.sandbox.errors import ApiError
+from keap_pipeline.sandbox.runner import SandboxHandle
+from tests.outbound.conftest import API_KEY, app, client_for, execute, one, push_now, rows, sync_now
+
+
+class ListWhileWriting:
+    """Holds the first contact update until a listing arrives meanwhile (the next batch's conflict check)."""
+
+    def __init__(self, wait: float = 20.0) -> None:
+        self.wait = wait
+        self.writing = threading.Event()  # the first update came
+        self.holding = threading.Event()  # ... and is held now
+        self.listed_meanwhile = threading.Event()
+
+    def before(self, op: str, ident: int | None) -> None:
+        if op == "listContacts" and self.holding.is_set():
+            self.listed_meanwhile.set()
+        elif op == "updateContact" and not self.writing.is_set():
+            self.writing.set()
+            self.holding.set()
+            self.listed_meanwhile.wait(self.wait)
+            self.holding.clear()
+
+    def after(self, op: str, ident: int | None) -> None:
+        pass
+
+
+def _edit(url: str, n: int) -> None:
+    with app(url) as conn:
+        conn.execute("update public.sync_contacts set first_name = 'Overlap ' || keap_id where keap_id::int <= %s", (n,))
+
+
+def test_a_batch_is_sent_while_the_next_is_checked_and_each_item_is_sent_once(synced: tuple[SandboxHandle, str]) -> None:
+    handle, url = synced
+    assert handle.state is not None
+    _edit(url, 30)
+    gate = ListWhileWriting()
+    handle.state.write_gate = gate
+    with client_for(handle) as reader, client_for(handle) as sender:
+        report = push(reader, url, settings=PushSettings(batch_size=5, retry_base_seconds=0.0), senders=[sender])
+    handle.state.write_gate = None
+    assert gate.listed_meanwhile.is_set(), "the next batch's listing came while the first batch was sending"
+    assert report.updated == 30 and report.failed == 0 and report.released == 0, report.summary()
+    updates = sorted(ident or 0 for op, ident in handle.state.writes if op == "updateContact")
+    assert updates == list(range(1, 31))  # each once
+    assert all(handle.state.contact(i)["given_name"] == f"Overlap {i}" for i in range(1, 31))  # type: ignore[index]
+    assert one(url, "select count(*) from public.sync_queue where status <> 'completed'") == 0
+    assert sync_now(handle, url).counts.updated == 0  # written back: the next sync sees them unchanged
+
+
+def test_one_client_for_reads_and_sends_does_one_step_after_the_other(synced: tuple[SandboxHandle, str]) -> None:
+    handle, url = synced
+    assert handle.state is not None
+    _edit(url, 10)
+    gate = ListWhileWriting(wait=2.0)
+    handle.state.write_gate = gate
+    # a KeapClient is not shared between threads: with the reader among the senders nothing overlaps
+    with client_for(handle) as client:
+        started = time.monotonic()
+        report = push(client, url, settings=PushSettings(batch_size=5, retry_base_seconds=0.0))
+    handle.state.write_gate = None
+    assert not gate.listed_meanwhile.is_set() and time.monotonic() - started >= 2
+    assert report.updated == 10 and report.failed == 0, report.summary()
+
+
+class ThrottleFirstUpdate(ListWhileWriting):
+    """Answers the first contact update 429, once the next batch's listing came meanwhile (it is prepared)."""
+
+    def before(self, op: str, ident: int | None) -> None:
+        first = op == "updateContact" and not self.writing.is_set()
+        super().before(op, ident)
+        if first:
+            raise ApiError(429, "Request Throttled")
+
+
+def test_throttling_in_one_batch_releases_the_prepared_next_one_unsent(synced: tuple[SandboxHandle, str]) -> None:
+    handle, url = synced
+    assert handle.state is not None
+    _edit(url, 12)
+    gate = ThrottleFirstUpdate()
+    handle.state.write_gate = gate
+    # clients that do not retry a 429 themselves: the queue retries it, with backoff
+    with client_for(handle, retry=RetryPolicy(max_retries=0)) as reader, \
+            client_for(handle, retry=RetryPolicy(max_retries=0)) as sender:
+        first = push(reader, url, settings=PushSettings(batch_size=4, retry_base_seconds=3600.0), senders=[sender])
+    handle.state.write_gate = None
+    assert gate.listed_meanwhile.is_set()
+    # batch 1: its throttled item retries later, its other three go back unsent; batch 2 (marked, never
+    # sent) goes back unsent too; nothing more is claimed
+    assert (first.claimed, first.updated, first.retried, first.released, first.failed) == (8, 0, 1, 7, 0), first.summary()
+    assert "contacts: throttled by Keap (HTTP 429); the rest waits" in first.yielded
+    waiting = rows(url, "select attempts, sent_at, error_message from public.sync_queue where status = 'pending'"
+                   " order by attempts desc")
+    assert len(waiting) == 12 and all(w["sent_at"] is None for w in waiting)
+    assert [w["attempts"] for w in waiting] == [1] + [0] * 11  # an item sent back unsent spent no attempt
+    assert "throttled by Keap (HTTP 429)" in str(waiting[0]["error_message"])
+    execute(url, "update public.sync_queue set scheduled_at = now() where status = 'pending'")
+    report = push_now(handle, url)
+    assert report.updated == 12 and report.failed == 0, report.summary()
+    updates = sorted(ident or 0 for op, ident in handle.state.writes if op == "updateContact")
+    assert updates == list(range(1, 13))  # each change sent exactly once
+
+
+class HoldFirstUpdate:
+    """Holds the first contact update after Keap applied it (unanswered), until released."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def before(self, op: str, ident: int | None) -> None:
+        pass
+
+    def after(self, op: str, ident: int | None) -> None:
+        if op == "updateContact" and not self.reached.is_set():
+            self.reached.set()
+            self.release.wait(60)
+
+
+def test_a_kill_with_one_batch_sending_and_the_next_marked_loses_nothing(synced: tuple[SandboxHandle, str]) -> None:
+    handle, url = synced
+    assert handle.state is not None
+    _edit(url, 3)
+    hold = HoldFirstUpdate()
+    handle.state.write_gate = hold
+    env = {**os.environ, "KEAP_API_KEY": API_KEY}
+    env.pop("KEAP_PIPELINE_DATABASE_URL", None)
+    proc = subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-m", "keap_pipeline.cli", "push", "--base-url", handle.base_url, "--database-url", url,
+         "--no-pacing", "--batch-size", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert hold.reached.wait(60), proc.communicate(timeout=5)
+        # the first update is applied in Keap and unanswered; the second batch gets marked in flight meanwhile
+        deadline = time.monotonic() + 30
+        while one(url, "select count(*) from public.sync_queue where sent_at is not null") < 2:
+            assert time.monotonic() < deadline, "the next batch was not marked while the first was out"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        hold.release.set()
+        time.sleep(0.2)
+        handle.state.write_gate = None
+    assert one(url, "select count(*) from public.sync_queue where status = 'processing' and sent_at is not null") == 2
+    report = push_now(handle, url)
+    assert report.failed == 0 and report.recovered == 2, report.summary()
+    assert all(handle.state.contact(i)["given_name"] == f"Overlap {i}" for i in (1, 2, 3))  # type: ignore[index]
+    updates = sorted(ident or 0 for op, ident in handle.state.writes if op == "updateContact")
+    assert updates == [1, 2, 3]  # the applied-unanswered one is not sent again, the marked-unsent one is sent once
+    assert one(url, "select count(*) from public.sync_queue where status <> 'completed'") == 0
+    assert sync_now(handle, url).counts.updated == 0
