@@ -243,8 +243,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--max-changes", type=int, metavar="N",
         help="most changes one transaction streams to realtime subscribers (rows of published tables, "
-        "sync_status included); a batch that would write more commits in parts (default 500: "
-        "pipeline.batching.DEFAULT_MAX_CHANGES)",
+        "sync_status included); a batch that would write more commits in parts (default: 500 while a logical "
+        "replication slot of the database exists, such as Supabase Realtime's or a subscriber's, 4000 while none "
+        "does; pipeline.batching)",
     )
     p.add_argument(
         "--loaders", type=int, default=2, choices=range(1, 9), metavar="1..8",

@@ -63,3 +63,17 @@ def stream_cost(conn: psycopg.Connection, entity: Entity) -> StreamCost:
         per_row=(entity.target_table in published) + (STATUS_TABLE in published),
         per_conflict=int(CONFLICTS_TABLE in published),
     )
+
+
+def decoding(conn: psycopg.Connection) -> bool:
+    """Whether anything decodes this database's WAL now: a logical replication slot of it exists.
+
+    Supabase Realtime, a logical replication subscriber and pg_recvlogical each hold one (active or
+    not: an inactive slot's consumer decodes what it missed, large transactions first, when it comes
+    back). Every logical decoder reads every transaction, published tables or not, in commit order.
+    """
+    row = conn.execute(
+        "select exists (select from pg_catalog.pg_replication_slots as s"
+        " where s.slot_type = 'logical' and s.database = pg_catalog.current_database())"
+    ).fetchone()
+    return bool(row and row[0])

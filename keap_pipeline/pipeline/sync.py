@@ -17,14 +17,19 @@ from keap_pipeline.db.cursors import INCREMENTAL, advance_cursor, get_cursor
 from keap_pipeline.db.health import record_sync_success, server_time
 from keap_pipeline.db.links import dependents, resolve_links
 from keap_pipeline.db.locks import run_lock
-from keap_pipeline.db.publication import stream_cost
+from keap_pipeline.db.publication import decoding, stream_cost
 from keap_pipeline.db.raw_keys import find_known
 from keap_pipeline.entities import CursorKind, Entity
 from keap_pipeline.keap import KeapClient, KeapQuotaExhausted
 from keap_pipeline.keap.paging import Page
 from keap_pipeline.normalize.result import NormalizeResult
 from keap_pipeline.pipeline.batch import BatchOutcome, load_batch
-from keap_pipeline.pipeline.batching import DEFAULT_MAX_CHANGES, BatchSizer
+from keap_pipeline.pipeline.batching import (
+    DECODING_RECHECK_SECONDS,
+    DEFAULT_MAX_CHANGES,
+    UNWATCHED_MAX_CHANGES,
+    BatchSizer,
+)
 from keap_pipeline.pipeline.pages import NormalizedPage, batch_keys, combine, normalize_page, split
 from keap_pipeline.pipeline.parallel import LoaderPool, Turn
 from keap_pipeline.pipeline.prefetch import prefetch
@@ -80,7 +85,7 @@ def sync_entity(
     page_size: int = 1000,
     pages_per_batch: int = 1,
     max_pages_per_batch: int = 10,
-    max_changes: int = DEFAULT_MAX_CHANGES,
+    max_changes: int | None = None,
     run_id: str | None = None,
     progress: Progress | None = None,
     loaders: int = 2,
@@ -120,7 +125,10 @@ def sync_entity(
             (pipeline.batching.BatchSizer).
         max_changes: the most changes one transaction streams to realtime subscribers (rows of
             published tables written, sync_status rows included; db.publication): pages per
-            batch follow it, and a batch that would write more commits in parts.
+            batch follow it, and a batch that would write more commits in parts. None (the
+            default): DEFAULT_MAX_CHANGES while anything decodes the database's WAL (a logical
+            replication slot exists, looked at again every few seconds), UNWATCHED_MAX_CHANGES
+            while nothing does.
         run_id: kept with the cursor and dead letters.
         progress: called after every committed batch with the running report.
         loaders: how many batches load at once, each on its own connection (pipeline.parallel);
@@ -164,6 +172,13 @@ def sync_entity(
             before(client, database_url)
         cursor = get_cursor(conn, entity.name, scope)
         cost = stream_cost(conn, entity)
+
+        def budget() -> int:
+            if max_changes is not None:
+                return max_changes
+            return DEFAULT_MAX_CHANGES if decoding(conn) else UNWATCHED_MAX_CHANGES
+
+        initial_budget = budget()
         conn.rollback()
         start = since
         filters: tuple[str, ...] = ()
@@ -184,9 +199,10 @@ def sync_entity(
         report.since = start
         pending: list[NormalizedPage] = []
         sizer = BatchSizer(
-            min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch), max_changes=max_changes,
-            cost=cost,
+            min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch),
+            max_changes=initial_budget, cost=cost,
         )
+        checked = time.monotonic()
 
         def load(loader: psycopg.Connection, batch: Batch, turn: Turn) -> BatchOutcome:
             records, normalized, _, diff = batch
@@ -219,9 +235,14 @@ def sync_entity(
         )
 
         def flush() -> None:
-            nonlocal pending
+            nonlocal pending, checked
             if not pending:
                 return
+            if max_changes is None and time.monotonic() - checked >= DECODING_RECHECK_SECONDS:
+                # a subscriber that came (or went) during a long run changes the budget of the next batches
+                sizer.max_changes = budget()
+                conn.rollback()
+                checked = time.monotonic()
             records, normalized = combine(pending)
             # a first load writes every record: a page holding more than a transaction may write goes
             # to the loaders as several batches (they load side by side); a re-sync's batch commits in

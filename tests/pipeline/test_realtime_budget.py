@@ -157,3 +157,44 @@ def test_a_reconcile_pass_soft_deletes_within_the_change_budget(sandbox, migrate
     per_xact, per_table = streamed(migrated_database, slot)
     assert per_table == {"sync_contacts": 50, "sync_status": 50}
     assert sorted(per_xact.values()) == [40, 60]
+
+
+def inserting_transactions(url: str) -> int:
+    """How many transactions inserted the contacts (each leaves its xid as the rows' xmin)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select count(distinct xmin::text) from public.sync_contacts").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_the_default_budget_holds_while_something_decodes(sandbox, migrated_database: str, slot: str) -> None:
+    from keap_pipeline.pipeline.batching import DEFAULT_MAX_CHANGES
+
+    handle = sandbox(contacts=2000)
+    report = sync(handle, migrated_database, page_size=1000, run_id="watched")  # no budget given: the default
+    assert report.counts.inserted == 2000
+    per_xact, per_table = streamed(migrated_database, slot)
+    assert per_table == {"sync_contacts": 2000, "sync_status": 2000}
+    assert max(per_xact.values()) <= DEFAULT_MAX_CHANGES  # 250 records (500 changes) a transaction
+    assert len(per_xact) == inserting_transactions(migrated_database) == 2000 // (DEFAULT_MAX_CHANGES // 2)
+    assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
+
+
+def test_with_nothing_decoding_batches_take_whole_pages(sandbox, migrated_database: str) -> None:
+    from keap_pipeline.db.publication import decoding
+    from keap_pipeline.pipeline.batching import UNWATCHED_MAX_CHANGES
+
+    with psycopg.connect(migrated_database) as conn:
+        assert not decoding(conn)
+    handle = sandbox(contacts=2000)
+    report = sync(handle, migrated_database, page_size=1000, run_id="unwatched")
+    assert report.counts.inserted == 2000
+    # no subscriber waits behind a batch: a page of 1,000 (2,000 changes) is one transaction
+    assert UNWATCHED_MAX_CHANGES >= 2000 and inserting_transactions(migrated_database) == 2
+    assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
+
+
+def test_an_explicit_budget_holds_with_nothing_decoding(sandbox, migrated_database: str) -> None:
+    handle = sandbox(contacts=2000)
+    report = sync(handle, migrated_database, page_size=1000, max_changes=500, run_id="forced")
+    assert report.counts.inserted == 2000
+    assert inserting_transactions(migrated_database) == 8  # 250 records a transaction
