@@ -231,9 +231,12 @@ class Pacer:
         return 0.0
 
     def _record(self, now: float) -> None:
-        self._second.append(now)
-        self._minute.append(now)
-        self._sending.stamp = now
+        if self.enabled:
+            self._second.append(now)
+            self._minute.append(now)
+            self._sending.stamp = now
+        # unpaced: no windows to keep (they were never trimmed, grew with every request, and made
+        # settle's removal scan all of them: quadratic in a long run)
         self._day_count += 1
         self._last_sent = now
         quota = self._quota

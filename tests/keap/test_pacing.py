@@ -66,7 +66,11 @@ def test_pacing_off_never_waits() -> None:
     pacer = Pacer(RateLimits.personal_key(), clock=clock.time, sleep=clock.sleep, enabled=False)
     for _ in range(1000):
         pacer.acquire()
+        pacer.settle()
     assert clock.sleeps == []
+    # and keeps no windows: an unpaced run of any length holds no memory per request (nor scans it)
+    assert len(pacer._second) == len(pacer._minute) == 0
+    assert pacer.day_count == 1000
 
 
 def headers(available: int, limit: int = 240, **extra: str) -> dict[str, str]:
