@@ -52,6 +52,26 @@ DUPLICATE_OPTIONS = ("Email", "EmailAndName", "EmailAndNameAndCompany")
 TAG_UPDATE_MASK = frozenset({"name", "description", "category"})
 
 
+class _RedactedQueries(logging.Filter):
+    """httpx logs every request's URL (at INFO); a Keap URL's query can carry customer values (the
+    pusher's recovery looks a contact up by its email in a listing filter). On the ``httpx`` logger,
+    a URL is logged as its scheme, host and path, its query replaced by ``?<redacted>``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102 - logging hook
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(_without_query(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+def _without_query(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{url.path}" + ("?<redacted>" if url.query else "")
+
+
+_HTTPX_LOG = logging.getLogger("httpx")
+if not any(isinstance(f, _RedactedQueries) for f in _HTTPX_LOG.filters):
+    _HTTPX_LOG.addFilter(_RedactedQueries())
+
+
 class _NoCookies(CookieJar):
     """A cookie jar that keeps none: Keap's API is stateless (a key or a bearer token on every
     request), so a cookie some server sets is never sent back; and reading every answer's headers

@@ -101,3 +101,14 @@ def test_oauth_tokens_never_leak(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     assert len(keap.token_calls) == 2
     assert_clean("\n".join(texts), [*OAUTH_SECRETS, key])
     assert_clean((tmp_path / "tokens").read_text(errors="replace"), OAUTH_SECRETS)
+
+
+def test_customer_values_in_a_query_never_reach_the_http_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    handler = Scripted([keap_json(200, {"contacts": [], "next_page_token": ""})])
+    with make_client(handler, FakeClock()) as client:
+        # the pusher's recovery: a listing filtered by the row's email
+        list(client.iter_pages("contacts", filters=("email==ann@example.com",)))
+    assert handler.requests[0].url.params["filter"] == "email==ann@example.com"  # sent as asked
+    assert "HTTP Request: GET" in caplog.text and "/contacts?<redacted>" in caplog.text  # logged, without it
+    assert "ann@example.com" not in caplog.text and "ann%40example.com" not in caplog.text
