@@ -223,6 +223,8 @@ class _Batch:
     planned: list[Work]
     context: Any
     stop: str | None = None
+    # set when the run fails while this batch is out: its sender stops after the request it is on
+    abandoned: bool = False
 
     @property
     def throttled(self) -> bool:
@@ -308,8 +310,10 @@ def _push_entity(run: _Run, started: float, progress: Progress | None) -> None:
                 flight = _Flight(batch, sender.submit(_send_all, run, batch))
     finally:
         if flight is not None:
-            # something failed while a batch was out: land what it sent; if its sending itself failed, its
-            # items stay in flight for the next push to recover (a create is looked up before it is sent again)
+            # something failed while a batch was out: its sender stops after the request it is on, and what
+            # it sent is landed (the rest released); if its sending itself failed, its items stay in flight
+            # for the next push to recover (a create is looked up before it is sent again)
+            flight.batch.abandoned = True
             try:
                 flight.future.result()
                 _write_back(run, flight.batch)
@@ -557,8 +561,8 @@ def _send_all(run: _Run, batch: _Batch) -> None:
 
     def send_some(client: KeapClient, some: list[Work]) -> None:
         for w in some:
-            if stop:
-                return  # the quota is spent or the credential refused: the rest are released unsent
+            if stop or batch.abandoned:
+                return  # the quota is spent, the credential refused or the run failed: the rest are released unsent
             assert w.plan is not None
             w.sent = send(client, run.spec, w.plan, w.row or {}, batch.context)
             failure = w.sent.failure

@@ -13,6 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
+
+import pytest
 
 from keap_pipeline.keap import RetryPolicy
 from keap_pipeline.outbound.push import PushSettings, push
@@ -169,3 +172,35 @@ def test_a_kill_with_one_batch_sending_and_the_next_marked_loses_nothing(synced:
     assert updates == [1, 2, 3]  # the applied-unanswered one is not sent again, the marked-unsent one is sent once
     assert one(url, "select count(*) from public.sync_queue where status <> 'completed'") == 0
     assert sync_now(handle, url).counts.updated == 0
+
+
+def test_a_failure_while_a_batch_is_out_lands_what_it_sent(
+    synced: tuple[SandboxHandle, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keap_pipeline.outbound import push as push_module
+
+    handle, url = synced
+    assert handle.state is not None
+    _edit(url, 10)
+    real = push_module._prepare
+    calls: list[int] = []
+
+    def failing(run: Any, items: Any) -> Any:
+        calls.append(len(items))
+        if len(calls) == 2:  # the next batch's preparation fails while the first one sends
+            raise RuntimeError("the database went away")
+        return real(run, items)
+
+    monkeypatch.setattr(push_module, "_prepare", failing)
+    with client_for(handle) as reader, client_for(handle) as sender, pytest.raises(RuntimeError, match="went away"):
+        push(reader, url, settings=PushSettings(batch_size=5, retry_base_seconds=0.0), senders=[sender])
+    # the first batch was landed: what it sent completed, the rest released; nothing left in flight
+    assert one(url, "select count(*) from public.sync_queue where sent_at is not null") == 0
+    done = one(url, "select count(*) from public.sync_queue where status = 'completed'")
+    sent = sorted(ident or 0 for op, ident in handle.state.writes if op == "updateContact")
+    assert done == len(sent) and 1 <= done <= 5
+    monkeypatch.setattr(push_module, "_prepare", real)
+    report = push_now(handle, url)
+    assert report.failed == 0 and report.updated == 10 - done, report.summary()
+    assert sorted(ident or 0 for op, ident in handle.state.writes if op == "updateContact") == list(range(1, 11))
+    assert one(url, "select count(*) from public.sync_queue where status <> 'completed'") == 0
