@@ -293,7 +293,6 @@ def load_batch(
     turn: Turn | None = None,
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
     max_rows: int | None = None,
-    relaxed_commit: bool = True,
 ) -> BatchOutcome:
     """Load one batch of raw Keap records in ONE transaction, cursor included; in parts when it writes more than `max_rows`.
 
@@ -323,10 +322,6 @@ def load_batch(
         lock_timeout_seconds: the longest wait for any one lock, then the attempt is retried
             (0 = no bound).
         max_rows: the most rows one transaction writes (None: the whole batch in one).
-        relaxed_commit: commit without waiting for the WAL flush (synchronous_commit off: a crash may
-            lose the last batches, which the cursor then reads again). False while something decodes
-            the WAL (pipeline.sync): a decoder reads flushed WAL only, so a relaxed batch would wait
-            for the next synchronous commit, usually an app's, which then waits behind its decoding.
 
     Returns:
         The batch's counts, dead letters and highest Keap update time, and how many parts it took.
@@ -357,7 +352,7 @@ def load_batch(
         counts, kept, part = _commit_part(
             conn, entity, records, keys, letters, part, first=parts == 0, max_rows=max_rows, scope=scope,
             run_id=run_id, strategy=strategy, merge_rule=merge_rule, turn=turn,
-            lock_timeout_seconds=lock_timeout_seconds, fresh=fresh, relaxed_commit=relaxed_commit,
+            lock_timeout_seconds=lock_timeout_seconds, fresh=fresh,
         )
         parts += 1
         total.add(counts)
@@ -384,7 +379,6 @@ def _commit_part(
     turn: Turn | None,
     lock_timeout_seconds: float,
     fresh: pl.DataFrame | None = None,
-    relaxed_commit: bool = True,
 ) -> tuple[UpsertCounts, int, _Part | None]:
     """One transaction of load_batch, retried as a whole: (its counts, dead letters kept, the part after it or None).
 
@@ -407,7 +401,7 @@ def _commit_part(
                         turn.begin()
                     else:
                         turn.resume()
-                begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=relaxed_commit)
+                begin_load(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=True)
                 rows, stage_diff = part.rows, part.diff
                 if part.known is not None:
                     rows, stage_diff, late = _judge_known(conn, entity, records, rows, part.known, counts)

@@ -128,8 +128,7 @@ def sync_entity(
             batch follow it, and a batch that would write more commits in parts. None (the
             default): DEFAULT_MAX_CHANGES while anything decodes the database's WAL (a logical
             replication slot exists, looked at again every few seconds), UNWATCHED_MAX_CHANGES
-            while nothing does. While anything decodes, batches also commit synchronously
-            (load_batch's relaxed_commit).
+            while nothing does.
         run_id: kept with the cursor and dead letters.
         progress: called after every committed batch with the running report.
         loaders: how many batches load at once, each on its own connection (pipeline.parallel);
@@ -173,14 +172,13 @@ def sync_entity(
             before(client, database_url)
         cursor = get_cursor(conn, entity.name, scope)
         cost = stream_cost(conn, entity)
-        # whether anything decodes the WAL (a logical slot exists): the budget and the commit follow it
-        decoders = [decoding(conn)]
 
         def budget() -> int:
             if max_changes is not None:
                 return max_changes
-            return DEFAULT_MAX_CHANGES if decoders[0] else UNWATCHED_MAX_CHANGES
+            return DEFAULT_MAX_CHANGES if decoding(conn) else UNWATCHED_MAX_CHANGES
 
+        initial_budget = budget()
         conn.rollback()
         start = since
         filters: tuple[str, ...] = ()
@@ -202,7 +200,7 @@ def sync_entity(
         pending: list[NormalizedPage] = []
         sizer = BatchSizer(
             min_pages=pages_per_batch, max_pages=max(pages_per_batch, max_pages_per_batch),
-            max_changes=budget(), cost=cost,
+            max_changes=initial_budget, cost=cost,
         )
         checked = time.monotonic()
 
@@ -211,7 +209,7 @@ def sync_entity(
             return load_batch(
                 loader, entity, records, scope=scope, run_id=run_id, strategy=strategy, merge_rule=merge_rule,
                 diff=diff, normalized=normalized, turn=turn, lock_timeout_seconds=lock_timeout_seconds,
-                max_rows=sizer.max_rows, relaxed_commit=not decoders[0],
+                max_rows=sizer.max_rows,
             )
 
         def committed(batch: Batch, outcome: BatchOutcome) -> None:
@@ -240,11 +238,10 @@ def sync_entity(
             nonlocal pending, checked
             if not pending:
                 return
-            if time.monotonic() - checked >= DECODING_RECHECK_SECONDS:
-                # a subscriber that came (or went) during a long run changes the next batches
-                decoders[0] = decoding(conn)
-                conn.rollback()
+            if max_changes is None and time.monotonic() - checked >= DECODING_RECHECK_SECONDS:
+                # a subscriber that came (or went) during a long run changes the budget of the next batches
                 sizer.max_changes = budget()
+                conn.rollback()
                 checked = time.monotonic()
             records, normalized = combine(pending)
             # a first load writes every record: a page holding more than a transaction may write goes

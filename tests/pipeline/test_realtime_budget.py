@@ -166,31 +166,11 @@ def inserting_transactions(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-@pytest.fixture
-def commits(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """The relaxed_commit of every batch transaction the loaders begin (a spy on begin_load; the real one runs)."""
-    from keap_pipeline.pipeline import batch
-
-    seen: list[bool] = []
-    real = batch.begin_load
-
-    def spy(conn: psycopg.Connection, *, lock_timeout_seconds: float, relaxed_commit: bool) -> None:
-        seen.append(relaxed_commit)
-        real(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=relaxed_commit)
-
-    monkeypatch.setattr(batch, "begin_load", spy)
-    return seen
-
-
-def test_the_default_budget_holds_while_something_decodes(
-    sandbox, migrated_database: str, slot: str, commits: list[bool]
-) -> None:
+def test_the_default_budget_holds_while_something_decodes(sandbox, migrated_database: str, slot: str) -> None:
     from keap_pipeline.pipeline.batching import DEFAULT_MAX_CHANGES
 
     handle = sandbox(contacts=2000)
     report = sync(handle, migrated_database, page_size=1000, run_id="watched")  # no budget given: the default
-    # a decoder reads flushed WAL only: batches commit synchronously (not left for an app's commit to flush)
-    assert commits and not any(commits)
     assert report.counts.inserted == 2000
     per_xact, per_table = streamed(migrated_database, slot)
     assert per_table == {"sync_contacts": 2000, "sync_status": 2000}
@@ -199,7 +179,7 @@ def test_the_default_budget_holds_while_something_decodes(
     assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
 
 
-def test_with_nothing_decoding_batches_take_whole_pages(sandbox, migrated_database: str, commits: list[bool]) -> None:
+def test_with_nothing_decoding_batches_take_whole_pages(sandbox, migrated_database: str) -> None:
     from keap_pipeline.db.publication import decoding
     from keap_pipeline.pipeline.batching import UNWATCHED_MAX_CHANGES
 
@@ -210,7 +190,6 @@ def test_with_nothing_decoding_batches_take_whole_pages(sandbox, migrated_databa
     assert report.counts.inserted == 2000
     # no subscriber waits behind a batch: a page of 1,000 (2,000 changes) is one transaction
     assert UNWATCHED_MAX_CHANGES >= 2000 and inserting_transactions(migrated_database) == 2
-    assert commits and all(commits)  # and commit relaxed (synchronous_commit off)
     assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
 
 
