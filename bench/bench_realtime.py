@@ -79,9 +79,7 @@ class Variant:
     sync: dict[str, Any] = field(default_factory=dict)
     note: str = ""
     # a bench-side change in the loading child, for a choice the pipeline has no argument for:
-    # "synchronous batches" = every batch commits with the session's synchronous_commit (on) instead of off;
-    # "relaxed batches" = every batch commits with synchronous_commit off (the default before the pipeline
-    # committed synchronously while a logical slot exists)
+    # "synchronous batches" = every batch commits with the session's synchronous_commit (on) instead of off
     child: str = ""
 
 
@@ -94,15 +92,9 @@ VARIANTS = {
             {"max_changes": 1000}, note="a budget of 1,000 changes (500 records), sync_status FULL as 14 had it",
         ),
         Variant("budget 1000", "this", sync={"max_changes": 1000}, note="a budget of 1,000 changes, 32 (sync_status DEFAULT)"),
-        Variant("after", "this", note="the defaults with a subscriber: a budget of 500 changes (250 records), 32, and"
-                " batches committing synchronously"),
+        Variant("after", "this", note="the default budget, 500 changes (250 records), and 32"),
         Variant("budget 500", "this", sync={"max_changes": 500}, note="a budget of 500 changes, and 32 (what `after` runs)"),
         Variant("budget 250", "this", sync={"max_changes": 250}, note="a budget of 250 changes, and 32"),
-        Variant(
-            "after, relaxed batches", "this", child="relaxed batches",
-            note="as `after`, but each batch commits with synchronous_commit off (the bench patches begin_load's"
-            " relaxed_commit to True), as the pipeline did before: the app's next commit flushes a batch's WAL",
-        ),
         Variant(
             "after, synchronous batches", "this", child="synchronous batches",
             note="as `after`, but each batch commits with synchronous_commit on (the bench patches begin_load's"
@@ -342,16 +334,15 @@ def _child_load(spec: dict[str, Any]) -> dict[str, Any]:
     from keap_pipeline.pipeline.sync import sync_entity
     from keap_pipeline.sandbox import RateLimits, SandboxConfig, running_sandbox
 
-    if spec.get("child") in ("synchronous batches", "relaxed batches"):
+    if spec.get("child") == "synchronous batches":
         import keap_pipeline.pipeline.batch as batch_module
 
-        real = batch_module.begin_load
-        forced = spec["child"] == "relaxed batches"
+        relaxed = batch_module.begin_load
 
-        def commit_as_told(conn: Any, *, lock_timeout_seconds: float, relaxed_commit: bool) -> None:
-            real(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=forced)
+        def synchronous(conn: Any, *, lock_timeout_seconds: float, relaxed_commit: bool) -> None:
+            relaxed(conn, lock_timeout_seconds=lock_timeout_seconds, relaxed_commit=False)
 
-        batch_module.begin_load = commit_as_told  # type: ignore[assignment]
+        batch_module.begin_load = synchronous  # type: ignore[assignment]
     raw: tuple[bytes, ...] = ()
     if spec["overlay"]:
         raw = tuple(Path(spec["overlay"]).read_bytes().splitlines())
