@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLOT = ROOT / "docs" / "img" / "bench_indexes.png"
 SECTION = "Indexes, query by query (issue 16, part 1)"
 KEEP_RATIO = 1.5
+PUSHER_LOCK_CLASS = 0x6B70_7368  # keap_pipeline/db/outbound.py ('kpsh')
 
 # statements whose index use EXPLAIN cannot show (inside functions, foreign-key actions)
 DECLARED: dict[str, tuple[str, ...]] = {
@@ -67,6 +68,9 @@ DECLARED: dict[str, tuple[str, ...]] = {
         "idx_sync_orders_unlinked_contact", "idx_sync_subscriptions_unlinked_contact",
         "idx_sync_subscriptions_unlinked_product", "idx_sync_tags_unlinked_category",
     ),
+    # the pusher's claim (sql/functions/81-outbound.sql): in-flight items of dead pushers, then pending ones
+    # by priority, each record's other live claims, the update by id
+    "queue_claim": ("sync_queue_in_flight_idx", "idx_sync_queue_priority", "sync_queue_pkey", "sync_queue_unsent_entity_idx"),
     "delete_user": tuple(
         f"idx_sync_{t}_{c}_by" for t in ("contacts", "orders", "tags", "subscriptions", "products")
         for c in ("created", "updated", "deleted")
@@ -134,6 +138,8 @@ class IndexResult:
         best = self.best()
         if self.kind == "retired":
             return "removed by 31" + (f" (best: {best.ratio:.1f}x, `{best.query}`)" if best else "")
+        if self.kind == "candidate":
+            return "not in the schema" + (f" (best: {best.ratio:.1f}x, `{best.query}`)" if best else "")
         if self.rule:
             return f"kept: {self.rule}"
         if best is None:
@@ -293,7 +299,10 @@ def server_settings(conn: psycopg.Connection) -> dict[str, str]:
 def measure(url: str, args: argparse.Namespace, build_report: Build | None, progress: Callable[[Run], None] = lambda run: None) -> Run:
     """Steps 2-4 on a filled database."""
     started = time.perf_counter()
-    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+    with psycopg.connect(url, autocommit=True) as pusher, psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        # the pusher's lock of key 16 (the key of the data's in-flight items), held on a connection of its own
+        # as `keap-pipeline push` holds it: queue_claim claims as that live pusher (keap_pipeline.claim_outbound)
+        pusher.execute("select pg_catalog.pg_advisory_lock(%s, %s)", (PUSHER_LOCK_CLASS, 16))
         # nothing but this bench writes: autovacuum of the rolled-back batches would only add noise
         for table in ("sync_contacts", "sync_orders", "sync_subscriptions", "sync_status", "sync_queue"):
             conn.execute(sql.SQL("alter table {} set (autovacuum_enabled = off)").format(sql.Identifier("public", table)))
