@@ -13,10 +13,12 @@ it ends and the next claim's page visit can prune it, which a savepoint inside a
 way bench_indexes times everything) never allows. That is why this bench exists: in bench_indexes only the
 first claim after a schema change could be HOT.
 
-A variant is a schema state of sync_queue, made for real (committed), then the table rewritten with
-VACUUM FULL (so its pages are laid out with the variant's fillfactor, as pages written after a migration
-are) and analyzed; the variants alternate round by round (ABBA), and the state found at the start is put
-back at the end. Per variant: p50/p95 of each statement, the share of its row updates that were HOT
+A variant is a schema state of sync_queue, made for real (committed), then the table rewritten (so its
+pages are laid out with the variant's fillfactor, as pages written after a migration are) and analyzed:
+by default in the order the claim reads the items, so a claim takes every item of its pages at once, as
+in a queue filled in time order (`--layout "as built"`: VACUUM FULL, the data's own order, where a
+claim's items are spread about one a page). The variants alternate round by round (ABBA), and the state
+found at the start is put back at the end (rewritten in the layout of the run). Per variant: p50/p95 of each statement, the share of its row updates that were HOT
 (pg_stat_get_xact_tuples_hot_updated), and the app's writes that fill the queue (1,000 contacts edited by
 an admin: the triggers coalesce them into pending items) per batch.
 """
@@ -47,20 +49,20 @@ log = logging.getLogger("bench_queue_claim")
 
 SECTION = "The outbound claim (issue 16, part 1)"
 PUSHER_LOCK_CLASS = 1802531688  # 0x6B707368, 'kpsh': keap_pipeline/db/outbound.py
-KEY = 16  # the key bench/indexes_data.sql gives its in-flight items
+KEY = 16  # the key bench/indexes_data.sql gives its in-flight items (the statements below name it)
 
 STATEMENTS = {
     # what keap-pipeline push sends (keap_pipeline/db/outbound.py, claim)
     "claim_outbound": (
         "ingest",
         "select id, entity_type, entity_id, operation, status, attempts, max_attempts, recovered"
-        f" from keap_pipeline.claim_outbound({KEY}, array['sync_contacts'], 100)",
+        " from keap_pipeline.claim_outbound(16, array['sync_contacts'], 100)",  # 16: KEY
     ),
     # a worker of its own (docs/operations.md, section 6): also sets status, so never HOT
     "claim_update": (
         "service_role",
         "update public.sync_queue as q set status = 'processing', started_at = now(), attempts = q.attempts + 1,"
-        f" claim_key = {KEY} where q.id in (select p.id from public.sync_queue as p where p.status = 'pending'"
+        " claim_key = 16 where q.id in (select p.id from public.sync_queue as p where p.status = 'pending'"
         " and p.scheduled_at <= now() order by p.priority, p.scheduled_at limit 100 for update skip locked)"
         " returning q.id, q.operation, q.entity_type, q.entity_id, q.payload",
     ),
@@ -80,9 +82,10 @@ VARIANTS = {
     v.name: v
     for v in (
         Variant("30", "entity_type, started_at", None),  # before 36
-        Variant("36", "entity_type", 70),  # sql/36-queue-claim-hot.sql
+        Variant("36", "entity_type", 50),  # sql/36-queue-claim-hot.sql
         Variant("36, fillfactor 100", "entity_type", None),  # the index alone
         Variant("36, fillfactor 80", "entity_type", 80),
+        Variant("36, fillfactor 70", "entity_type", 70),
     )
 }
 
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--reuse", action="store_true", help="measure the database as it is (built earlier)")
     parser.add_argument("--variant", nargs="+", default=["30", "36"], choices=list(VARIANTS))
-    parser.add_argument("--layout", choices=("as built", "claim order"), default="as built",
+    parser.add_argument("--layout", choices=("as built", "claim order"), default="claim order",
                         help="the table's row order for every variant (see switch)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--runs", type=int, default=40, help="measured executions per statement, round and variant")

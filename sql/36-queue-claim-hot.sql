@@ -9,15 +9,17 @@
 -- * sync_queue_in_flight_idx is (entity_type) where status = 'processing': the claim looks for in-flight
 --   items of dead pushers by entity type and sorts the few it finds by started_at itself (a batch of a
 --   pusher at most, per live pusher); nothing else reads the index in started_at order.
--- * fillfactor 70: a queue item is written once and then updated three times (claim, in flight, done);
---   the room lets the claim's new version stay on its page (HOT), and the later versions on the same
---   page too (fewer pages dirtied). An item is ~1 kB here (its payload is the record): at 90 no version
---   fits beside it, at 80 one, at 70 two. Pages written before 36 keep no room until they are rewritten
---   (VACUUM FULL public.sync_queue, optional; new items land on new pages anyway).
+-- * fillfactor 50: a queue item is written once and then updated three times (claim, in flight, done);
+--   the room lets the claim's new versions stay on their page (HOT). A claim takes the items of a page
+--   all at once (the queue is filled in time order and claimed in that order), and an item is ~1 kB
+--   here (its payload is the record): at 70 only 43% of a claim's versions fitted, at 50 99% (measured,
+--   docs/schema.md 86). The price: the table is twice the size of its rows. Pages written before 36 keep
+--   no room until they are rewritten (VACUUM FULL public.sync_queue, optional; new items land on new
+--   pages anyway).
 -- docs/schema.md (86) and docs/benchmarks.md ("The outbound claim") have the figures.
 drop index public.sync_queue_in_flight_idx;
 create index sync_queue_in_flight_idx
     on public.sync_queue (entity_type)
     where status = 'processing';
 
-alter table public.sync_queue set (fillfactor = 70);
+alter table public.sync_queue set (fillfactor = 50);

@@ -113,13 +113,13 @@ def test_the_queue_is_laid_out_for_the_claim(db: psycopg.Connection) -> None:
     }
     assert "started_at" not in indexed and "claim_key" not in indexed, indexed
     row = db.execute("select reloptions from pg_catalog.pg_class where oid = 'public.sync_queue'::regclass").fetchone()
-    assert row is not None and "fillfactor=70" in (row[0] or []), row
+    assert row is not None and "fillfactor=50" in (row[0] or []), row
 
 
 def test_a_claim_writes_no_index_entry(migrated_database: str) -> None:
     # the pusher's claim sets claim_key and started_at only: a HOT update wherever the item's page has room
     # for the new version (before 36 never: started_at was a key of the in-flight index). Two items: the
-    # first page, filled to 70%, has room for both.
+    # first page, filled to half, has room for both.
     with psycopg.connect(migrated_database) as conn:
         create_users(conn)
         conn.execute("select set_config('request.jwt.claims', %s, true)", (f'{{"sub": "{ADMIN}", "role": "service_role"}}',))
