@@ -35,6 +35,8 @@ class Bench:
 BENCHES = (
     # issue 16: the request's own figures; each starts its own PostgreSQL 15 (and PgBouncer)
     Bench("indexes", "bench.bench_indexes", ("--write",), default=True),
+    # the pusher's claim, 36's schema against 30's (builds the indexes bench's 1M database on its own server)
+    Bench("queue_claim", "bench.bench_queue_claim", ("--write",), default=True),
     # 1M contacts (the issue's size), the default budget beside the two choices measured against it
     Bench("realtime", "bench.bench_realtime", ("--variant", "after", "--variant", "after, synchronous batches",
                                                "--variant", "budget 250", "--write"), default=True),

@@ -157,12 +157,12 @@ QUERIES: tuple[Query, ...] = (
         "select (g % 4) * 50 as offset from generate_series(1, 100) as g",
     ),
     Query(
-        "queue_claim", "sync_queue's next batch (the outbound worker's claim)", "service_role",
-        # claim_key: the pusher's key (sql/30: an item in flight names who holds it)
-        "update public.sync_queue as q set status = 'processing', started_at = now(), attempts = q.attempts + 1, claim_key = 16"
-        " where q.id in (select p.id from public.sync_queue as p where p.status = 'pending' and p.scheduled_at <= now()"
-        " order by p.priority, p.scheduled_at limit %(batch)s for update skip locked)"
-        " returning q.id, q.operation, q.entity_type, q.entity_id, q.payload",
+        "queue_claim", "sync_queue's next batch (the pusher's claim: keap_pipeline.claim_outbound)", "ingest",
+        # what `keap-pipeline push` sends (keap_pipeline/db/outbound.py, claim): as the ingestion's role, with
+        # its pusher's lock held on a connection of its own (bench_indexes holds key 16's, the key the data's
+        # in-flight items name, so this pusher recovers none and claims 100 pending items)
+        "select id, entity_type, entity_id, operation, status, attempts, max_attempts, recovered"
+        " from keap_pipeline.claim_outbound(16, array['sync_contacts'], %(batch)s)",
         "select 100 as batch from generate_series(1, 100)",
     ),
     Query(
@@ -180,6 +180,26 @@ QUERIES: tuple[Query, ...] = (
         "select (g % 4) * 50 as offset from generate_series(1, 100) as g",
     ),
     # --- not in the issue's list: what the other indexes of the schema are for ---
+    Query(
+        "recent_active_contacts_own_filtered", "recently updated active contacts, own rows, the app naming its user",
+        "owner",
+        # the same page with the filter Supabase advises adding to every query (`created_by=eq.<user>`)
+        "select id, keap_id, email, first_name, last_name, phone, company, tags, sync_status, updated_at from public.sync_contacts"
+        " where created_by = %(me)s and deleted_at is null and sync_status = 'completed' order by updated_at desc limit 50",
+        "select created_by as owner, created_by as me from public.sync_contacts tablesample bernoulli (2) repeatable (4)"
+        " where created_by is not null",
+        dashboard=False,
+    ),
+    Query(
+        "queue_claim_update", "sync_queue's next batch, a worker of its own (docs/operations.md)", "service_role",
+        # claim_key: the worker's key (sql/30: an item in flight names who holds it)
+        "update public.sync_queue as q set status = 'processing', started_at = now(), attempts = q.attempts + 1, claim_key = 16"
+        " where q.id in (select p.id from public.sync_queue as p where p.status = 'pending' and p.scheduled_at <= now()"
+        " order by p.priority, p.scheduled_at limit %(batch)s for update skip locked)"
+        " returning q.id, q.operation, q.entity_type, q.entity_id, q.payload",
+        "select 100 as batch from generate_series(1, 100)",
+        dashboard=False,
+    ),
     Query(
         "conflicts_of_record", "a record's conflicts", "admin",
         "select id, conflict_fields, detected_at, resolved_at, resolution_strategy from public.sync_conflicts"

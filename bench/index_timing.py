@@ -6,6 +6,7 @@ import json
 import statistics
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,19 +117,32 @@ def time_statements(
     *,
     setup: Sequence[sql.Composable | str] = (),
     budget_seconds: float = 8.0,
+    own_transactions: bool | None = None,
 ) -> dict[str, Timings]:
     """Run each query once per sample inside one rolled-back transaction, after `setup` (e.g. a DROP INDEX).
 
-    Every execution is its own savepoint, rolled back (a claim or a delete changes nothing for the next),
-    runs as the query's identity, and is planned with its values (no server-side prepare). Only the
-    statement and fetching its rows are timed. A query stops early once it has used `budget_seconds`
-    (at least 5 runs): a sequential scan of a million rows does not need a hundred repetitions.
+    Every execution is rolled back (a claim or a delete changes nothing for the next), runs as the
+    query's identity, and is planned with its values (no server-side prepare). Only the statement and
+    fetching its rows are timed. A query stops early once it has used `budget_seconds` (at least 5 runs):
+    a sequential scan of a million rows does not need a hundred repetitions.
+
+    Without a setup every execution is a transaction of its own, as the app's statements are (unless
+    own_transactions is False: the comparisons time both conditions alike); with one, a savepoint inside
+    the transaction that holds the setup. There a writing statement's row versions
+    stay unprunable until the whole run ends (the transaction is still open), so from its second
+    execution on an update cannot stay on its page (no HOT update): the queue's claim, timed in the
+    comparisons of its indexes, is timed in that state (bench/bench_queue_claim.py times it as the
+    pusher runs it, with its variants).
 
     Returns:
         Timings per query name.
     """
     out: dict[str, Timings] = {}
-    with conn.transaction(force_rollback=True):
+    if own_transactions is None:
+        own_transactions = not setup
+    if own_transactions and setup:
+        raise ValueError("a setup needs the transaction that holds it: own_transactions=False")
+    with nullcontext() if own_transactions else conn.transaction(force_rollback=True):
         for statement in setup:
             conn.execute(statement)  # type: ignore[arg-type]
         for query in queries:

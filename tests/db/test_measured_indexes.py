@@ -1,4 +1,4 @@
-"""sql/31: the indexes as measured by bench/bench_indexes.py; its down script gives back the catalog before it."""
+"""sql/31 and 36: the indexes as measured by bench/bench_indexes.py (and bench_queue_claim); their down scripts give back the catalog before them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import psycopg
 
+from keap_pipeline.db import outbound
 from keap_pipeline.db.migrate import discover, discover_repeatable, migrate, rollback, sql_dir
 from tests.db.catalog import definitions, diff, snapshot
+from tests.db.identities import ADMIN, create_users
 
 
 def _plan(db: psycopg.Connection, query: str) -> str:
@@ -93,3 +95,69 @@ def test_rolling_back_31_gives_back_the_catalog_before_it(fresh_database: str, t
     rollback(fresh_database, before)
     assert diff(at_before, snapshot(fresh_database)) == []
     assert diff(defined_before, definitions(fresh_database)) == []
+
+
+def test_the_queue_is_laid_out_for_the_claim(db: psycopg.Connection) -> None:
+    # 36: no column the claim sets (claim_key, started_at) is in an index, and the pages keep room for it
+    have = _indexes(db)
+    assert have["sync_queue_in_flight_idx"].endswith("(entity_type) WHERE ((status)::text = 'processing'::text)")
+    indexed = {
+        r[0]
+        for r in db.execute(
+            "select a.attname from pg_catalog.pg_index as x join pg_catalog.pg_attribute as a"
+            " on a.attrelid = x.indrelid and a.attnum > 0 and not a.attisdropped"
+            " where x.indrelid = 'public.sync_queue'::regclass"
+            " and (a.attnum = any (x.indkey::int2[])"
+            "      or pg_catalog.strpos(coalesce(pg_catalog.pg_get_expr(x.indpred, x.indrelid), ''), a.attname::text) > 0)"
+        ).fetchall()
+    }
+    assert "started_at" not in indexed and "claim_key" not in indexed, indexed
+    row = db.execute("select reloptions from pg_catalog.pg_class where oid = 'public.sync_queue'::regclass").fetchone()
+    assert row is not None and "fillfactor=50" in (row[0] or []), row
+
+
+def test_a_claim_writes_no_index_entry(migrated_database: str) -> None:
+    # the pusher's claim sets claim_key and started_at only: a HOT update wherever the item's page has room
+    # for the new version (before 36 never: started_at was a key of the in-flight index). Two items: the
+    # first page, filled to half, has room for both.
+    with psycopg.connect(migrated_database) as conn:
+        create_users(conn)
+        conn.execute("select set_config('request.jwt.claims', %s, true)", (f'{{"sub": "{ADMIN}", "role": "service_role"}}',))
+        for i in range(30):
+            conn.execute("insert into public.sync_contacts (email) values (%s)", (f"c{i}@example.com",))
+    counters = (
+        "select pg_catalog.pg_stat_get_xact_tuples_updated('public.sync_queue'::regclass),"
+        " pg_catalog.pg_stat_get_xact_tuples_hot_updated('public.sync_queue'::regclass)"
+    )
+    with outbound.pusher_lock(migrated_database, "contacts", holder="test pusher") as lock:
+        with psycopg.connect(migrated_database) as conn, conn.transaction():
+            before = conn.execute(counters).fetchone()
+            outbound.begin_push(conn, lock_timeout_seconds=5)
+            claimed = outbound.claim(conn, lock.key, "sync_contacts", 2)
+            conn.execute("reset role")
+            after = conn.execute(counters).fetchone()
+    assert before is not None and after is not None
+    assert len(claimed) == 2
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 2)
+
+
+def test_rolling_back_36_gives_back_the_catalog_of_35(fresh_database: str, tmp_path: Path) -> None:
+    # the schema of 35: the tree without 36 and what comes after it (repeatable files included, as in 31's test)
+    before_36 = tmp_path / "sql"
+    shutil.copytree(sql_dir(), before_36)
+    repeatables = discover_repeatable(before_36)  # read before their requirement is gone
+    for m in discover(before_36):
+        if m.version >= 36:
+            m.path.unlink()
+            m.down_path.unlink()
+    for r in repeatables:
+        if r.requires >= 36:
+            r.path.unlink()
+            r.drop_path.unlink()
+    migrate(fresh_database, directory=before_36)
+    at_35, defined_35 = snapshot(fresh_database), definitions(fresh_database)
+    assert [m.version for m in migrate(fresh_database)] == [36]
+    assert [m.version for m in rollback(fresh_database, 35)] == [36]
+    assert diff(at_35, snapshot(fresh_database)) == []
+    assert diff(defined_35, definitions(fresh_database)) == []
+    assert [m.version for m in migrate(fresh_database)] == [36]
