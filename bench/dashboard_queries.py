@@ -69,6 +69,19 @@ QUERIES: tuple[Query, ...] = (
         " where created_by is not null",
     ),
     Query(
+        "recent_active_contacts_fn_own", "recently updated active contacts, own rows: public.recent_contacts", "owner",
+        "select id, keap_id, email, first_name, last_name, phone, company, tags, sync_status, updated_at"
+        " from public.recent_contacts(%(lim)s)",
+        "select created_by as owner, 50 as lim from public.sync_contacts tablesample bernoulli (2) repeatable (4)"
+        " where created_by is not null",
+    ),
+    Query(
+        "recent_active_contacts_fn", "recently updated active contacts: public.recent_contacts", "admin",
+        "select id, keap_id, email, first_name, last_name, phone, company, tags, sync_status, updated_at"
+        " from public.recent_contacts(%(lim)s)",
+        "select 50 as lim from generate_series(1, 20)",
+    ),
+    Query(
         "contacts_with_tag", "contacts with a tag (as the app sends it today)", "admin",
         "select id, keap_id, email, first_name, last_name, phone, company, tags, sync_status, updated_at from public.sync_contacts where tags @> %(tags)s::jsonb and deleted_at is null"
         " order by updated_at desc limit 50",

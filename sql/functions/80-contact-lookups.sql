@@ -199,6 +199,33 @@ comment on function public.contacts_by_custom_field(text, jsonb, integer, uuid) 
     'number matches as written: 5 and 5.0 differ), newest first, at most p_limit, below id p_before. '
     'Rows the caller may read: own rows, or all for admins and service_role.';
 
+-- Who calls, for the lookups and pages below (SECURITY DEFINER functions: they see the caller through the
+-- role the API set, PostgREST's SET LOCAL role, and the JWT claims): an admin (app_metadata.role = 'admin')
+-- or service_role reads every live contact (reads_all), any other signed-in user the rows they own
+-- (owner = auth.uid()), anyone else nothing (neither). The same rule as users_read on sync_contacts. A
+-- session without SET ROLE (the owner's own SQL) reads like service_role.
+create or replace function keap_pipeline.contact_reader(out reads_all boolean, out owner uuid)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_role text := pg_catalog.current_setting('role');
+    v_claims jsonb := nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb;
+begin
+    reads_all := v_role in ('service_role', 'none')
+        or (v_role = 'authenticated' and coalesce((v_claims -> 'app_metadata' ->> 'role') = 'admin', false));
+    owner := null;
+    if not reads_all and v_role = 'authenticated' then
+        owner := auth.uid();
+    end if;
+end
+$$;
+
+comment on function keap_pipeline.contact_reader() is
+    'Which contacts the API caller may read: all (admins, service_role) or those it owns (owner), else none; '
+    'for the SECURITY DEFINER lookups and pages of sql/functions/80.';
+
 -- The one implementation: which rows the caller may read, then the key's page.
 create or replace function keap_pipeline.contacts_by_lookup_key(
     p_key uuid,
@@ -213,8 +240,6 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_role text := pg_catalog.current_setting('role');
-    v_claims jsonb := nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb;
     v_all boolean;
     v_owner uuid;
     v_query text;
@@ -223,18 +248,9 @@ begin
         raise exception 'p_limit must be between 1 and 1000, got %', p_limit
             using errcode = '22023', hint = 'Page with p_before (the last id of the previous page).';
     end if;
-    -- The caller: the role the API set (PostgREST's SET LOCAL role), seen through SECURITY DEFINER.
-    -- A session without SET ROLE (the owner's own SQL) reads like service_role.
-    v_all := v_role in ('service_role', 'none')
-        or (v_role = 'authenticated' and coalesce((v_claims -> 'app_metadata' ->> 'role') = 'admin', false));
-    if not v_all then
-        if v_role <> 'authenticated' then
-            return;
-        end if;
-        v_owner := auth.uid();
-        if v_owner is null then
-            return;
-        end if;
+    select r.reads_all, r.owner into v_all, v_owner from keap_pipeline.contact_reader() as r;
+    if not v_all and v_owner is null then
+        return;
     end if;
     -- EXECUTE: planned with the values each time (a key's frequency and an owner's size decide the plan)
     v_query := 'select c.* from keap_pipeline.contact_lookup as k'
@@ -251,6 +267,58 @@ $$;
 comment on function keap_pipeline.contacts_by_lookup_key(uuid, jsonb, integer, uuid) is
     'The page of live contacts with one keap_pipeline.contact_lookup key that the caller may read '
     '(behind public.contacts_with_tag and public.contacts_by_custom_field).';
+
+-- An app's "recently updated" list: live contacts in sync, newest update first, keyset-paged by (updated_at,
+-- id). Through users_read an owner's page read every row the owner has and sorted them (docs/schema.md 87);
+-- here the owner's case is planned on its own (created_by = auth.uid(): idx_sync_contacts_own_recent, 38,
+-- read in order and stopped after the page), an admin's reads idx_active_contacts in order.
+create or replace function public.recent_contacts(
+    p_limit integer default 50,
+    p_before_updated_at timestamptz default null,
+    p_before_id uuid default null
+)
+returns setof public.sync_contacts
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_all boolean;
+    v_owner uuid;
+begin
+    if p_limit is null or p_limit < 1 or p_limit > 1000 then
+        raise exception 'p_limit must be between 1 and 1000, got %', p_limit
+            using errcode = '22023', hint = 'Page with p_before_updated_at and p_before_id (the last row of the previous page).';
+    end if;
+    if p_before_id is not null and p_before_updated_at is null then
+        raise exception 'p_before_id needs p_before_updated_at (the last row''s updated_at and id)'
+            using errcode = '22023';
+    end if;
+    select r.reads_all, r.owner into v_all, v_owner from keap_pipeline.contact_reader() as r;
+    if not v_all and v_owner is null then
+        return;
+    end if;
+    -- EXECUTE: each case planned on its own, with its values
+    return query execute
+        'select c.* from public.sync_contacts as c'
+        ' where c.deleted_at is null and c.sync_status = ''completed'''
+        || case when p_before_updated_at is null then '' else
+           ' and c.updated_at <= $2 and (c.updated_at, c.id) < ($2, coalesce($3, ''ffffffff-ffff-ffff-ffff-ffffffffffff''::uuid))' end
+        || case when v_all then '' else ' and c.created_by = $4' end
+        || ' order by c.updated_at desc, c.id desc limit $1'
+        using p_limit, p_before_updated_at, p_before_id, v_owner;
+end
+$$;
+
+comment on function public.recent_contacts(integer, timestamptz, uuid) is
+    'Live contacts in sync (sync_status completed), most recently updated first, at most p_limit, those after '
+    '(p_before_updated_at, p_before_id) (the last row of the previous page). Rows the caller may read: own rows, '
+    'or all for admins and service_role. Use this for an app user''s "recently updated" list (docs/operations.md).';
+
+revoke all on function public.recent_contacts(integer, timestamptz, uuid) from public, anon;
+grant execute on function public.recent_contacts(integer, timestamptz, uuid) to authenticated, service_role;
+revoke all on function keap_pipeline.contact_reader() from public, anon, authenticated, service_role;
 
 revoke all on function public.contacts_with_tag(text, integer, uuid) from public, anon;
 revoke all on function public.contacts_by_custom_field(text, jsonb, integer, uuid) from public, anon;

@@ -113,3 +113,60 @@ def test_the_key_is_the_json_text_of_the_value(tagged: str) -> None:
         tag = conn.execute("select keap_pipeline.contact_lookup_key('tag', '5', null) = md5('tag:5')::uuid as same").fetchone()
     assert key == same
     assert tag == {"same": True}
+
+
+@pytest.fixture
+def in_sync(tagged: str) -> str:
+    """tagged, with the app's own rows in sync too (as after a push): every live row is a candidate of the page."""
+    with owner(tagged) as conn:
+        conn.execute("update public.sync_contacts set sync_status = 'completed'")
+    return tagged
+
+
+RECENT = "select id from public.sync_contacts where deleted_at is null and sync_status = 'completed' order by updated_at desc, id desc"
+
+
+@pytest.mark.parametrize("user", [ALICE, BOB, MALLORY, ADMIN], ids=["alice", "bob", "mallory-user_metadata-admin", "admin"])
+def test_recent_contacts_returns_what_the_policy_lets_the_caller_read(in_sync: str, user: uuid.UUID) -> None:
+    with api(in_sync, user) as conn:
+        expected = _ids(conn, RECENT)
+        assert _ids(conn, "select id from public.recent_contacts()") == expected
+    assert len(expected) == {ALICE: 1, BOB: 1, MALLORY: 0, ADMIN: 5}[user]  # not empty for the wrong reason
+
+
+def test_recent_contacts_for_service_role_and_never_for_anon(in_sync: str) -> None:
+    with api(in_sync, None, role="service_role") as conn:
+        assert len(_ids(conn, "select id from public.recent_contacts()")) == 5
+    with api(in_sync, None, role="anon") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("select * from public.recent_contacts()")
+    # the caller rule behind it is not the API's to call
+    with api(in_sync, ALICE) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("select * from keap_pipeline.contact_reader()")
+    # a signed-in role without a user (no sub claim) reads nothing
+    with psycopg.connect(in_sync) as conn:
+        conn.execute("set local role authenticated")
+        conn.execute("select set_config('request.jwt.claims', '{\"role\": \"authenticated\"}', true)")
+        assert _ids(conn, "select id from public.recent_contacts()") == []
+
+
+def test_recent_contacts_pages_by_update_time_and_id(in_sync: str) -> None:
+    with owner(in_sync) as conn:  # two rows with one update time: the id breaks the tie
+        conn.execute("update public.sync_contacts set updated_at = '2026-03-01T00:00:00Z' where keap_id in ('1', '2')")
+    with api(in_sync, ADMIN) as conn:
+        everything = conn.execute("select id, updated_at from public.recent_contacts()").fetchall()
+        assert len(everything) == 5
+        seen, last = [], None
+        while True:
+            page = conn.execute(
+                "select id, updated_at from public.recent_contacts(1, %s, %s)",
+                (None, None) if last is None else (last[1], last[0]),
+            ).fetchall()
+            if not page:
+                break
+            seen += page
+            last = page[-1]
+        assert seen == everything
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("select * from public.recent_contacts(0)")
+    with api(in_sync, ADMIN) as conn, pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute("select * from public.recent_contacts(10, null, %s)", (uuid.uuid4(),))

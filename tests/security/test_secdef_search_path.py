@@ -71,10 +71,11 @@ def test_every_security_definer_function_searches_pg_catalog_first_and_pg_temp_l
     # sql/31 + functions/80 added four (the decision changed): the trigger that keeps
     # keap_pipeline.contact_lookup on app users' writes, and the contact lookups, which must apply the read
     # policy's rule themselves because through RLS no index can serve a jsonb lookup
-    # (tests/security/test_contact_lookups.py holds them to that rule)
+    # (tests/security/test_contact_lookups.py holds them to that rule); sql/38 + functions/80 an owner's
+    # "recently updated" page (through users_read's OR an owner's page read and sorted all their rows)
     assert {f["name"] for f in found} == {
         "trigger_sync_on_update()", "keap_pipeline.release_held_outbound()", "keap_pipeline.maintain_contact_lookup()",
-        "contacts_with_tag(text,integer,uuid)", "contacts_by_custom_field(text,jsonb,integer,uuid)",
+        "contacts_with_tag(text,integer,uuid)", "recent_contacts(integer,timestamp with time zone,uuid)", "contacts_by_custom_field(text,jsonb,integer,uuid)",
         "keap_pipeline.contacts_by_lookup_key(uuid,jsonb,integer,uuid)",
         # sql/28: app users' writes must count in sync_health_counters, which they may not write
         *(f"keap_pipeline.count_health_{t}()" for t in (
