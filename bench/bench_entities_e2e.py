@@ -14,7 +14,9 @@ Figures go to docs/benchmarks.md ("Orders and subscriptions: end to end").
 
 `--variant NAME=SRC` (with `--pairs`) also runs the code in SRC (first on PYTHONPATH, say a `git archive`
 of an older commit), alternating with this tree pair after pair; the figures then go to "Orders and
-subscriptions: re-sync side by side".
+subscriptions: re-sync side by side". Each child migrates its database with its own code, so a variant
+runs on SRC's SQL too (until session 8 the parent migrated every database with this tree's SQL, and a
+variant differed in its Python only).
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ def _one(database_url: str, entity_name: str, n: int, loaders: int, changed_path
 
 def _child(database_url: str, name: str, n: int, loaders: int, src: str) -> dict[str, float]:
     """One entity's first load and re-sync in a fresh child process on a fresh database, with SRC's code first."""
-    url = fresh_database(database_url, f"bench_{name}_e2e")
+    # migrated by the child, with SRC's migrations: a variant runs on its own schema and functions
+    url = fresh_database(database_url, f"bench_{name}_e2e", migrated=False)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([p for p in (src, HERE) if p])}
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as changed_file:
         changed_file.write(b"\n".join(_changed(name, n, max(10, n // CONTACTS_PER_RECORD))) + b"\n")
@@ -151,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         url, name, n, loaders, changed_path = args.child
+        from keap_pipeline.db.migrate import migrate
+
+        migrate(url)
         print(json.dumps(_one(url, name, int(n), int(loaders), changed_path)))
         return 0
     rows = []

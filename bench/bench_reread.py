@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child-loaders", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
+        from keap_pipeline.db.migrate import migrate
+
+        migrate(args.database_url)
         print(json.dumps(_one(args.database_url, args.child, args.child_loaders)))
         return 0
     variants = [tuple(v.split("=", 1)) for v in args.variant] + [(args.this_name, "")]
@@ -171,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     for pair in range(args.pairs):
         order = variants if pair % 2 == 0 else list(reversed(variants))
         for name, src in order:
-            url = fresh_database(args.database_url, "bench_reread")
+            # migrated by the child, with the variant's migrations (its SQL, not only its Python)
+            url = fresh_database(args.database_url, "bench_reread", migrated=False)
             load = os.getloadavg()[0]
             r = _child(name, src, url, args.contacts, args.loaders)
             r["load"] = load
