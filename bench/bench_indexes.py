@@ -64,6 +64,9 @@ DECLARED: dict[str, tuple[str, ...]] = {
         for name in ("contacts_with_tag_fn", "contacts_with_tag_fn_own", "contacts_by_custom_field_fn",
                      "contacts_by_custom_field_fn_own")
     },
+    # public.recent_contacts (sql/functions/80): an owner's page on 38's index, an admin's on idx_active_contacts
+    "recent_active_contacts_fn_own": ("idx_sync_contacts_own_recent",),
+    "recent_active_contacts_fn": ("idx_active_contacts",),
     "resolve_links": (
         "idx_sync_orders_unlinked_contact", "idx_sync_subscriptions_unlinked_contact",
         "idx_sync_subscriptions_unlinked_product", "idx_sync_tags_unlinked_category",

@@ -63,16 +63,6 @@ CANDIDATES: tuple[Candidate, ...] = (
         ("unsynced_orders", "unsynced_orders" + _SVC),
         _has("idx_sync_orders_date_status", "ANY"), ("idx_sync_orders_date_status",),
     ),
-    # an owner's own "recently updated" (issue 16): in the owner's order; ingested rows (created_by NULL)
-    # are not in it, so a load writes no entry. Not adopted: under users_read's OR of two arms no plan
-    # reads it in order (docs/schema.md, 83 and 87)
-    Candidate(
-        "idx_sync_contacts_own_recent", "candidate", "public.sync_contacts",
-        ("create index idx_sync_contacts_own_recent on public.sync_contacts (created_by, updated_at desc)"
-         " where created_by is not null and deleted_at is null and sync_status = 'completed'",),
-        ("recent_active_contacts_own", "recent_active_contacts_own_filtered"),
-        _has("idx_sync_contacts_own_recent"), ("idx_sync_contacts_own_recent",),
-    ),
     Candidate(
         "idx_audit_log_created", "retired", "",
         ("create index idx_audit_log_created on public.sync_audit_log using brin (created_at)",),
