@@ -92,6 +92,7 @@ class Pacer:
         self._last_sent: float | None = None
         self._quota: QuotaState | None = None
         self._sending = threading.local()  # the stamp of the request this thread has in flight
+        self._observed_for: float | None = None  # the stamp of the request whose answer gave self._quota
         self.waited = 0.0
 
     @classmethod
@@ -134,9 +135,18 @@ class Pacer:
             the parsed state (None when the response had none; the previous state is kept).
         """
         state = parse_quota_headers(headers, self._clock())
+        # the request this answers (settle kept its stamp): with several threads sending, answers arrive
+        # out of order, and an answer to a request let go earlier than the one the figures in hand answer
+        # is older news (Keap counted fewer requests when it wrote it); taking it would undo the requests
+        # counted since, and the pacer would send into a window Keap sees as full
+        answered = getattr(self._sending, "answered", None)
+        self._sending.answered = None
         if state is not None:
             with self._lock:
-                self._quota = state
+                if answered is None or self._observed_for is None or answered >= self._observed_for:
+                    self._quota = state
+                    if answered is not None:
+                        self._observed_for = answered
         return state
 
     def acquire(self) -> float:
@@ -172,6 +182,7 @@ class Pacer:
         that never settles keeps its requests counted when they were let go.
         """
         stamp = getattr(self._sending, "stamp", None)
+        self._sending.answered = stamp  # for observe: which request the answer's figures follow
         if stamp is None:
             return
         self._sending.stamp = None

@@ -203,3 +203,34 @@ def test_a_settled_request_counts_from_its_answer_not_from_when_it_was_let_go() 
     pacer.acquire()  # one more fits: the window holds the settled one only
     waited = pacer.acquire()  # a third in the same second would make three in Keap's [1, 2): it waits
     assert waited > 0 and clock.t >= start + 2.04 - 1e-9
+
+
+def test_an_answer_to_an_earlier_request_does_not_overwrite_newer_figures() -> None:
+    # two threads send (the pusher's reader and sender): A's request goes first, B's second, and B's answer
+    # arrives first; A's, written by Keap before B's request was counted, must not undo it
+    clock = FakeClock()
+    pacer = Pacer(RateLimits(per_second=1000, per_minute=100_000), clock=clock.time, sleep=clock.sleep)
+    a_sent, b_done = threading.Event(), threading.Event()
+
+    def thread_a() -> None:
+        pacer.acquire()
+        a_sent.set()
+        assert b_done.wait(5)
+        pacer.settle()
+        pacer.observe(headers(6))  # Keap's figure when A arrived
+
+    worker = threading.Thread(target=thread_a)
+    worker.start()
+    assert a_sent.wait(5)
+    clock.t += 0.5
+    pacer.acquire()  # B
+    pacer.settle()
+    pacer.observe(headers(5))  # Keap's figure when B arrived: A and B counted
+    b_done.set()
+    worker.join(5)
+    assert pacer.quota is not None and pacer.quota.throttle_available == 5
+    # the next answer, to a later request, is taken as usual
+    pacer.acquire()
+    pacer.settle()
+    pacer.observe(headers(4))
+    assert pacer.quota.throttle_available == 4
