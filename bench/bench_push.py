@@ -94,10 +94,11 @@ def _edit_all(url: str) -> int:
 
 
 def _push(
-    handle: Any, url: str, *, paced_limits: Any | None, senders: int = 1, batch_size: int = 100, reader: str = "own"
+    handle: Any, url: str, *, paced_limits: Any | None, senders: int = 1, batch_size: int = 100, reader: str | None = None
 ) -> tuple[Any, CountingTransport, float]:
-    """One drain. reader="own": the reads on a client of their own, as the CLI and Dagster push (a batch is sent
-    while the next is prepared); "sender": the first sender reads too (one step after the other)."""
+    """One drain. reader="own": the reads on a client of their own, as the CLI and Dagster push unpaced (a batch
+    is sent while the next is prepared); "sender": the first sender reads too (one step after the other), as
+    they push paced. None: as they would."""
     from keap_pipeline.keap import ApiKeyAuth, KeapClient, Pacer
     from keap_pipeline.outbound.push import PushSettings, push
 
@@ -110,6 +111,8 @@ def _push(
         return KeapClient(handle.base_url, auth, pacer=pacer, transport=transport, timeout=60.0)
 
     pacer = Pacer(paced_limits) if paced_limits is not None else None
+    # as keap-pipeline push runs it: a reader of its own when unpaced, the first sender when paced
+    reader = reader or ("own" if paced_limits is None else "sender")
     sending = [client() for _ in range(senders)]
     reading = client() if reader == "own" else sending[0]
     clients = [*sending, reading] if reader == "own" else sending
@@ -206,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=100, help="items per claim in the limits-off drain")
     parser.add_argument("--readers", nargs="+", choices=["own", "sender"], default=["own", "sender"],
                         help="limits off: who reads, each one drain per --senders value, alternating: 'own' (a client"
-                        " of its own: a batch sent while the next is prepared, as the CLI and Dagster push) or"
+                        " of its own: a batch sent while the next is prepared, as the CLI and Dagster push unpaced) or"
                         " 'sender' (the first sender, one step after the other; the pusher before it overlapped)")
     parser.add_argument("--skip-limits-on", action="store_true")
     parser.add_argument("--write", action="store_true")
@@ -250,8 +253,9 @@ def _markdown(
         " conflict check, shared by every item of a batch).",
         f"- **Limits off** (unpaced, one pusher process, batches of {args.batch_size}; `senders` = clients sending side"
         " by side within it; `reads` = who reads and marks: `own` a client of its own, so that a batch is sent while"
-        " the next is claimed, read and marked (as `keap-pipeline push` and Dagster run it), `sender` the first"
-        " sender, one step after the other (the pusher before the overlap); one drain of every contact each, in this order):",
+        " the next is claimed, read and marked (as `keap-pipeline push` and Dagster run it unpaced), `sender` the first"
+        " sender, one step after the other (as they run it paced, and the pusher before the overlap); one drain of every"
+        " contact each, in this order):",
         "",
         "| senders | reads | updates | seconds | updates/s | requests | pusher CPU ms per update | sandbox CPU ms per update | load |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -92,9 +92,12 @@ def keap_outbound(
     )
     try:
         # the queue retries with backoff: one request retries only briefly
-        # reads and sends on clients of their own (one pacer, one share): a batch is sent while the next
-        # is read and marked
-        reader, sender = keap.clients(2, quota_share=config.quota_share, retry=RetryPolicy(max_retries=2, max_wait=30.0))
+        # paced (as in production), Keap's limits bound the push: the reads take turns with the sends on one
+        # client; unpaced (a sandbox), the reads get a client of their own and a batch is sent while the next
+        # is read and marked (push_cli says why)
+        clients = keap.clients(1 if keap.pacing else 2, quota_share=config.quota_share,
+                               retry=RetryPolicy(max_retries=2, max_wait=30.0))
+        reader, sender = clients[0], clients[-1]
         with reader, sender:
             report = push(
                 reader, postgres.url(), retry_failed=config.retry_failed, settings=settings, senders=(sender,),

@@ -105,6 +105,7 @@ def test_oauth_tokens_never_leak(tmp_path: Path, caplog: pytest.LogCaptureFixtur
 
 def test_customer_values_in_a_query_never_reach_the_http_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # as with --verbose (the CLI otherwise keeps it at WARNING)
     handler = Scripted([keap_json(200, {"contacts": [], "next_page_token": ""})])
     with make_client(handler, FakeClock()) as client:
         # the pusher's recovery: a listing filtered by the row's email
