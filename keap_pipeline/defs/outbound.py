@@ -10,7 +10,7 @@ the run history with empty runs. Its latency is the sensor interval plus a run's
 
 # No `from __future__ import annotations`: Dagster reads the asset's config annotation at definition time.
 
-
+from contextlib import ExitStack
 
 import psycopg
 from dagster import (
@@ -98,7 +98,9 @@ def keap_outbound(
         clients = keap.clients(1 if keap.pacing else 2, quota_share=config.quota_share,
                                retry=RetryPolicy(max_retries=2, max_wait=30.0))
         reader, sender = clients[0], clients[-1]
-        with reader, sender:
+        with ExitStack() as opened:
+            for one in clients:
+                opened.enter_context(one)
             report = push(
                 reader, postgres.url(), retry_failed=config.retry_failed, settings=settings, senders=(sender,),
                 progress=lambda r: context.log.info(f"push: {r.claimed} claimed, {r.sent} sent, {r.failed} failed"),
