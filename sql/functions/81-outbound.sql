@@ -57,6 +57,8 @@ as $$
 declare
     v_live integer[];
     v_ids uuid[];
+    v_row record;
+    v_candidates refcursor;
 begin
     if not keap_pipeline.is_ingestion() then
         raise exception 'claim_outbound runs as the Keap ingestion only (role keap_pipeline_ingest), not as %', current_user
@@ -71,39 +73,58 @@ begin
     -- 1. candidates, row-locked (SKIP LOCKED: another pusher's candidates are left to it), each with
     --    its record's claim lock; a record another transaction is claiming right now is skipped.
     --    In-flight items of dead pushers first (their outcome is in doubt), then pending ones.
-    select pg_catalog.array_agg(c.id)
-    into v_ids
-    from (
-        select q.id
+    --    The record lock is tried here, one fetched row at a time, never in the query's WHERE: there a
+    --    plan that scans and sorts (a small or freshly changed queue) evaluated it for every candidate
+    --    before the LIMIT, so one pusher's claim held the lock of every record and a second pusher's
+    --    claim found none (tests/outbound/test_push_concurrency.py on PostgreSQL 15).
+    -- An explicit cursor fetched one row at a time: a FOR loop over the query fetches rows in tens, and
+    -- each fetched row is row-locked, so a claim of 20 held 30 and left a second pusher none.
+    v_ids := '{}';
+    open v_candidates for
+        select q.id, q.entity_type, q.entity_id
         from public.sync_queue as q
         where q.status = 'processing'
           and q.entity_type = any (p_entity_types)
           and not (q.claim_key = any (v_live))
-          and pg_catalog.pg_try_advisory_xact_lock(
-              1802531683,  -- 0x6B707263, 'kprc'
-              pg_catalog.hashtext(q.entity_type || ':' || q.entity_id::text)
-          )
         order by q.started_at
-        limit p_limit
-        for update of q skip locked
-    ) as c;
-    select v_ids || pg_catalog.array_agg(c.id)
-    into v_ids
-    from (
-        select q.id
-        from public.sync_queue as q
-        where q.status = 'pending'
-          and q.scheduled_at <= pg_catalog.now()
-          and q.entity_type = any (p_entity_types)
-          and (q.claim_key is null or not (q.claim_key = any (v_live)))
-          and pg_catalog.pg_try_advisory_xact_lock(
-              1802531683,
-              pg_catalog.hashtext(q.entity_type || ':' || q.entity_id::text)
-          )
-        order by q.priority, q.scheduled_at
-        limit p_limit - coalesce(pg_catalog.cardinality(v_ids), 0)
-        for update of q skip locked
-    ) as c;
+        -- a bound for the planner (an ordered index scan that stops early); twice the claim leaves room
+        -- for records whose lock another claim holds right now
+        limit p_limit * 2
+        for update of q skip locked;
+    while pg_catalog.cardinality(v_ids) < p_limit loop
+        fetch v_candidates into v_row;
+        exit when not found;
+        if pg_catalog.pg_try_advisory_xact_lock(
+            1802531683,  -- 0x6B707263, 'kprc'
+            pg_catalog.hashtext(v_row.entity_type || ':' || v_row.entity_id::text)
+        ) then
+            v_ids := v_ids || v_row.id;
+        end if;
+    end loop;
+    close v_candidates;
+    if pg_catalog.cardinality(v_ids) < p_limit then
+        open v_candidates for
+            select q.id, q.entity_type, q.entity_id
+            from public.sync_queue as q
+            where q.status = 'pending'
+              and q.scheduled_at <= pg_catalog.now()
+              and q.entity_type = any (p_entity_types)
+              and (q.claim_key is null or not (q.claim_key = any (v_live)))
+            order by q.priority, q.scheduled_at
+            limit (p_limit - pg_catalog.cardinality(v_ids)) * 2
+            for update of q skip locked;
+        while pg_catalog.cardinality(v_ids) < p_limit loop
+            fetch v_candidates into v_row;
+            exit when not found;
+            if pg_catalog.pg_try_advisory_xact_lock(
+                1802531683,
+                pg_catalog.hashtext(v_row.entity_type || ':' || v_row.entity_id::text)
+            ) then
+                v_ids := v_ids || v_row.id;
+            end if;
+        end loop;
+        close v_candidates;
+    end if;
 
     if v_ids is null or pg_catalog.cardinality(v_ids) = 0 then
         return;
