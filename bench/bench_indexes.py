@@ -30,24 +30,21 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from bench.common import git_revision, machine, server_version, write_section
 from bench.dashboard_queries import QUERIES, Query
 from bench.index_candidates import CANDIDATES, Candidate
-from bench.index_data import Build, Index, build, schema_indexes
+from bench.index_data import Build, Index, add_database_arguments, database, schema_indexes
 from bench.index_timing import Timings, drop_statement, plan_indexes, time_statements
 from bench.index_writes import Workload, app_edit_ids, time_batch, workloads_for
-from bench.pg15 import running_pg15
 
 log = logging.getLogger("bench_indexes")
 
@@ -561,24 +558,10 @@ def save_json(run: Run, path: Path) -> None:
     path.write_text(json.dumps(asdict(run), default=default, indent=1))
 
 
-@contextmanager
-def server(args: argparse.Namespace) -> Iterator[str]:
-    """The server's maintenance URL: the one given, or a fresh PostgreSQL 15 started here."""
-    if args.database_url:
-        yield args.database_url
-        return
-    with running_pg15(args.port) as url:
-        yield url
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", help="a server's maintenance URL (default: start PostgreSQL 15 here)")
-    parser.add_argument("--port", type=int, default=5451, help="loopback port of the server started here")
-    parser.add_argument("--contacts", type=int, default=1_000_000, help="contacts (and orders)")
-    parser.add_argument("--database", default="bench_indexes", help="the database to build (dropped first)")
-    parser.add_argument("--reuse", action="store_true", help="measure the database as it is (built earlier)")
+    add_database_arguments(parser, port=5451)
     parser.add_argument("--samples", type=int, default=40, help="parameter values per query and round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating with/without rounds per index")
     parser.add_argument("--pairs", type=int, default=3, help="alternating write pairs per index (0: no write costs)")
@@ -595,12 +578,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    with server(args) as server_url:
-        url = make_conninfo(server_url, dbname=args.database)
-        report = None
-        if not args.reuse:
-            url, report = build(server_url, args.database, args.contacts)
-            log.info("built in %.0f s: %s", report.seconds["total"], report.rows)
+    with database(args) as (url, report):
         run = measure(url, args, report, progress=lambda r: publish(r, args))
     publish(run, args)
     if args.no_docs:

@@ -31,19 +31,15 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from bench.common import git_revision, machine, server_version, write_section
-from bench.index_data import build
+from bench.index_data import add_database_arguments, database
 from bench.index_timing import Timings, act
 from bench.index_writes import WORKLOADS, app_edit_ids, time_batch
-from bench.pg15 import running_pg15
 
 log = logging.getLogger("bench_queue_claim")
 
@@ -236,24 +232,10 @@ def render(results: list[Result], meta: dict[str, object], args: argparse.Namesp
     return "\n".join(lines)
 
 
-@contextmanager
-def server(args: argparse.Namespace) -> Iterator[str]:
-    """The server's maintenance URL: the one given, or a fresh PostgreSQL 15 started here."""
-    if args.database_url:
-        yield args.database_url
-        return
-    with running_pg15(args.port) as url:
-        yield url
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", help="a server's maintenance URL (default: start PostgreSQL 15 here)")
-    parser.add_argument("--port", type=int, default=5452, help="loopback port of the server started here")
-    parser.add_argument("--database", default="bench_indexes", help="the database bench_indexes builds")
-    parser.add_argument("--contacts", type=int, default=1_000_000)
-    parser.add_argument("--reuse", action="store_true", help="measure the database as it is (built earlier)")
+    add_database_arguments(parser, port=5452)
     parser.add_argument("--variant", nargs="+", default=["30", "36"], choices=list(VARIANTS))
     parser.add_argument("--layout", choices=("as built", "claim order"), default="claim order",
                         help="the table's row order for every variant (see switch)")
@@ -266,11 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    with server(args) as server_url:
-        url = make_conninfo(server_url, dbname=args.database)
-        if not args.reuse:
-            url, report = build(server_url, args.database, args.contacts)
-            log.info("built in %.0f s", report.seconds["total"])
+    with database(args) as (url, _report):
         results, meta = measure(url, args)
     text = render(results, meta, args)
     if args.json:

@@ -7,17 +7,22 @@ row at a time takes several times longer than building them, and the bench measu
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from bench.common import fresh_database
+from bench.pg15 import running_pg15
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +162,25 @@ def build(server_url: str, name: str, contacts: int, seed: float = 0.16) -> tupl
         report.megabytes["public.sync_audit_log"] = float(audit[0]) if audit else 0.0
     report.seconds["total"] = time.perf_counter() - started
     return url, report
+
+
+def add_database_arguments(parser: argparse.ArgumentParser, port: int) -> None:
+    """The options of a bench on this data: the server (given or started here), the database, its size, reuse."""
+    parser.add_argument("--database-url", help="a server's maintenance URL (default: start PostgreSQL 15 here)")
+    parser.add_argument("--port", type=int, default=port, help="loopback port of the server started here")
+    parser.add_argument("--contacts", type=int, default=1_000_000, help="contacts (and orders)")
+    parser.add_argument("--database", default="bench_indexes", help="the database to build (dropped first)")
+    parser.add_argument("--reuse", action="store_true", help="measure the database as it is (built earlier)")
+
+
+@contextmanager
+def database(args: argparse.Namespace) -> Iterator[tuple[str, Build | None]]:
+    """The data's URL and its build report (None with --reuse), on the given server or a PostgreSQL 15 started here."""
+    with ExitStack() as stack:
+        server_url = args.database_url or stack.enter_context(running_pg15(args.port))
+        if args.reuse:
+            yield make_conninfo(server_url, dbname=args.database), None
+            return
+        url, report = build(server_url, args.database, args.contacts)
+        log.info("built in %.0f s: %s", report.seconds["total"], report.rows)
+        yield url, report

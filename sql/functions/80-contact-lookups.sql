@@ -226,6 +226,24 @@ comment on function keap_pipeline.contact_reader() is
     'Which contacts the API caller may read: all (admins, service_role) or those it owns (owner), else none; '
     'for the SECURITY DEFINER lookups and pages of sql/functions/80.';
 
+-- A page's size, for the lookups and pages below: 1 to 1000 rows, else a clear error (22023).
+create or replace function keap_pipeline.check_page_limit(p_limit integer, p_hint text)
+returns void
+language plpgsql
+immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if p_limit is null or p_limit < 1 or p_limit > 1000 then
+        raise exception 'p_limit must be between 1 and 1000, got %', p_limit
+            using errcode = '22023', hint = p_hint;
+    end if;
+end
+$$;
+
+comment on function keap_pipeline.check_page_limit(integer, text) is
+    'Refuses a page size outside 1..1000 (errcode 22023, with the caller''s paging hint).';
+
 -- The one implementation: which rows the caller may read, then the key's page.
 create or replace function keap_pipeline.contacts_by_lookup_key(
     p_key uuid,
@@ -244,10 +262,7 @@ declare
     v_owner uuid;
     v_query text;
 begin
-    if p_limit is null or p_limit < 1 or p_limit > 1000 then
-        raise exception 'p_limit must be between 1 and 1000, got %', p_limit
-            using errcode = '22023', hint = 'Page with p_before (the last id of the previous page).';
-    end if;
+    perform keap_pipeline.check_page_limit(p_limit, 'Page with p_before (the last id of the previous page).');
     select r.reads_all, r.owner into v_all, v_owner from keap_pipeline.contact_reader() as r;
     if not v_all and v_owner is null then
         return;
@@ -287,10 +302,9 @@ declare
     v_all boolean;
     v_owner uuid;
 begin
-    if p_limit is null or p_limit < 1 or p_limit > 1000 then
-        raise exception 'p_limit must be between 1 and 1000, got %', p_limit
-            using errcode = '22023', hint = 'Page with p_before_updated_at and p_before_id (the last row of the previous page).';
-    end if;
+    perform keap_pipeline.check_page_limit(
+        p_limit, 'Page with p_before_updated_at and p_before_id (the last row of the previous page).'
+    );
     if p_before_id is not null and p_before_updated_at is null then
         raise exception 'p_before_id needs p_before_updated_at (the last row''s updated_at and id)'
             using errcode = '22023';
@@ -319,6 +333,7 @@ comment on function public.recent_contacts(integer, timestamptz, uuid) is
 revoke all on function public.recent_contacts(integer, timestamptz, uuid) from public, anon;
 grant execute on function public.recent_contacts(integer, timestamptz, uuid) to authenticated, service_role;
 revoke all on function keap_pipeline.contact_reader() from public, anon, authenticated, service_role;
+revoke all on function keap_pipeline.check_page_limit(integer, text) from public, anon, authenticated, service_role;
 
 revoke all on function public.contacts_with_tag(text, integer, uuid) from public, anon;
 revoke all on function public.contacts_by_custom_field(text, jsonb, integer, uuid) from public, anon;

@@ -35,6 +35,37 @@ $$;
 comment on function keap_pipeline.outbound_live_claims() is
     'The claim keys of the outbound pushers alive now (their advisory lock is held).';
 
+-- The claim's candidates, fetched one row at a time from an open cursor (each fetched row is row-locked
+-- by the cursor's FOR UPDATE SKIP LOCKED) until p_ids holds p_limit items: a row is taken when its
+-- record's claim lock (class 'kprc', held to the end of the transaction) is free. Closes the cursor.
+create or replace function keap_pipeline.claim_candidates(p_candidates refcursor, p_ids uuid[], p_limit integer)
+returns uuid[]
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    v_row record;
+    v_ids uuid[] := p_ids;
+begin
+    while pg_catalog.cardinality(v_ids) < p_limit loop
+        fetch p_candidates into v_row;
+        exit when not found;
+        if pg_catalog.pg_try_advisory_xact_lock(
+            1802531683,  -- 0x6B707263, 'kprc'
+            pg_catalog.hashtext(v_row.entity_type || ':' || v_row.entity_id::text)
+        ) then
+            v_ids := v_ids || v_row.id;
+        end if;
+    end loop;
+    close p_candidates;
+    return v_ids;
+end
+$$;
+
+comment on function keap_pipeline.claim_candidates(refcursor, uuid[], integer) is
+    'claim_outbound''s candidates: fetches one row at a time and keeps those whose record claim lock is free.';
+
 create or replace function keap_pipeline.claim_outbound(
     p_key integer,
     p_entity_types text[],
@@ -57,7 +88,6 @@ as $$
 declare
     v_live integer[];
     v_ids uuid[];
-    v_row record;
     v_candidates refcursor;
 begin
     if not keap_pipeline.is_ingestion() then
@@ -91,17 +121,7 @@ begin
         -- for records whose lock another claim holds right now
         limit p_limit * 2
         for update of q skip locked;
-    while pg_catalog.cardinality(v_ids) < p_limit loop
-        fetch v_candidates into v_row;
-        exit when not found;
-        if pg_catalog.pg_try_advisory_xact_lock(
-            1802531683,  -- 0x6B707263, 'kprc'
-            pg_catalog.hashtext(v_row.entity_type || ':' || v_row.entity_id::text)
-        ) then
-            v_ids := v_ids || v_row.id;
-        end if;
-    end loop;
-    close v_candidates;
+    v_ids := keap_pipeline.claim_candidates(v_candidates, v_ids, p_limit);
     if pg_catalog.cardinality(v_ids) < p_limit then
         open v_candidates for
             select q.id, q.entity_type, q.entity_id
@@ -113,17 +133,7 @@ begin
             order by q.priority, q.scheduled_at
             limit (p_limit - pg_catalog.cardinality(v_ids)) * 2
             for update of q skip locked;
-        while pg_catalog.cardinality(v_ids) < p_limit loop
-            fetch v_candidates into v_row;
-            exit when not found;
-            if pg_catalog.pg_try_advisory_xact_lock(
-                1802531683,
-                pg_catalog.hashtext(v_row.entity_type || ':' || v_row.entity_id::text)
-            ) then
-                v_ids := v_ids || v_row.id;
-            end if;
-        end loop;
-        close v_candidates;
+        v_ids := keap_pipeline.claim_candidates(v_candidates, v_ids, p_limit);
     end if;
 
     if v_ids is null or pg_catalog.cardinality(v_ids) = 0 then
@@ -689,6 +699,7 @@ select keap_pipeline.define_outbound_entity('tags', 'public.sync_tags', 'keap_pi
 
 revoke execute on function keap_pipeline.outbound_live_claims() from public;
 revoke execute on function keap_pipeline.claim_outbound(integer, text[], integer) from public;
+revoke execute on function keap_pipeline.claim_candidates(refcursor, uuid[], integer) from public;
 revoke execute on function keap_pipeline.mark_outbound_in_flight(integer, jsonb) from public;
 revoke execute on function keap_pipeline.finish_outbound(integer, jsonb) from public;
 revoke execute on function keap_pipeline.mark_unsupported_outbound(text[], text) from public;
@@ -696,6 +707,7 @@ revoke execute on function keap_pipeline.retry_failed_outbound(text[]) from publ
 revoke execute on function keap_pipeline.define_outbound_entity(text, regclass, regclass) from public;
 grant execute on function keap_pipeline.outbound_live_claims() to keap_pipeline_ingest;
 grant execute on function keap_pipeline.claim_outbound(integer, text[], integer) to keap_pipeline_ingest;
+grant execute on function keap_pipeline.claim_candidates(refcursor, uuid[], integer) to keap_pipeline_ingest;
 grant execute on function keap_pipeline.mark_outbound_in_flight(integer, jsonb) to keap_pipeline_ingest;
 grant execute on function keap_pipeline.finish_outbound(integer, jsonb) to keap_pipeline_ingest;
 grant execute on function keap_pipeline.mark_unsupported_outbound(text[], text) to keap_pipeline_ingest;

@@ -11,58 +11,21 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from typing import Any
 
 import pytest
 
-from keap_pipeline.sandbox.errors import ApiError
 from keap_pipeline.sandbox.runner import SandboxHandle
-from tests.outbound.conftest import ALICE, API_KEY, app, one, push_now, rows, sync_now
-
-
-class Hold:
-    """Holds the first request `op` at `where` (before: not applied; after: applied, not answered)."""
-
-    def __init__(self, op: str, where: str) -> None:
-        self.op, self.where = op, where
-        self.reached = threading.Event()
-        self.release = threading.Event()
-        self.refuse = False
-
-    def _hold(self, op: str, where: str) -> None:
-        if op != self.op or where != self.where or self.reached.is_set():
-            return
-        self.reached.set()
-        self.release.wait(60)
-        if self.refuse:
-            raise ApiError(503, "held and refused: the client is gone")
-
-    def before(self, op: str, ident: int | None) -> None:
-        self._hold(op, "before")
-
-    def after(self, op: str, ident: int | None) -> None:
-        self._hold(op, "after")
-
-
-def _pusher(handle: SandboxHandle, url: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "KEAP_API_KEY": API_KEY}
-    env.pop("KEAP_PIPELINE_DATABASE_URL", None)
-    return subprocess.Popen(  # noqa: S603 - our own command
-        [sys.executable, "-m", "keap_pipeline.cli", "push", "--base-url", handle.base_url, "--database-url", url,
-         "--no-pacing"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+from tests.outbound.conftest import ALICE, app, one, push_now, rows, sync_now
+from tests.outbound.gates import Hold, pusher
 
 
 def _kill_at(handle: SandboxHandle, url: str, hold: Hold) -> dict[str, Any]:
     """Start a pusher, kill it when the sandbox holds its request, let the request go; the queue item then."""
     assert handle.state is not None
     handle.state.write_gate = hold
-    proc = _pusher(handle, url)
+    proc = pusher(handle, url)
     try:
         assert hold.reached.wait(60), proc.communicate(timeout=5)
         item = rows(url, "select status, claim_key is not null as claimed, sent_at is not null as in_flight"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -21,7 +19,8 @@ from keap_pipeline.keap import RetryPolicy
 from keap_pipeline.outbound.push import PushSettings, push
 from keap_pipeline.sandbox.errors import ApiError
 from keap_pipeline.sandbox.runner import SandboxHandle
-from tests.outbound.conftest import API_KEY, app, client_for, execute, one, push_now, rows, sync_now
+from tests.outbound.conftest import app, client_for, execute, one, push_now, rows, sync_now
+from tests.outbound.gates import Hold, pusher
 
 
 class ListWhileWriting:
@@ -122,35 +121,13 @@ def test_throttling_in_one_batch_releases_the_prepared_next_one_unsent(synced: t
     assert updates == list(range(1, 13))  # each change sent exactly once
 
 
-class HoldFirstUpdate:
-    """Holds the first contact update after Keap applied it (unanswered), until released."""
-
-    def __init__(self) -> None:
-        self.reached = threading.Event()
-        self.release = threading.Event()
-
-    def before(self, op: str, ident: int | None) -> None:
-        pass
-
-    def after(self, op: str, ident: int | None) -> None:
-        if op == "updateContact" and not self.reached.is_set():
-            self.reached.set()
-            self.release.wait(60)
-
-
 def test_a_kill_with_one_batch_sending_and_the_next_marked_loses_nothing(synced: tuple[SandboxHandle, str]) -> None:
     handle, url = synced
     assert handle.state is not None
     _edit(url, 3)
-    hold = HoldFirstUpdate()
+    hold = Hold("updateContact", "after")  # applied in Keap, unanswered
     handle.state.write_gate = hold
-    env = {**os.environ, "KEAP_API_KEY": API_KEY}
-    env.pop("KEAP_PIPELINE_DATABASE_URL", None)
-    proc = subprocess.Popen(  # noqa: S603 - our own command
-        [sys.executable, "-m", "keap_pipeline.cli", "push", "--base-url", handle.base_url, "--database-url", url,
-         "--no-pacing", "--batch-size", "1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = pusher(handle, url, "--batch-size", "1")
     try:
         assert hold.reached.wait(60), proc.communicate(timeout=5)
         # the first update is applied in Keap and unanswered; the second batch gets marked in flight meanwhile

@@ -5,3 +5,4 @@ drop function if exists keap_pipeline.contacts_by_lookup_key(uuid, jsonb, intege
 drop function if exists public.contacts_by_custom_field(text, jsonb, integer, uuid);
 drop function if exists public.contacts_with_tag(text, integer, uuid);
 drop function if exists keap_pipeline.contact_reader();
+drop function if exists keap_pipeline.check_page_limit(integer, text);
