@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -160,9 +161,28 @@ def one(conn: psycopg.Connection, identity: str, statement: str) -> tuple[float,
     return ms, int(after[0] - before[0]), int(after[1] - before[1])
 
 
+def claim_at(conn: psycopg.Connection, revision: str) -> str:
+    """claim_outbound as sql/functions/81-outbound.sql had it at `revision`, created beside today's (committed).
+
+    Returns the statement that calls it (timed like today's claim, in the same rounds): a change of the
+    function is measured side by side in one run, on the same table states.
+    """
+    text = subprocess.run(  # noqa: S603 - git, our own arguments
+        ["git", "show", f"{revision}:sql/functions/81-outbound.sql"],  # noqa: S607
+        check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+    ).stdout
+    start = text.index("create or replace function keap_pipeline.claim_outbound(")
+    body = text[start:text.index("comment on function keap_pipeline.claim_outbound", start)]
+    name = "claim_outbound_" + "".join(c for c in revision if c.isalnum())[:12]
+    conn.execute(body.replace("keap_pipeline.claim_outbound(", f"keap_pipeline.{name}(", 1))  # type: ignore[arg-type]  # git's text of our own file
+    conn.execute(f"grant execute on function keap_pipeline.{name}(integer, text[], integer) to keap_pipeline_ingest")  # type: ignore[arg-type]
+    return f"select * from keap_pipeline.{name}(16, array['sync_contacts'], 100)"  # noqa: S608 - 16: KEY
+
+
 def measure(url: str, args: argparse.Namespace) -> tuple[list[Result], dict[str, object]]:
     """Alternating rounds of the variants; the state found is put back afterwards."""
     results = {name: Result(name) for name in args.variant}
+    statements = dict(STATEMENTS)
     app_edits = next(w for w in WORKLOADS if w.name == "app_edits")
     with psycopg.connect(url, autocommit=True) as lock, psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
         # nothing but this bench writes: autovacuum of the rolled-back claims would only add noise
@@ -170,6 +190,8 @@ def measure(url: str, args: argparse.Namespace) -> tuple[list[Result], dict[str,
         lock.execute("select pg_catalog.pg_advisory_lock(%s, %s)", (PUSHER_LOCK_CLASS, KEY))
         found = current_state(conn)
         ids = app_edit_ids(conn, app_edits.rows)
+        for revision in args.before:
+            statements[f"claim_outbound at {revision}"] = ("ingest", claim_at(conn, revision))
         meta: dict[str, object] = {
             "machine": machine(), "server": server_version(url), "revision": git_revision(),
             "load_before": os.getloadavg(), "found": asdict(found),
@@ -182,11 +204,16 @@ def measure(url: str, args: argparse.Namespace) -> tuple[list[Result], dict[str,
                     res.rewrite_s.append(switch(conn, VARIANTS[name], args.layout))
                     size = conn.execute("select pg_catalog.pg_relation_size('public.sync_queue') / 1048576.0").fetchone()
                     res.table_mb = float(size[0]) if size else 0.0
-                    for label, (identity, statement) in STATEMENTS.items():
-                        for _ in range(args.warmup):
-                            one(conn, identity, statement)
-                        for _ in range(args.runs):
+                    # the statements take turns execution by execution: each leaves dead row versions
+                    # (rolled back) that the next one meets, so a block of one after the other would not
+                    # see the same table
+                    labels = list(statements) if r % 2 == 0 else list(reversed(statements))
+                    for i in range(args.warmup + args.runs):
+                        for label in labels:
+                            identity, statement = statements[label]
                             ms, upd, hot = one(conn, identity, statement)
+                            if i < args.warmup:
+                                continue
                             res.ms.setdefault(label, []).append(ms)
                             res.updated[label] = res.updated.get(label, 0) + upd
                             res.hot[label] = res.hot.get(label, 0) + hot
@@ -195,6 +222,9 @@ def measure(url: str, args: argparse.Namespace) -> tuple[list[Result], dict[str,
                     log.info("round %d %s: %s", r, name, {k: f"p50 {Timings(v).p50:.2f} p95 {Timings(v).p95:.2f}"
                                                           for k, v in res.ms.items()})
         finally:
+            for label, (_, statement) in statements.items():
+                if label not in STATEMENTS:
+                    conn.execute(f"drop function if exists {statement.split(' from ', 1)[1].split('(', 1)[0]}(integer, text[], integer)")  # type: ignore[arg-type]
             switch(conn, found)
             conn.execute("alter table public.sync_queue reset (autovacuum_enabled)")
         meta["load_after"] = os.getloadavg()
@@ -212,7 +242,7 @@ def render(results: list[Result], meta: dict[str, object], args: argparse.Namesp
         "    " + " ".join(["python -m bench.bench_queue_claim", *args.argv]),
         "",
         f"Layout: {args.layout}. {args.rounds} rounds; per round and variant, after the rewrite, {args.warmup} unmeasured and {args.runs} measured "
-        "executions of each statement, each a transaction of its own (rolled back), then "
+        "executions of each statement, the statements taking turns execution by execution, each a transaction of its own (rolled back), then "
         f"{args.edits} batches of 1,000 app edits. HOT: the share of the statement's row updates that wrote no index entry.",
         "",
         "| variant | statement | p50 ms | p95 ms | runs | HOT | app edits, ms per 1,000 (median) | table MB |",
@@ -243,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=40, help="measured executions per statement, round and variant")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--edits", type=int, default=2, help="batches of 1,000 app edits per round and variant")
+    parser.add_argument("--before", nargs="*", default=[], metavar="REV",
+                        help="also time claim_outbound as it was at these git revisions (created beside today's)")
     parser.add_argument("--write", action="store_true", help="write the docs/benchmarks.md section")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     args = parser.parse_args(argv)

@@ -35,37 +35,6 @@ $$;
 comment on function keap_pipeline.outbound_live_claims() is
     'The claim keys of the outbound pushers alive now (their advisory lock is held).';
 
--- The claim's candidates, fetched one row at a time from an open cursor (each fetched row is row-locked
--- by the cursor's FOR UPDATE SKIP LOCKED) until p_ids holds p_limit items: a row is taken when its
--- record's claim lock (class 'kprc', held to the end of the transaction) is free. Closes the cursor.
-create or replace function keap_pipeline.claim_candidates(p_candidates refcursor, p_ids uuid[], p_limit integer)
-returns uuid[]
-language plpgsql
-volatile
-set search_path = ''
-as $$
-declare
-    v_row record;
-    v_ids uuid[] := p_ids;
-begin
-    while pg_catalog.cardinality(v_ids) < p_limit loop
-        fetch p_candidates into v_row;
-        exit when not found;
-        if pg_catalog.pg_try_advisory_xact_lock(
-            1802531683,  -- 0x6B707263, 'kprc'
-            pg_catalog.hashtext(v_row.entity_type || ':' || v_row.entity_id::text)
-        ) then
-            v_ids := v_ids || v_row.id;
-        end if;
-    end loop;
-    close p_candidates;
-    return v_ids;
-end
-$$;
-
-comment on function keap_pipeline.claim_candidates(refcursor, uuid[], integer) is
-    'claim_outbound''s candidates: fetches one row at a time and keeps those whose record claim lock is free.';
-
 create or replace function keap_pipeline.claim_outbound(
     p_key integer,
     p_entity_types text[],
@@ -88,52 +57,64 @@ as $$
 declare
     v_live integer[];
     v_ids uuid[];
-    v_candidates refcursor;
+    v_tids tid[];
 begin
     if not keap_pipeline.is_ingestion() then
         raise exception 'claim_outbound runs as the Keap ingestion only (role keap_pipeline_ingest), not as %', current_user
             using errcode = '42501', hint = 'keap_pipeline.db.outbound opens its transactions with SET LOCAL ROLE keap_pipeline_ingest.';
     end if;
-    if not p_key = any (keap_pipeline.outbound_live_claims()) then
+    v_live := keap_pipeline.outbound_live_claims();
+    if not p_key = any (v_live) then
         raise exception 'claim_outbound: the pusher key % is not locked by this session', p_key
             using errcode = '55000', hint = 'Hold the pusher lock (keap_pipeline.db.outbound.pusher_lock) while claiming.';
     end if;
-    v_live := keap_pipeline.outbound_live_claims();
 
     -- 1. candidates, row-locked (SKIP LOCKED: another pusher's candidates are left to it), each with
-    --    its record's claim lock; a record another transaction is claiming right now is skipped.
-    --    In-flight items of dead pushers first (their outcome is in doubt), then pending ones.
-    --    The record lock is tried here, one fetched row at a time, never in the query's WHERE: there a
-    --    plan that scans and sorts (a small or freshly changed queue) evaluated it for every candidate
-    --    before the LIMIT, so one pusher's claim held the lock of every record and a second pusher's
-    --    claim found none (tests/outbound/test_push_concurrency.py on PostgreSQL 15).
-    -- An explicit cursor fetched one row at a time: a FOR loop over the query fetches rows in tens, and
-    -- each fetched row is row-locked, so a claim of 20 held 30 and left a second pusher none.
-    v_ids := '{}';
-    open v_candidates for
-        select q.id, q.entity_type, q.entity_id
+    --    its record's claim lock; a record another transaction is claiming right now is skipped (the
+    --    batch is that much smaller; the pusher claims again). In-flight items of dead pushers first
+    --    (their outcome is in doubt), then pending ones.
+    --    Exactly as many rows as the claim may take are row-locked: the LIMIT sits above the row
+    --    locks, so a plan that scans and sorts still locks only the rows it returns, and a second
+    --    pusher finds every other item free (tests/outbound/test_push_concurrency.py). The record lock
+    --    is tried on those rows only, after the LIMIT (a materialized CTE): in the query's WHERE, a plan
+    --    that scans and sorts evaluated it for every candidate, so one claim held the lock of every
+    --    record and a second pusher's claim found none.
+    with candidates as materialized (
+        select q.ctid, q.id, q.entity_type, q.entity_id
         from public.sync_queue as q
         where q.status = 'processing'
           and q.entity_type = any (p_entity_types)
           and not (q.claim_key = any (v_live))
         order by q.started_at
-        -- a bound for the planner (an ordered index scan that stops early); twice the claim leaves room
-        -- for records whose lock another claim holds right now
-        limit p_limit * 2
-        for update of q skip locked;
-    v_ids := keap_pipeline.claim_candidates(v_candidates, v_ids, p_limit);
+        limit p_limit
+        for update of q skip locked
+    )
+    select coalesce(pg_catalog.array_agg(c.id), '{}'), coalesce(pg_catalog.array_agg(c.ctid), '{}')
+    into v_ids, v_tids
+    from candidates as c
+    where pg_catalog.pg_try_advisory_xact_lock(
+        1802531683,  -- 0x6B707263, 'kprc'
+        pg_catalog.hashtext(c.entity_type || ':' || c.entity_id::text)
+    );
     if pg_catalog.cardinality(v_ids) < p_limit then
-        open v_candidates for
-            select q.id, q.entity_type, q.entity_id
+        with candidates as materialized (
+            select q.ctid, q.id, q.entity_type, q.entity_id
             from public.sync_queue as q
             where q.status = 'pending'
               and q.scheduled_at <= pg_catalog.now()
               and q.entity_type = any (p_entity_types)
               and (q.claim_key is null or not (q.claim_key = any (v_live)))
             order by q.priority, q.scheduled_at
-            limit (p_limit - pg_catalog.cardinality(v_ids)) * 2
-            for update of q skip locked;
-        v_ids := keap_pipeline.claim_candidates(v_candidates, v_ids, p_limit);
+            limit p_limit - pg_catalog.cardinality(v_ids)
+            for update of q skip locked
+        )
+        select v_ids || coalesce(pg_catalog.array_agg(c.id), '{}'), v_tids || coalesce(pg_catalog.array_agg(c.ctid), '{}')
+        into v_ids, v_tids
+        from candidates as c
+        where pg_catalog.pg_try_advisory_xact_lock(
+            1802531683,
+            pg_catalog.hashtext(c.entity_type || ':' || c.entity_id::text)
+        );
     end if;
 
     if v_ids is null or pg_catalog.cardinality(v_ids) = 0 then
@@ -141,14 +122,17 @@ begin
     end if;
 
     -- 2. a fresh snapshot (a new statement) that sees every claim committed before the record locks
-    --    above were granted: keep one item per record, and only records no live pusher holds
+    --    above were granted: keep one item per record, and only records no live pusher holds.
+    --    The candidates are read and updated by their row versions' ctid (a TID scan, not two primary
+    --    key descents per item): the row lock taken in 1 keeps each locked version where it is until
+    --    this transaction ends (nobody else may update or delete it, and this transaction has not).
     v_live := keap_pipeline.outbound_live_claims();
     return query
     with one_per_record as (
         select distinct on (q.entity_type, q.entity_id)
-               q.id, q.status = 'processing' as recovered, q.priority, q.scheduled_at
+               q.ctid as tid, q.id, q.status = 'processing' as recovered, q.priority, q.scheduled_at
         from public.sync_queue as q
-        where q.id = any (v_ids)
+        where q.ctid = any (v_tids)
           and not exists (
               select 1
               from public.sync_queue as o
@@ -161,7 +145,7 @@ begin
         order by q.entity_type, q.entity_id, (q.status = 'processing') desc, q.priority, q.scheduled_at
     ),
     mine as (
-        select r.id
+        select r.tid
         from one_per_record as r
         order by r.recovered desc, r.priority, r.scheduled_at
         limit p_limit
@@ -171,7 +155,7 @@ begin
         set claim_key = p_key,
             started_at = pg_catalog.now()
         from mine as m
-        where q.id = m.id
+        where q.ctid = m.tid
         returning q.id, q.entity_type::text, q.entity_id, q.operation::text, q.status::text, q.attempts,
                   q.max_attempts, q.status = 'processing' as recovered, q.priority, q.scheduled_at
     )
@@ -699,7 +683,6 @@ select keap_pipeline.define_outbound_entity('tags', 'public.sync_tags', 'keap_pi
 
 revoke execute on function keap_pipeline.outbound_live_claims() from public;
 revoke execute on function keap_pipeline.claim_outbound(integer, text[], integer) from public;
-revoke execute on function keap_pipeline.claim_candidates(refcursor, uuid[], integer) from public;
 revoke execute on function keap_pipeline.mark_outbound_in_flight(integer, jsonb) from public;
 revoke execute on function keap_pipeline.finish_outbound(integer, jsonb) from public;
 revoke execute on function keap_pipeline.mark_unsupported_outbound(text[], text) from public;
@@ -707,7 +690,6 @@ revoke execute on function keap_pipeline.retry_failed_outbound(text[]) from publ
 revoke execute on function keap_pipeline.define_outbound_entity(text, regclass, regclass) from public;
 grant execute on function keap_pipeline.outbound_live_claims() to keap_pipeline_ingest;
 grant execute on function keap_pipeline.claim_outbound(integer, text[], integer) to keap_pipeline_ingest;
-grant execute on function keap_pipeline.claim_candidates(refcursor, uuid[], integer) to keap_pipeline_ingest;
 grant execute on function keap_pipeline.mark_outbound_in_flight(integer, jsonb) to keap_pipeline_ingest;
 grant execute on function keap_pipeline.finish_outbound(integer, jsonb) to keap_pipeline_ingest;
 grant execute on function keap_pipeline.mark_unsupported_outbound(text[], text) to keap_pipeline_ingest;

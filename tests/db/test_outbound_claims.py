@@ -64,6 +64,21 @@ def test_a_row_locked_item_is_skipped_and_two_claimers_never_share_an_item(migra
     assert ids[0] not in got and len(got) == len(set(got)) == 29
 
 
+def test_an_open_claim_holds_only_the_items_it_took(migrated_database: str) -> None:
+    # a small queue: planned as a scan and a sort, where a row lock or record lock taken for every
+    # candidate (not only those returned) would leave a second pusher nothing while the first is open
+    url = migrated_database
+    ids = _contacts(url, 30)
+    with db.pusher_lock(url, "contacts", holder="a") as a, db.pusher_lock(url, "contacts", holder="b") as b:
+        with psycopg.connect(url) as conn, conn.transaction():
+            db.begin_push(conn, lock_timeout_seconds=5)
+            first = db.claim(conn, a.key, "sync_contacts", 10)
+            second = _claim(url, b, 20)  # while the first claim's transaction is still open
+            third = _claim(url, b, 20)
+    assert len(first) == 10 and len(second) == 20 and third == []
+    assert {c.entity_id for c in first} | {c.entity_id for c in second} == set(ids)
+
+
 def test_one_claim_per_record_and_dead_pushers_items_are_recovered(migrated_database: str) -> None:
     url = migrated_database
     [record] = _contacts(url, 1)

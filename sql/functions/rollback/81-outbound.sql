@@ -7,5 +7,4 @@ drop function if exists keap_pipeline.mark_unsupported_outbound(text[], text);
 drop function if exists keap_pipeline.finish_outbound(integer, jsonb);
 drop function if exists keap_pipeline.mark_outbound_in_flight(integer, jsonb);
 drop function if exists keap_pipeline.claim_outbound(integer, text[], integer);
-drop function if exists keap_pipeline.claim_candidates(refcursor, uuid[], integer);
 drop function if exists keap_pipeline.outbound_live_claims();
