@@ -72,16 +72,23 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
     if tg_op = 'INSERT' then
+        -- new contacts have no keys yet (their ids are new: sync_contacts' primary key), so the only
+        -- duplicates are within a row (a tag listed twice): DISTINCT, and a plain insert in key order
+        -- (ON CONFLICT's speculative insertion and random-order inserts cost the first load 32% more in
+        -- this trigger: docs/schema.md 91)
         execute $sql$
             insert into keap_pipeline.contact_lookup (key, contact_id)
-            select pg_catalog.md5('tag:' || t.value)::uuid, n.id
-            from new_rows as n
-            cross join lateral pg_catalog.jsonb_array_elements_text(n.tags) as t(value)
-            union all
-            select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, n.id
-            from new_rows as n
-            cross join lateral pg_catalog.jsonb_each(n.custom_fields) as f
-            on conflict do nothing
+            select distinct k.key, k.id
+            from (
+                select pg_catalog.md5('tag:' || t.value)::uuid as key, n.id
+                from new_rows as n
+                cross join lateral pg_catalog.jsonb_array_elements_text(n.tags) as t(value)
+                union all
+                select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, n.id
+                from new_rows as n
+                cross join lateral pg_catalog.jsonb_each(n.custom_fields) as f
+            ) as k
+            order by k.key, k.id
         $sql$;
     elsif tg_op = 'UPDATE' then
         execute $sql$
@@ -104,21 +111,26 @@ begin
             where l.key = gone.key
               and l.contact_id = gone.id
         $sql$;
+        -- in key order, as above; ON CONFLICT kept on this path (an update's rows are few; not measured)
         execute $sql$
             insert into keap_pipeline.contact_lookup (key, contact_id)
-            select pg_catalog.md5('tag:' || t.value)::uuid, n.id
-            from new_rows as n
-            join old_rows as o
-                on o.id = n.id
-               and o.tags is distinct from n.tags
-            cross join lateral pg_catalog.jsonb_array_elements_text(n.tags) as t(value)
-            union all
-            select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, n.id
-            from new_rows as n
-            join old_rows as o
-                on o.id = n.id
-               and o.custom_fields is distinct from n.custom_fields
-            cross join lateral pg_catalog.jsonb_each(n.custom_fields) as f
+            select k.key, k.id
+            from (
+                select pg_catalog.md5('tag:' || t.value)::uuid as key, n.id
+                from new_rows as n
+                join old_rows as o
+                    on o.id = n.id
+                   and o.tags is distinct from n.tags
+                cross join lateral pg_catalog.jsonb_array_elements_text(n.tags) as t(value)
+                union all
+                select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, n.id
+                from new_rows as n
+                join old_rows as o
+                    on o.id = n.id
+                   and o.custom_fields is distinct from n.custom_fields
+                cross join lateral pg_catalog.jsonb_each(n.custom_fields) as f
+            ) as k
+            order by k.key, k.id
             on conflict do nothing
         $sql$;
     else

@@ -106,6 +106,24 @@ def test_the_keys_follow_every_write_path(tagged: str) -> None:
     assert (stale, missing) == ({"n": 0}, {"n": 0})
 
 
+def test_a_tag_listed_twice_in_one_row_makes_one_key_and_loses_no_write(tagged: str) -> None:
+    # the insert path adds each row's keys once (DISTINCT, a plain insert: no ON CONFLICT to fall back on)
+    with api(tagged, BOB) as conn:
+        conn.execute(
+            "insert into public.sync_contacts (email, tags, custom_fields) values ('twice@app.example', '[\"6\", \"6\"]', '{}')"
+        )
+        assert len(_ids(conn, "select id from public.contacts_with_tag('6')")) == 1
+    ingest(tagged, [keap_contact(4, "2026-02-01T00:00:00.000Z", tag_ids=[6, 6, 7], custom_fields=[])])
+    with api(tagged, ADMIN) as conn:
+        assert len(_ids(conn, "select id from public.contacts_with_tag('6')")) == 2
+    with owner(tagged) as conn:
+        row = conn.execute(
+            "select count(*) as n from keap_pipeline.contact_lookup as l join public.sync_contacts as c on c.id = l.contact_id"
+            " where c.keap_id = '4' or c.email = 'twice@app.example'"
+        ).fetchone()
+    assert row == {"n": 3}  # tag 6 twice for each row, tag 7 once
+
+
 def test_the_key_is_the_json_text_of_the_value(tagged: str) -> None:
     with owner(tagged) as conn:
         key = conn.execute("select keap_pipeline.contact_lookup_key('field', '1', %s::jsonb) as k", (json.dumps("x"),)).fetchone()
