@@ -164,8 +164,8 @@ def one(conn: psycopg.Connection, identity: str, statement: str) -> tuple[float,
 def claim_at(conn: psycopg.Connection, revision: str) -> str:
     """claim_outbound as sql/functions/81-outbound.sql had it at `revision`, created beside today's (committed).
 
-    Returns the statement that calls it (timed like today's claim, in the same rounds): a change of the
-    function is measured side by side in one run, on the same table states.
+    Returns the new function's name (timed like today's claim, in the same rounds: a change of the
+    function is measured side by side in one run, on the same table states; dropped at the end).
     """
     text = subprocess.run(  # noqa: S603 - git, our own arguments
         ["git", "show", f"{revision}:sql/functions/81-outbound.sql"],  # noqa: S607
@@ -176,7 +176,7 @@ def claim_at(conn: psycopg.Connection, revision: str) -> str:
     name = "claim_outbound_" + "".join(c for c in revision if c.isalnum())[:12]
     conn.execute(body.replace("keap_pipeline.claim_outbound(", f"keap_pipeline.{name}(", 1))  # type: ignore[arg-type]  # git's text of our own file
     conn.execute(f"grant execute on function keap_pipeline.{name}(integer, text[], integer) to keap_pipeline_ingest")  # type: ignore[arg-type]
-    return f"select * from keap_pipeline.{name}(16, array['sync_contacts'], 100)"  # noqa: S608 - 16: KEY
+    return name
 
 
 def measure(url: str, args: argparse.Namespace) -> tuple[list[Result], dict[str, object]]:
@@ -190,8 +190,11 @@ def measure(url: str, args: argparse.Namespace) -> tuple[list[Result], dict[str,
         lock.execute("select pg_catalog.pg_advisory_lock(%s, %s)", (PUSHER_LOCK_CLASS, KEY))
         found = current_state(conn)
         ids = app_edit_ids(conn, app_edits.rows)
-        for revision in args.before:
-            statements[f"claim_outbound at {revision}"] = ("ingest", claim_at(conn, revision))
+        earlier = {revision: claim_at(conn, revision) for revision in args.before}
+        for revision, name in earlier.items():
+            statements[f"claim_outbound at {revision}"] = (
+                "ingest", f"select * from keap_pipeline.{name}(16, array['sync_contacts'], 100)",  # noqa: S608 - 16: KEY
+            )
         meta: dict[str, object] = {
             "machine": machine(), "server": server_version(url), "revision": git_revision(),
             "load_before": os.getloadavg(), "found": asdict(found),
@@ -222,9 +225,8 @@ def measure(url: str, args: argparse.Namespace) -> tuple[list[Result], dict[str,
                     log.info("round %d %s: %s", r, name, {k: f"p50 {Timings(v).p50:.2f} p95 {Timings(v).p95:.2f}"
                                                           for k, v in res.ms.items()})
         finally:
-            for label, (_, statement) in statements.items():
-                if label not in STATEMENTS:
-                    conn.execute(f"drop function if exists {statement.split(' from ', 1)[1].split('(', 1)[0]}(integer, text[], integer)")  # type: ignore[arg-type]
+            for name in earlier.values():
+                conn.execute(f"drop function if exists keap_pipeline.{name}(integer, text[], integer)")  # type: ignore[arg-type]
             switch(conn, found)
             conn.execute("alter table public.sync_queue reset (autovacuum_enabled)")
         meta["load_after"] = os.getloadavg()

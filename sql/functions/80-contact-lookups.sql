@@ -74,8 +74,8 @@ begin
     if tg_op = 'INSERT' then
         -- new contacts have no keys yet (their ids are new: sync_contacts' primary key), so the only
         -- duplicates are within a row (a tag listed twice): DISTINCT, and a plain insert in key order
-        -- (ON CONFLICT's speculative insertion and random-order inserts cost the first load 32% more in
-        -- this trigger: docs/schema.md 91)
+        -- (with ON CONFLICT's speculative insertion, in arrival order, these inserts took 1.5x as long:
+        -- docs/schema.md 91)
         execute $sql$
             insert into keap_pipeline.contact_lookup (key, contact_id)
             select distinct k.key, k.id

@@ -147,7 +147,8 @@ begin
     mine as (
         select r.tid
         from one_per_record as r
-        order by r.recovered desc, r.priority, r.scheduled_at
+        -- items due at the same moment in the order they were queued (ids are time-ordered)
+        order by r.recovered desc, r.priority, r.scheduled_at, r.id
         limit p_limit
     ),
     claimed as (
@@ -161,7 +162,7 @@ begin
     )
     select c.id, c.entity_type, c.entity_id, c.operation, c.status, c.attempts, c.max_attempts, c.recovered
     from claimed as c
-    order by c.recovered desc, c.priority, c.scheduled_at;
+    order by c.recovered desc, c.priority, c.scheduled_at, c.id;
 end
 $$;
 

@@ -35,8 +35,12 @@ def test_an_app_created_tag_gets_its_keap_id_and_comes_back_unchanged(synced: tu
 def test_tag_update_and_delete(synced: tuple[SandboxHandle, str]) -> None:
     handle, url = _tags_synced(synced)
     assert handle.state is not None
+    # two transactions: the rename is queued (scheduled) before the delete, and is sent first; in one
+    # transaction both would be due at the same moment, and their order would be that of their ids,
+    # which are time-ordered to the millisecond only
     with app(url, ADMIN) as conn:
         conn.execute("update public.sync_tags set name = 'Renamed tag' where keap_id = '2'")
+    with app(url, ADMIN) as conn:
         conn.execute("update public.sync_tags set deleted_at = now() where keap_id = '3'")
     report = push_now(handle, url, entities=["tags"])
     assert report.updated == 1 and report.deleted == 1, report.summary()
