@@ -56,7 +56,6 @@ set search_path = ''
 as $$
 declare
     v_live integer[];
-    v_ids uuid[];
     v_tids tid[];
 begin
     if not keap_pipeline.is_ingestion() then
@@ -80,7 +79,7 @@ begin
     --    that scans and sorts evaluated it for every candidate, so one claim held the lock of every
     --    record and a second pusher's claim found none.
     with candidates as materialized (
-        select q.ctid, q.id, q.entity_type, q.entity_id
+        select q.ctid, q.entity_type, q.entity_id
         from public.sync_queue as q
         where q.status = 'processing'
           and q.entity_type = any (p_entity_types)
@@ -89,27 +88,25 @@ begin
         limit p_limit
         for update of q skip locked
     )
-    select coalesce(pg_catalog.array_agg(c.id), '{}'), coalesce(pg_catalog.array_agg(c.ctid), '{}')
-    into v_ids, v_tids
+    select coalesce(pg_catalog.array_agg(c.ctid), '{}') into v_tids
     from candidates as c
     where pg_catalog.pg_try_advisory_xact_lock(
         1802531683,  -- 0x6B707263, 'kprc'
         pg_catalog.hashtext(c.entity_type || ':' || c.entity_id::text)
     );
-    if pg_catalog.cardinality(v_ids) < p_limit then
+    if pg_catalog.cardinality(v_tids) < p_limit then
         with candidates as materialized (
-            select q.ctid, q.id, q.entity_type, q.entity_id
+            select q.ctid, q.entity_type, q.entity_id
             from public.sync_queue as q
             where q.status = 'pending'
               and q.scheduled_at <= pg_catalog.now()
               and q.entity_type = any (p_entity_types)
               and (q.claim_key is null or not (q.claim_key = any (v_live)))
             order by q.priority, q.scheduled_at
-            limit p_limit - pg_catalog.cardinality(v_ids)
+            limit p_limit - pg_catalog.cardinality(v_tids)
             for update of q skip locked
         )
-        select v_ids || coalesce(pg_catalog.array_agg(c.id), '{}'), v_tids || coalesce(pg_catalog.array_agg(c.ctid), '{}')
-        into v_ids, v_tids
+        select v_tids || coalesce(pg_catalog.array_agg(c.ctid), '{}') into v_tids
         from candidates as c
         where pg_catalog.pg_try_advisory_xact_lock(
             1802531683,
@@ -117,7 +114,7 @@ begin
         );
     end if;
 
-    if v_ids is null or pg_catalog.cardinality(v_ids) = 0 then
+    if pg_catalog.cardinality(v_tids) = 0 then
         return;
     end if;
 
