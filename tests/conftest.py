@@ -61,6 +61,9 @@ def pg_server_url() -> Iterator[str]:
     # Not under pytest's basetemp: pytest prunes old basetemps, and a concurrent pytest run
     # would delete this server's data directory under it.
     home = Path(tempfile.mkdtemp(prefix="keap-pipeline-test-"))
+    # Any free port, not the default one: pytest-xdist workers start their servers at the same
+    # moment, and the default port would be free to each of them when probed.
+    (home / "pg.port").write_text("0")
     server = embedded.start(home)
     try:
         yield server.url

@@ -165,16 +165,50 @@ def start(home: Path | None = None) -> EmbeddedServer:
             [_bin("initdb"), "-D", str(pgdata), "--auth=trust", "--encoding=UTF8",
              "--locale=C.UTF-8", "-U", "postgres"]
         )
-    port = _free_port(server.port)
-    (home / "pg.port").write_text(str(port))
-    options = " ".join(f"-c {key}={value}" for key, value in SERVER_SETTINGS.items())
-    options += f" -p {port} -k {pgdata}"
-    log.info("starting embedded PostgreSQL on 127.0.0.1:%s", port)
-    _run_as_owner(
-        [_bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "-l", str(pgdata / "server.log"),
-         "-o", options, "start"]
-    )
-    return EmbeddedServer(pgdata=pgdata, port=port)
+    preferred = server.port
+    for attempt in range(_START_ATTEMPTS):
+        port = _free_port(preferred)
+        (home / "pg.port").write_text(str(port))
+        options = " ".join(f"-c {key}={value}" for key, value in SERVER_SETTINGS.items())
+        options += f" -p {port} -k {pgdata}"
+        log.info("starting embedded PostgreSQL on 127.0.0.1:%s", port)
+        log_size = _size(pgdata / "server.log")
+        try:
+            _run_as_owner(
+                [_bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "-l", str(pgdata / "server.log"),
+                 "-o", options, "start"]
+            )
+        except EmbeddedServerError:
+            # free when probed, taken before the postmaster bound it (another server starting at the
+            # same moment, such as a second home's or a parallel test worker's): another free port
+            if attempt + 1 < _START_ATTEMPTS and _lost_the_port(pgdata / "server.log", log_size):
+                log.info("port %s was taken while the server started; trying another", port)
+                preferred = 0
+                continue
+            raise
+        return EmbeddedServer(pgdata=pgdata, port=port)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+_START_ATTEMPTS = 3
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _lost_the_port(log_path: Path, offset: int) -> bool:
+    """Whether the server's log, from `offset` on (this start's lines), says its port was in use."""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(offset)
+            text = f.read(64 * 1024).decode("utf-8", "replace")
+    except OSError:
+        return False
+    return "could not bind" in text or "Address already in use" in text
 
 
 def stop(home: Path | None = None) -> bool:
