@@ -60,94 +60,74 @@ revoke all on function keap_pipeline.contact_lookup_keys(jsonb, jsonb) from publ
 
 -- SECURITY DEFINER: app users' writes must keep a table they cannot read (as the audit trigger does);
 -- a trigger function cannot be called directly. The keys are contact_lookup_keys(tags, custom_fields)
--- written out: a function call per key would cost more than the rest of the trigger (the tests check
--- that the two agree). Updates touch the keys of rows whose tags or custom fields changed only. EXECUTE,
--- as in trigger_sync_on_update: a plan cached for an empty transition table made later large updates
--- quadratic (tests/db/test_sync_triggers.py).
+-- written out once, as the lateral join c_keys that each statement below formats: a SET clause (the
+-- search_path above) keeps the planner from inlining a SQL function, so calling the functions would
+-- cost a call per key, 2.1x the statement (docs/schema.md 92); the tests check that the two agree.
+-- Updates touch the keys of rows whose tags or custom fields changed only (NULL for the other: it
+-- has no keys). EXECUTE, as in trigger_sync_on_update: a plan cached for an empty transition table
+-- made later large updates quadratic (tests/db/test_sync_triggers.py).
 create or replace function keap_pipeline.maintain_contact_lookup()
 returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    -- %1$s: a row's tags (a jsonb array of tag ids), %2$s: its custom fields (a jsonb object)
+    c_keys constant text := $k$
+        cross join lateral (
+            select pg_catalog.md5('tag:' || t.value)::uuid
+            from pg_catalog.jsonb_array_elements_text(%1$s) as t(value)
+            union all
+            select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid
+            from pg_catalog.jsonb_each(%2$s) as f
+        ) as k(key)
+    $k$;
+    -- an update's rows whose tags or custom fields changed, and of each only what changed
+    c_changed constant text := $c$
+        from old_rows as o
+        join new_rows as n
+            on n.id = o.id
+           and (n.tags is distinct from o.tags or n.custom_fields is distinct from o.custom_fields)
+    $c$;
 begin
     if tg_op = 'INSERT' then
         -- new contacts have no keys yet (their ids are new: sync_contacts' primary key), so the only
         -- duplicates are within a row (a tag listed twice): DISTINCT, and a plain insert in key order
         -- (with ON CONFLICT's speculative insertion, in arrival order, these inserts took 1.5x as long:
         -- docs/schema.md 91)
-        execute $sql$
+        execute format($sql$
             insert into keap_pipeline.contact_lookup (key, contact_id)
-            select distinct k.key, k.id
-            from (
-                select pg_catalog.md5('tag:' || t.value)::uuid as key, n.id
-                from new_rows as n
-                cross join lateral pg_catalog.jsonb_array_elements_text(n.tags) as t(value)
-                union all
-                select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, n.id
-                from new_rows as n
-                cross join lateral pg_catalog.jsonb_each(n.custom_fields) as f
-            ) as k
-            order by k.key, k.id
-        $sql$;
+            select distinct k.key, n.id
+            from new_rows as n
+            %s
+            order by k.key, n.id
+        $sql$, format(c_keys, 'n.tags', 'n.custom_fields'));
     elsif tg_op = 'UPDATE' then
-        execute $sql$
+        execute format($sql$
             delete from keap_pipeline.contact_lookup as l
-            using (
-                select pg_catalog.md5('tag:' || t.value)::uuid as key, o.id
-                from old_rows as o
-                join new_rows as n
-                    on n.id = o.id
-                   and n.tags is distinct from o.tags
-                cross join lateral pg_catalog.jsonb_array_elements_text(o.tags) as t(value)
-                union all
-                select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, o.id
-                from old_rows as o
-                join new_rows as n
-                    on n.id = o.id
-                   and n.custom_fields is distinct from o.custom_fields
-                cross join lateral pg_catalog.jsonb_each(o.custom_fields) as f
-            ) as gone
+            using (select k.key, o.id %s %s) as gone
             where l.key = gone.key
               and l.contact_id = gone.id
-        $sql$;
+        $sql$, c_changed, format(c_keys,
+            'case when n.tags is distinct from o.tags then o.tags end',
+            'case when n.custom_fields is distinct from o.custom_fields then o.custom_fields end'));
         -- in key order, as above; ON CONFLICT kept on this path (an update's rows are few; not measured)
-        execute $sql$
+        execute format($sql$
             insert into keap_pipeline.contact_lookup (key, contact_id)
-            select k.key, k.id
-            from (
-                select pg_catalog.md5('tag:' || t.value)::uuid as key, n.id
-                from new_rows as n
-                join old_rows as o
-                    on o.id = n.id
-                   and o.tags is distinct from n.tags
-                cross join lateral pg_catalog.jsonb_array_elements_text(n.tags) as t(value)
-                union all
-                select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, n.id
-                from new_rows as n
-                join old_rows as o
-                    on o.id = n.id
-                   and o.custom_fields is distinct from n.custom_fields
-                cross join lateral pg_catalog.jsonb_each(n.custom_fields) as f
-            ) as k
-            order by k.key, k.id
+            select k.key, n.id %s %s
+            order by k.key, n.id
             on conflict do nothing
-        $sql$;
+        $sql$, c_changed, format(c_keys,
+            'case when n.tags is distinct from o.tags then n.tags end',
+            'case when n.custom_fields is distinct from o.custom_fields then n.custom_fields end'));
     else
-        execute $sql$
+        execute format($sql$
             delete from keap_pipeline.contact_lookup as l
-            using (
-                select pg_catalog.md5('tag:' || t.value)::uuid as key, o.id
-                from old_rows as o
-                cross join lateral pg_catalog.jsonb_array_elements_text(o.tags) as t(value)
-                union all
-                select pg_catalog.md5('field:' || f.key || '=' || f.value::text)::uuid, o.id
-                from old_rows as o
-                cross join lateral pg_catalog.jsonb_each(o.custom_fields) as f
-            ) as gone
+            using (select k.key, o.id from old_rows as o %s) as gone
             where l.key = gone.key
               and l.contact_id = gone.id
-        $sql$;
+        $sql$, format(c_keys, 'o.tags', 'o.custom_fields'));
     end if;
     return null;
 end

@@ -8,6 +8,7 @@ import uuid
 import psycopg
 import pytest
 
+from tests.db.identities import claims_for
 from tests.security.conftest import ADMIN, ALICE, BOB, MALLORY, api, ingest, keap_contact, owner
 
 TAGGED = {"tag_ids": [5, 7], "custom_fields": [{"id": "1", "content": "Google Ads"}, {"id": "3", "content": 42}]}
@@ -79,6 +80,14 @@ def test_the_keys_follow_every_write_path(tagged: str) -> None:
         conn.execute("update public.sync_contacts set tags = '[\"9\"]' where email = 'alice1@app.example'")
         assert _ids(conn, "select id from public.contacts_with_tag('5')") == []
         assert len(_ids(conn, "select id from public.contacts_with_tag('9')")) == 1
+    # then of a custom field only, then of neither: the keys of what did not change stay
+    with api(tagged, ALICE) as conn:
+        conn.execute("update public.sync_contacts set custom_fields = '{\"1\": \"Newsletter\"}' where email = 'alice1@app.example'")
+        assert len(_ids(conn, "select id from public.contacts_by_custom_field('1', '\"Newsletter\"')")) == 1
+        assert len(_ids(conn, "select id from public.contacts_with_tag('9')")) == 1
+        conn.execute("update public.sync_contacts set first_name = 'Al' where email = 'alice1@app.example'")
+        assert len(_ids(conn, "select id from public.contacts_with_tag('9')")) == 1
+        assert len(_ids(conn, "select id from public.contacts_by_custom_field('1', '\"Newsletter\"')")) == 1
     # the ingestion: a re-sync where Keap moved contact 1 from tag 5 to 8 and changed a field
     moved = {"tag_ids": [8], "custom_fields": [{"id": "1", "content": "Referral"}]}
     ingest(tagged, [keap_contact(1, "2026-03-01T00:00:00.000Z", **moved)])
@@ -131,6 +140,33 @@ def test_the_key_is_the_json_text_of_the_value(tagged: str) -> None:
         tag = conn.execute("select keap_pipeline.contact_lookup_key('tag', '5', null) = md5('tag:5')::uuid as same").fetchone()
     assert key == same
     assert tag == {"same": True}
+
+
+def test_a_callers_search_path_cannot_change_the_keys(tagged: str) -> None:
+    # the attack: a role that may create a schema (a mis-granted project) shadows md5 and
+    # jsonb_array_elements_text ahead of pg_catalog, then writes a contact and looks it up; the key
+    # functions and the trigger set search_paths of their own
+    with psycopg.connect(tagged) as conn:
+        conn.execute("create schema evil")
+        conn.execute("create function evil.md5(text) returns text language sql as $$ select repeat('0', 32) $$")
+        conn.execute("create function evil.jsonb_array_elements_text(jsonb) returns setof text language sql as $$ select '666' $$")
+        conn.execute("grant usage on schema evil to authenticated")
+        conn.execute("set local search_path = evil, pg_catalog, public")
+        conn.execute("set local role authenticated")
+        conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims_for(BOB, "authenticated")),))
+        assert conn.execute("select md5('tag:9')").fetchone() == ("0" * 32,), "the shadow is in front"
+        conn.execute("insert into public.sync_contacts (email, tags) values ('shadow@app.example', '[\"9\"]')")
+        found = _ids(conn, "select id from public.contacts_with_tag('9')")
+        assert len(found) == 1 and _ids(conn, "select id from public.contacts_with_tag('666')") == []
+        conn.execute("reset role")
+        keys = conn.execute(
+            "select l.key = pg_catalog.md5('tag:9')::uuid from keap_pipeline.contact_lookup as l where l.contact_id = %s",
+            (found[0],),
+        ).fetchall()
+        assert keys == [(True,)]
+        same = conn.execute("select keap_pipeline.contact_lookup_key('tag', '9', null) = pg_catalog.md5('tag:9')::uuid").fetchone()
+        assert same == (True,)
+        conn.rollback()
 
 
 @pytest.fixture
