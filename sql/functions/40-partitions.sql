@@ -11,6 +11,9 @@
 -- would take ACCESS EXCLUSIVE). Rows already caught by the DEFAULT partition for that month are moved
 -- into the new partition first (ATTACH would otherwise fail on them). The function-level lock_timeout
 -- makes it give up rather than queue behind a long transaction holding the DEFAULT partition.
+-- A month is a UTC month, whatever the caller's TimeZone (the function's own; docs/schema.md 93): where
+-- a partition that an earlier text made in another zone ends or starts within a day of the month's
+-- bounds, the new partition meets it there (neither overlap, which ATTACH refuses, nor a gap).
 create or replace function public.create_monthly_partition(p_month date default current_date)
 returns setof text
 language plpgsql
@@ -18,14 +21,19 @@ volatile
 security invoker
 set search_path = ''
 set lock_timeout = '5s'
+set timezone = 'UTC'
+set datestyle = 'ISO, YMD'
 as $$
 declare
     v_offset integer;
     v_start date;
-    v_end date;
     v_name text;
     v_relid oid;
     v_moved bigint;
+    v_lo timestamptz;
+    v_hi timestamptz;
+    v_prev_end timestamptz;
+    v_next_start timestamptz;
 begin
     if p_month is null then
         raise exception 'create_monthly_partition: p_month is NULL'
@@ -34,7 +42,8 @@ begin
 
     for v_offset in 0..3 loop
         v_start := (pg_catalog.date_trunc('month', p_month::timestamp) + pg_catalog.make_interval(months => v_offset))::date;
-        v_end := (v_start + interval '1 month')::date;
+        v_lo := v_start::timestamp at time zone 'UTC';
+        v_hi := (v_start + interval '1 month') at time zone 'UTC';
         v_name := 'sync_audit_log_' || pg_catalog.to_char(v_start, 'YYYY_MM');
         v_relid := pg_catalog.to_regclass('keap_pipeline.' || pg_catalog.quote_ident(v_name));
 
@@ -51,6 +60,26 @@ begin
             continue;
         end if;
 
+        -- the neighbours' bounds (pg_get_expr prints them in this function's zone and style, read back alike)
+        select max(b.bound[2]::timestamptz) filter (
+                   where b.bound[2]::timestamptz > v_lo - interval '1 day' and b.bound[2]::timestamptz < v_lo + interval '1 day'),
+               min(b.bound[1]::timestamptz) filter (
+                   where b.bound[1]::timestamptz > v_hi - interval '1 day' and b.bound[1]::timestamptz < v_hi + interval '1 day')
+        into v_prev_end, v_next_start
+        from (
+            select pg_catalog.regexp_match(
+                       pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                       $re$^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$re$
+                   ) as bound
+            from pg_catalog.pg_inherits as i
+            join pg_catalog.pg_class as c
+                on c.oid = i.inhrelid
+            where i.inhparent = 'public.sync_audit_log'::regclass
+        ) as b
+        where b.bound is not null;
+        v_lo := coalesce(v_prev_end, v_lo);
+        v_hi := coalesce(v_next_start, v_hi);
+
         execute pg_catalog.format(
             'create table keap_pipeline.%I (like public.sync_audit_log including defaults including constraints)',
             v_name
@@ -60,7 +89,7 @@ begin
         execute pg_catalog.format('revoke all on table keap_pipeline.%I from public', v_name);
         execute pg_catalog.format(
             'alter table keap_pipeline.%I add constraint %I check (created_at >= %L::timestamptz and created_at < %L::timestamptz)',
-            v_name, v_name || '_bounds', v_start, v_end
+            v_name, v_name || '_bounds', v_lo, v_hi
         );
 
         -- Rows of this month that landed in DEFAULT move into the new partition. ATTACH would take this
@@ -75,7 +104,7 @@ begin
              )
              insert into keap_pipeline.%3$I
              select * from moved',
-            v_start, v_end, v_name
+            v_lo, v_hi, v_name
         );
         get diagnostics v_moved = row_count;
         if v_moved > 0 then
@@ -85,7 +114,7 @@ begin
 
         execute pg_catalog.format(
             'alter table public.sync_audit_log attach partition keap_pipeline.%I for values from (%L) to (%L)',
-            v_name, v_start::timestamptz, v_end::timestamptz
+            v_name, v_lo, v_hi
         );
         -- the bounds constraint only served the attach; the partition constraint now does its job
         execute pg_catalog.format('alter table keap_pipeline.%I drop constraint %I', v_name, v_name || '_bounds');
@@ -108,6 +137,7 @@ volatile
 security invoker
 set search_path = ''
 set lock_timeout = '5s'
+set timezone = 'UTC'
 as $$
 declare
     v_months integer;

@@ -146,3 +146,46 @@ def test_rolling_back_15_keeps_every_audit_row_in_default(migrated_database: str
         # re-applying 15 moves the row back into its month
         assert conn.execute("select count(*) from keap_pipeline.sync_audit_log_default").fetchone() == (0,)
         assert conn.execute("select count(*) from public.sync_audit_log").fetchone() == (1,)
+
+
+def _bounds(conn: psycopg.Connection, name: str) -> str:
+    conn.execute("set local timezone = 'UTC'")
+    row = conn.execute(
+        "select pg_get_expr(c.relpartbound, c.oid) from pg_catalog.pg_class c where c.oid = %s::regclass",
+        (f"keap_pipeline.{name}",),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Pacific/Kiritimati", "Asia/Kathmandu"])
+def test_a_month_is_a_utc_month_whatever_the_callers_time_zone(db: psycopg.Connection, zone: str) -> None:
+    # a caller in another zone (psql with PGTZ, a server whose TimeZone is local) used to get that zone's
+    # months: the next UTC caller's partition then overlapped it, and ATTACH failed every month after
+    db.execute("select set_config('timezone', %s, true)", (zone,))
+    created = [r[0] for r in db.execute("select * from public.create_monthly_partition('2041-03-01')")]
+    assert created[0] == "sync_audit_log_2041_03"
+    assert _bounds(db, "sync_audit_log_2041_03") == "FOR VALUES FROM ('2041-03-01 00:00:00+00') TO ('2041-04-01 00:00:00+00')"
+    db.execute("select set_config('timezone', %s, true)", (zone,))
+    assert _audit_row(db, "2041-03-31 23:59:59+00") == "keap_pipeline.sync_audit_log_2041_03"
+    assert _audit_row(db, "2041-04-01 00:00:00+00") == "keap_pipeline.sync_audit_log_2041_04"
+    assert db.execute("select current_setting('timezone')").fetchone() == (zone,), "the caller's zone is left as it was"
+
+
+def test_a_month_meets_the_partitions_an_earlier_zone_made(db: psycopg.Connection) -> None:
+    # partitions an earlier text made in New York (05:00 UTC bounds), before and after a missing month
+    for name, lo, hi in (("2042_01", "2042-01-01", "2042-02-01"), ("2042_03", "2042-03-01", "2042-04-01")):
+        db.execute(
+            f"create table keap_pipeline.sync_audit_log_{name} partition of public.sync_audit_log"
+            f" for values from ('{lo} 00:00-05') to ('{hi} 00:00-05')"
+        )
+    db.execute("set local timezone = 'UTC'")
+    created = [r[0] for r in db.execute("select * from public.create_monthly_partition('2042-02-01')")]
+    assert created == ["sync_audit_log_2042_02", "sync_audit_log_2042_04", "sync_audit_log_2042_05"]
+    # February fills the gap exactly; April starts where March ends, May is a plain UTC month
+    assert _bounds(db, "sync_audit_log_2042_02") == "FOR VALUES FROM ('2042-02-01 05:00:00+00') TO ('2042-03-01 05:00:00+00')"
+    assert _bounds(db, "sync_audit_log_2042_04") == "FOR VALUES FROM ('2042-04-01 05:00:00+00') TO ('2042-05-01 00:00:00+00')"
+    assert _bounds(db, "sync_audit_log_2042_05") == "FOR VALUES FROM ('2042-05-01 00:00:00+00') TO ('2042-06-01 00:00:00+00')"
+    assert _audit_row(db, "2042-02-01 04:59:59+00") == "keap_pipeline.sync_audit_log_2042_01"
+    assert _audit_row(db, "2042-02-01 05:00:00+00") == "keap_pipeline.sync_audit_log_2042_02"
+    assert _audit_row(db, "2042-04-30 23:59:59+00") == "keap_pipeline.sync_audit_log_2042_04"
