@@ -8,6 +8,8 @@ from keap_pipeline.defs.keap import KeapResource
 from keap_pipeline.defs.maintenance import (
     audit_partitions_job,
     audit_partitions_schedule,
+    queue_retention_job,
+    queue_retention_schedule,
     vacuum_analyze_job,
     vacuum_analyze_schedule,
 )
@@ -25,8 +27,8 @@ defs = Definitions.merge(
     outbound_definitions(),
     Definitions(
         assets=[sync_schema],
-        jobs=[audit_partitions_job, vacuum_analyze_job],
-        schedules=[audit_partitions_schedule, vacuum_analyze_schedule],
+        jobs=[audit_partitions_job, vacuum_analyze_job, queue_retention_job],
+        schedules=[audit_partitions_schedule, vacuum_analyze_schedule, queue_retention_schedule],
         resources={
             # No URL here: the resource resolves KEAP_PIPELINE_DATABASE_URL (or the embedded
             # server) when a run starts, never at import.

@@ -137,15 +137,22 @@ def _materialize(
 
 
 def _chores(database_url: str) -> list[str]:
-    """Run audit_partitions_job and vacuum_analyze_job in the shared instance; their results in words."""
+    """Run the database chores' jobs in the shared instance; their results in words."""
     from dagster import DagsterInstance
 
-    from keap_pipeline.defs.maintenance import audit_partitions_job, vacuum_analyze_job
+    from keap_pipeline.defs.maintenance import (
+        audit_partitions_job,
+        queue_retention_job,
+        vacuum_analyze_job,
+    )
     from keap_pipeline.defs.resources import PostgresResource
 
     lines: list[str] = []
     resources = {"postgres": PostgresResource(database_url=database_url)}
-    for job_def, op_name in ((audit_partitions_job, "audit_partitions_op"), (vacuum_analyze_job, "vacuum_analyze_op")):
+    for job_def, op_name in (
+        (audit_partitions_job, "audit_partitions_op"), (vacuum_analyze_job, "vacuum_analyze_op"),
+        (queue_retention_job, "queue_retention_op"),
+    ):
         result = job_def.execute_in_process(resources=resources, instance=DagsterInstance.get(), raise_on_error=False)
         lines.append(f"{job_def.name}: {'succeeded' if result.success else 'FAILED'}")
         if result.success:

@@ -1,4 +1,4 @@
-"""`keap-pipeline maintain partitions|vacuum`: the database chores of the Dagster jobs, from the command line."""
+"""`keap-pipeline maintain partitions|vacuum|queue`: the database chores of the Dagster jobs, from the command line."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ def _cmd_vacuum(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_queue(args: argparse.Namespace) -> int:
+    from keap_pipeline.db.connect import connect, resolve_database_url
+
+    with connect(resolve_database_url(args.database_url)) as conn:
+        report = maintenance.purge_queue(conn, keep_days=args.keep_days, dry_run=args.dry_run)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -48,12 +58,12 @@ def _positive(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `maintain partitions` and `maintain vacuum` to the keap-pipeline parser."""
+    """Add `maintain partitions`, `maintain vacuum` and `maintain queue` to the keap-pipeline parser."""
     url_help = "PostgreSQL URL; default KEAP_PIPELINE_DATABASE_URL, else the embedded server"
     p = sub.add_parser(
         "maintain",
-        help="database chores: audit partitions ahead, VACUUM (ANALYZE) (the Dagster jobs' code)",
-        description="The chores of audit_partitions_job and vacuum_analyze_job, with the same code and output.",
+        help="database chores: audit partitions ahead, VACUUM (ANALYZE), queue history (the Dagster jobs' code)",
+        description="The chores of audit_partitions_job, vacuum_analyze_job and queue_retention_job, with the same code and output.",
     )
     chores = p.add_subparsers(dest="chore", required=True)
 
@@ -80,3 +90,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help=f"wait this long for a table's lock, then skip it (default {maintenance.DEFAULT_LOCK_TIMEOUT}; e.g. 500ms)")
     c.add_argument("--database-url", metavar="URL", help=url_help)
     c.set_defaults(func=_cmd_vacuum)
+
+    c = chores.add_parser(
+        "queue",
+        help="purge sync_queue's history: items completed or cancelled more than N days ago (errors are kept)",
+    )
+    c.add_argument("--keep-days", type=_positive, default=maintenance.DEFAULT_QUEUE_KEEP_DAYS, metavar="N",
+                   help=f"keep items finished within N days (default {maintenance.DEFAULT_QUEUE_KEEP_DAYS})")
+    c.add_argument("--dry-run", action="store_true", help="count what would be purged, change nothing")
+    c.add_argument("--database-url", metavar="URL", help=url_help)
+    c.set_defaults(func=_cmd_queue)

@@ -1,4 +1,4 @@
-"""Database maintenance shared by Dagster and the CLI: audit partitions ahead, DEFAULT rows home, retention, VACUUM."""
+"""Database maintenance shared by Dagster and the CLI: audit partitions ahead, DEFAULT rows home, retention, VACUUM, queue history."""
 
 from __future__ import annotations
 
@@ -86,9 +86,9 @@ def _partition_months(conn: psycopg.Connection) -> list[date]:
 
 def _default_months(conn: psycopg.Connection) -> dict[date, int]:
     # The DEFAULT partition is small by design (it only holds months nobody made a partition for).
-    # Months in the session's time zone: create_monthly_partition casts its bounds in that zone too.
+    # UTC months, as create_monthly_partition makes them (docs/schema.md 93).
     rows = conn.execute(
-        "select date_trunc('month', created_at)::date, count(*)"
+        "select date_trunc('month', created_at at time zone 'UTC')::date, count(*)"
         " from keap_pipeline.sync_audit_log_default group by 1"
     ).fetchall()
     return {r[0]: int(r[1]) for r in rows}
@@ -146,7 +146,7 @@ def audit_partitions(
     if retention_months is not None and retention_months < 1:
         raise MaintenanceError("retention_months must be 1 or more (leave it unset to keep everything)")
     if today is None:
-        row = conn.execute("select current_date").fetchone()
+        row = conn.execute("select (pg_catalog.now() at time zone 'UTC')::date").fetchone()
         assert row is not None
         today = row[0]
     current = _month(today)
@@ -209,6 +209,90 @@ def audit_partitions(
     if planned:
         report.newest_month = f"{max(planned):%Y-%m}"
         report.oldest_month = f"{min(planned):%Y-%m}"
+    return report
+
+
+# sync_queue items that are history: sent (completed) or superseded by a newer item (cancelled). Items in
+# error, held or unsupported wait for an operator and are never purged; pending and processing are work.
+QUEUE_DONE_STATUSES: tuple[str, ...] = ("completed", "cancelled")
+DEFAULT_QUEUE_KEEP_DAYS = 30
+# Blocks of sync_queue per purge transaction (a TID range: one pass over the table whatever its size,
+# no index needed; at fillfactor 50 about 2,000 items): short transactions beside the pushers' claims.
+QUEUE_PURGE_BLOCKS = 64
+
+
+@dataclass
+class QueueReport:
+    """What purge_queue did (or, with dry_run, would do)."""
+
+    dry_run: bool
+    keep_days: int
+    purged: int = 0
+    transactions: int = 0
+    left: dict[str, int] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """The report in words, the same for the CLI and the Dagster log."""
+        verb = "would be purged" if self.dry_run else "purged"
+        left = ", ".join(f"{status} {n}" for status, n in sorted(self.left.items())) or "none"
+        return [
+            f"queue items {verb} (completed or cancelled more than {self.keep_days} days ago): {self.purged}"
+            + ("" if self.dry_run else f" in {self.transactions} transaction(s)"),
+            f"queue items left by status: {left}",
+        ] + (["dry run: nothing was changed"] if self.dry_run else [])
+
+
+def purge_queue(conn: psycopg.Connection, *, keep_days: int = DEFAULT_QUEUE_KEEP_DAYS, dry_run: bool = False) -> QueueReport:
+    """Delete sync_queue's history: items completed or cancelled more than keep_days ago.
+
+    Items in error, held or unsupported are kept whatever their age (an operator's to resolve), and so
+    are pending and processing ones. The table is walked once in physical order, QUEUE_PURGE_BLOCKS
+    blocks per transaction (a TID range scan: no index on completion time, which would cost every
+    claim's HOT update), so no transaction holds many rows and the pushers' claims go on beside it.
+
+    Args:
+        conn: a connection (not in autocommit; each chunk commits on its own).
+        keep_days: keep items finished within this many days (1 or more).
+        dry_run: count what would be purged, change nothing.
+
+    Returns:
+        The report: items purged, transactions, items left by status.
+
+    Raises:
+        MaintenanceError: keep_days is below 1.
+        psycopg.Error: the database refused.
+    """
+    if keep_days < 1:
+        raise MaintenanceError("keep_days must be 1 or more")
+    report = QueueReport(dry_run=dry_run, keep_days=keep_days)
+    done = sql.SQL(
+        "status = any(%(statuses)s) and completed_at < pg_catalog.now() - pg_catalog.make_interval(days => %(days)s)"
+    )
+    params: dict[str, object] = {"statuses": list(QUEUE_DONE_STATUSES), "days": keep_days}
+    if not dry_run:
+        # the blocks there are now; items added meanwhile are new (and kept) anyway
+        row = conn.execute(
+            "select pg_catalog.pg_relation_size('public.sync_queue') / pg_catalog.current_setting('block_size')::bigint"
+        ).fetchone()
+        blocks = int(row[0]) if row else 0
+        conn.commit()
+        statement = sql.SQL(
+            "delete from public.sync_queue where ctid >= %(lo)s::tid and ctid < %(hi)s::tid and {}"
+        ).format(done)
+        for lo in range(0, blocks, QUEUE_PURGE_BLOCKS):
+            cur = conn.execute(statement, {**params, "lo": f"({lo},0)", "hi": f"({lo + QUEUE_PURGE_BLOCKS},0)"})
+            conn.commit()
+            report.purged += max(cur.rowcount, 0)
+            report.transactions += 1
+        log.info("queue: purged %d item(s) in %d transaction(s)", report.purged, report.transactions)
+    rows = conn.execute(
+        sql.SQL("select status, count(*) filter (where {}), count(*) from public.sync_queue group by status").format(done),
+        params,
+    ).fetchall()
+    conn.commit()
+    if dry_run:
+        report.purged = sum(int(r[1]) for r in rows)
+    report.left = {str(r[0]): int(r[2]) - (int(r[1]) if dry_run else 0) for r in rows}
     return report
 
 

@@ -1,4 +1,4 @@
-"""Dagster jobs and schedules of the database chores: audit partitions and VACUUM (ANALYZE), thin over db/maintenance.py."""
+"""Dagster jobs and schedules of the database chores: audit partitions, VACUUM (ANALYZE), queue history; thin over db/maintenance.py."""
 
 from datetime import timedelta
 
@@ -25,6 +25,7 @@ from keap_pipeline.errors import KeapPipelineError
 
 AUDIT_PARTITIONS_CRON = "0 0 1 * *"  # the request's: monthly
 VACUUM_ANALYZE_CRON = "0 2 * * *"  # the request's: nightly
+QUEUE_RETENTION_CRON = "30 3 * * *"  # daily, after the vacuum
 # How far back a pg_cron run still counts as "this interval's": a month (31 days) and a day, plus slack.
 AUDIT_PARTITIONS_INTERVAL = timedelta(days=31, hours=1)
 VACUUM_ANALYZE_INTERVAL = timedelta(days=1, hours=1)
@@ -57,6 +58,16 @@ class VacuumAnalyzeConfig(Config):
         if unknown:
             raise ValueError(f"unknown table(s) {', '.join(unknown)}; choose from {', '.join(SYNC_TABLES)}")
         return tables
+
+
+class QueueRetentionConfig(Config):
+    """What queue_retention_job does."""
+
+    keep_days: int = Field(
+        default=maintenance.DEFAULT_QUEUE_KEEP_DAYS, ge=1, le=36500,
+        description="purge sync_queue items completed or cancelled more than this many days ago (items in error, held or unsupported are kept)",
+    )
+    dry_run: bool = Field(default=False, description="count what would be purged and change nothing")
 
 
 def _database_failure(err: psycopg.Error, what: str) -> Failure:
@@ -124,6 +135,30 @@ def vacuum_analyze_op(context: OpExecutionContext, config: VacuumAnalyzeConfig, 
     return {"tables": [vars(r) for r in results], "lines": [r.line() for r in results]}
 
 
+@op(description="Purge sync_queue's history: items completed or cancelled more than keep_days ago, a block range per transaction.")
+def queue_retention_op(context: OpExecutionContext, config: QueueRetentionConfig, postgres: PostgresResource) -> dict[str, object]:
+    """Run db.maintenance.purge_queue and report its figures as metadata."""
+    try:
+        with postgres.connect() as conn:
+            report = maintenance.purge_queue(conn, keep_days=config.keep_days, dry_run=config.dry_run)
+    except psycopg.Error as err:
+        raise _database_failure(err, "queue_retention") from None
+    except KeapPipelineError as err:
+        raise Failure(description=str(err)) from None
+    for line in report.lines():
+        context.log.info(line)
+    context.add_output_metadata(
+        {
+            "dry_run": config.dry_run,
+            "keep_days": config.keep_days,
+            "items_purged": report.purged,
+            "transactions": report.transactions,
+            "items_left": MetadataValue.json(report.left),
+        }
+    )
+    return {"purged": report.purged, "left": report.left, "lines": report.lines()}
+
+
 @job(description="On demand or monthly: keep the audit log's monthly partitions ahead (config: months_ahead, retention_months, dry_run).")
 def audit_partitions_job() -> None:
     """One op: audit_partitions_op."""
@@ -134,6 +169,12 @@ def audit_partitions_job() -> None:
 def vacuum_analyze_job() -> None:
     """One op: vacuum_analyze_op."""
     vacuum_analyze_op()
+
+
+@job(description="On demand or daily: purge sync_queue items completed or cancelled more than keep_days ago (config: keep_days, dry_run).")
+def queue_retention_job() -> None:
+    """One op: queue_retention_op."""
+    queue_retention_op()
 
 
 def _pg_cron_owns(postgres: PostgresResource, jobname: str, interval: timedelta) -> str | None:
@@ -175,3 +216,16 @@ def vacuum_analyze_schedule(context: ScheduleEvaluationContext, postgres: Postgr
         return SkipReason(owner)
     tick = context.scheduled_execution_time
     return RunRequest(run_key=f"vacuum-analyze-{tick.isoformat()}" if tick else None)
+
+
+@schedule(
+    job=queue_retention_job,
+    cron_schedule=QUEUE_RETENTION_CRON,
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description=f"Daily: purge sync_queue items completed or cancelled more than {maintenance.DEFAULT_QUEUE_KEEP_DAYS} days ago (errors are kept).",
+)
+def queue_retention_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    """Run with the defaults (no pg_cron job does this chore)."""
+    tick = context.scheduled_execution_time
+    return RunRequest(run_key=f"queue-retention-{tick.isoformat()}" if tick else None)

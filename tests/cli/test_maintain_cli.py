@@ -1,4 +1,4 @@
-"""`keap-pipeline maintain partitions|vacuum` on a real PostgreSQL, and database errors as one line with exit 2."""
+"""`keap-pipeline maintain partitions|vacuum|queue` on a real PostgreSQL, and database errors as one line with exit 2."""
 
 from __future__ import annotations
 
@@ -33,6 +33,31 @@ def test_vacuum_tables(migrated_database: str, capsys: pytest.CaptureFixture[str
     assert out[2] == "2 table(s) processed, 0 skipped"
     assert main(["maintain", "vacuum", "--analyze-only", "--database-url", migrated_database]) == 0
     assert "8 table(s) processed" in capsys.readouterr().out
+
+
+def test_queue_dry_run_then_for_real(migrated_database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with psycopg.connect(migrated_database) as conn:
+        conn.execute(
+            "insert into public.sync_queue (operation, entity_type, entity_id, payload, status, completed_at)"
+            " select 'update', 'sync_contacts', gen_random_uuid(), '{}', 'completed', now() - make_interval(days => d)"
+            " from (values (3), (8), (60)) as a(d)"
+        )
+    assert main(["maintain", "queue", "--keep-days", "7", "--dry-run", "--database-url", migrated_database]) == 0
+    dry = capsys.readouterr().out.splitlines()
+    assert dry == [
+        "queue items would be purged (completed or cancelled more than 7 days ago): 2",
+        "queue items left by status: completed 1",
+        "dry run: nothing was changed",
+    ]
+    assert main(["maintain", "queue", "--keep-days", "7", "--database-url", migrated_database]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "queue items purged (completed or cancelled more than 7 days ago): 2 in 1 transaction(s)",
+        "queue items left by status: completed 1",
+    ]
+    with pytest.raises(SystemExit) as info:
+        main(["maintain", "queue", "--keep-days", "0", "--database-url", migrated_database])
+    assert info.value.code == 2
 
 
 def test_unknown_table_is_a_usage_error() -> None:

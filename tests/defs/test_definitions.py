@@ -24,10 +24,11 @@ def test_maintenance_jobs_and_schedules_are_listed_with_their_crons() -> None:
 
     repo = defs.get_repository_def()
     jobs = {j.name for j in repo.get_all_jobs()}
-    assert {"audit_partitions_job", "vacuum_analyze_job", "keap_contacts_job"} <= jobs
+    assert {"audit_partitions_job", "vacuum_analyze_job", "queue_retention_job", "keap_contacts_job"} <= jobs
     schedules = {s.name: (s.job_name, s.cron_schedule, s.default_status) for s in repo.schedule_defs}
     assert schedules["audit_partitions_schedule"] == ("audit_partitions_job", "0 0 1 * *", DefaultScheduleStatus.RUNNING)
     assert schedules["vacuum_analyze_schedule"] == ("vacuum_analyze_job", "0 2 * * *", DefaultScheduleStatus.RUNNING)
+    assert schedules["queue_retention_schedule"] == ("queue_retention_job", "30 3 * * *", DefaultScheduleStatus.RUNNING)
     assert schedules["keap_contacts_incremental_schedule"][1] == "*/15 * * * *"
 
 

@@ -13,6 +13,8 @@ from keap_pipeline.db.migrate import migrate
 from keap_pipeline.defs.maintenance import (
     audit_partitions_job,
     audit_partitions_schedule,
+    queue_retention_job,
+    queue_retention_schedule,
     vacuum_analyze_job,
     vacuum_analyze_schedule,
 )
@@ -80,6 +82,29 @@ def test_vacuum_analyze_job_reports_each_table(migrated_database: str) -> None:
         resources={"postgres": PostgresResource(database_url=migrated_database)},
     )
     assert _metadata(everything, "vacuum_analyze_op")["tables_processed"] == len(SYNC_TABLES)
+
+
+def test_queue_retention_job_reports_metadata_and_its_schedule_runs(migrated_database: str) -> None:
+    with psycopg.connect(migrated_database) as conn:
+        conn.execute(
+            "insert into public.sync_queue (operation, entity_type, entity_id, payload, status, completed_at)"
+            " select 'update', 'sync_contacts', gen_random_uuid(), '{}', s, now() - interval '45 days'"
+            " from (values ('completed'), ('cancelled'), ('completed')) as a(s)"
+        )
+    resources = {"postgres": PostgresResource(database_url=migrated_database)}
+    dry = queue_retention_job.execute_in_process(
+        run_config={"ops": {"queue_retention_op": {"config": {"dry_run": True}}}}, resources=resources
+    )
+    assert _metadata(dry, "queue_retention_op")["items_purged"] == 3
+    result = queue_retention_job.execute_in_process(resources=resources)
+    md = _metadata(result, "queue_retention_op")
+    assert (md["items_purged"], md["keep_days"], md["items_left"]) == (3, 30, {})
+    bad = queue_retention_job.execute_in_process(
+        run_config={"ops": {"queue_retention_op": {"config": {"keep_days": 0}}}}, resources=resources, raise_on_error=False
+    )
+    assert not bad.success
+    request = queue_retention_schedule(build_schedule_context(scheduled_execution_time=TICK))
+    assert isinstance(request, RunRequest) and request.run_key == f"queue-retention-{TICK.isoformat()}"
 
 
 def test_vacuum_analyze_refuses_unknown_tables() -> None:

@@ -266,6 +266,7 @@ def test_the_ui_shows_the_lineage_checks_pools_and_schedules(stack: Stack) -> No
         assert schedules[f"keap_{entity}_deletions_schedule"] == (f"keap_{entity}_deletions_job", "5 3 * * *", "STOPPED")
     assert schedules["audit_partitions_schedule"] == ("audit_partitions_job", "0 0 1 * *", "RUNNING")
     assert schedules["vacuum_analyze_schedule"] == ("vacuum_analyze_job", "0 2 * * *", "RUNNING")
+    assert schedules["queue_retention_schedule"] == ("queue_retention_job", "30 3 * * *", "RUNNING")
 
 
 BACKFILL = """
