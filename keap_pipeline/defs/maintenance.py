@@ -1,6 +1,8 @@
 """Dagster jobs and schedules of the database chores: audit partitions, VACUUM (ANALYZE), queue history; thin over db/maintenance.py."""
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import psycopg
 from dagster import (
@@ -22,6 +24,8 @@ from keap_pipeline.db import maintenance
 from keap_pipeline.db.maintenance import CRON_CREATE_PARTITIONS, CRON_VACUUM_ANALYZE, SYNC_TABLES
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.errors import KeapPipelineError
+
+T = TypeVar("T")
 
 AUDIT_PARTITIONS_CRON = "0 0 1 * *"  # the request's: monthly
 VACUUM_ANALYZE_CRON = "0 2 * * *"  # the request's: nightly
@@ -77,18 +81,23 @@ def _database_failure(err: psycopg.Error, what: str) -> Failure:
     return Failure(description=f"{what} failed in the database ({err.sqlstate or 'no SQLSTATE'}): {primary}")
 
 
+def _chore(what: str, postgres: PostgresResource, work: Callable[[psycopg.Connection], T], *, autocommit: bool = False) -> T:
+    """Run one chore of db/maintenance.py on a connection; its errors as a Failure a run shows (no secrets)."""
+    try:
+        with postgres.connect(autocommit=autocommit) as conn:
+            return work(conn)
+    except psycopg.Error as err:
+        raise _database_failure(err, what) from None
+    except KeapPipelineError as err:
+        raise Failure(description=str(err)) from None
+
+
 @op(description="Create the missing monthly audit partitions, move DEFAULT rows home, drop old months if asked.")
 def audit_partitions_op(context: OpExecutionContext, config: AuditPartitionsConfig, postgres: PostgresResource) -> dict[str, object]:
     """Run db.maintenance.audit_partitions and report its figures as metadata."""
-    try:
-        with postgres.connect() as conn:
-            report = maintenance.audit_partitions(
-                conn, months_ahead=config.months_ahead, retention_months=config.retention_months, dry_run=config.dry_run
-            )
-    except psycopg.Error as err:
-        raise _database_failure(err, "audit_partitions") from None
-    except KeapPipelineError as err:
-        raise Failure(description=str(err)) from None
+    report = _chore("audit_partitions", postgres, lambda conn: maintenance.audit_partitions(
+        conn, months_ahead=config.months_ahead, retention_months=config.retention_months, dry_run=config.dry_run
+    ))
     for line in report.lines():
         context.log.info(line)
     context.add_output_metadata(
@@ -110,15 +119,9 @@ def audit_partitions_op(context: OpExecutionContext, config: AuditPartitionsConf
 @op(description="VACUUM (ANALYZE) the sync tables one at a time on an autocommit connection; never VACUUM FULL.")
 def vacuum_analyze_op(context: OpExecutionContext, config: VacuumAnalyzeConfig, postgres: PostgresResource) -> dict[str, object]:
     """Run db.maintenance.vacuum_analyze and report each table as metadata."""
-    try:
-        with postgres.connect(autocommit=True) as conn:
-            results = maintenance.vacuum_analyze(
-                conn, tables=config.tables, analyze_only=config.analyze_only, lock_timeout=config.lock_timeout
-            )
-    except psycopg.Error as err:
-        raise _database_failure(err, "vacuum_analyze") from None
-    except KeapPipelineError as err:
-        raise Failure(description=str(err)) from None
+    results = _chore("vacuum_analyze", postgres, lambda conn: maintenance.vacuum_analyze(
+        conn, tables=config.tables, analyze_only=config.analyze_only, lock_timeout=config.lock_timeout
+    ), autocommit=True)
     metadata: dict[str, object] = {
         "tables_processed": sum(1 for r in results if r.skipped is None),
         "tables_skipped": sum(1 for r in results if r.skipped is not None),
@@ -138,13 +141,9 @@ def vacuum_analyze_op(context: OpExecutionContext, config: VacuumAnalyzeConfig, 
 @op(description="Purge sync_queue's history: items completed or cancelled more than keep_days ago, a block range per transaction.")
 def queue_retention_op(context: OpExecutionContext, config: QueueRetentionConfig, postgres: PostgresResource) -> dict[str, object]:
     """Run db.maintenance.purge_queue and report its figures as metadata."""
-    try:
-        with postgres.connect() as conn:
-            report = maintenance.purge_queue(conn, keep_days=config.keep_days, dry_run=config.dry_run)
-    except psycopg.Error as err:
-        raise _database_failure(err, "queue_retention") from None
-    except KeapPipelineError as err:
-        raise Failure(description=str(err)) from None
+    report = _chore("queue_retention", postgres, lambda conn: maintenance.purge_queue(
+        conn, keep_days=config.keep_days, dry_run=config.dry_run
+    ))
     for line in report.lines():
         context.log.info(line)
     context.add_output_metadata(

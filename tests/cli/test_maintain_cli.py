@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from keap_pipeline.cli import database_error_line, main
+from tests.db.queue_history import add_finished
 
 
 def test_partitions_dry_run_then_for_real(migrated_database: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,11 +38,8 @@ def test_vacuum_tables(migrated_database: str, capsys: pytest.CaptureFixture[str
 
 def test_queue_dry_run_then_for_real(migrated_database: str, capsys: pytest.CaptureFixture[str]) -> None:
     with psycopg.connect(migrated_database) as conn:
-        conn.execute(
-            "insert into public.sync_queue (operation, entity_type, entity_id, payload, status, completed_at)"
-            " select 'update', 'sync_contacts', gen_random_uuid(), '{}', 'completed', now() - make_interval(days => d)"
-            " from (values (3), (8), (60)) as a(d)"
-        )
+        for days in (3, 8, 60):
+            add_finished(conn, "completed", days)
     assert main(["maintain", "queue", "--keep-days", "7", "--dry-run", "--database-url", migrated_database]) == 0
     dry = capsys.readouterr().out.splitlines()
     assert dry == [

@@ -8,6 +8,7 @@ import pytest
 from keap_pipeline.db.health import read_sync_health
 from keap_pipeline.db.maintenance import QUEUE_PURGE_BLOCKS, MaintenanceError, purge_queue
 from tests.db.health_truth import assert_true
+from tests.db.queue_history import add_finished
 
 ITEM = (
     "insert into public.sync_queue (operation, entity_type, entity_id, payload, status, completed_at, error_message, claim_key)"
@@ -64,12 +65,8 @@ def test_the_old_history_goes_and_work_errors_and_recent_history_stay(migrated_d
 
 def test_a_large_history_goes_in_many_short_transactions(migrated_database: str) -> None:
     with psycopg.connect(migrated_database) as conn:
-        conn.execute(
-            "insert into public.sync_queue (operation, entity_type, entity_id, payload, status, completed_at)"
-            " select 'update', 'sync_contacts', gen_random_uuid(), jsonb_build_object('n', g), 'completed', now() - interval '90 days'"
-            " from generate_series(1, 30000) as g"
-        )
-        conn.execute(ITEM, ("completed", 2, None, "completed"))
+        add_finished(conn, "completed", 90, count=30000)
+        add_finished(conn, "completed", 2)
         blocks = conn.execute("select pg_relation_size('public.sync_queue') / current_setting('block_size')::int").fetchone()
         xid_before = conn.execute("select pg_current_xact_id()::text::bigint").fetchone()
     assert blocks is not None and blocks[0] > 2 * QUEUE_PURGE_BLOCKS

@@ -20,6 +20,7 @@ from keap_pipeline.defs.maintenance import (
 )
 from keap_pipeline.defs.resources import PostgresResource
 from tests.conftest import create_database, drop_database
+from tests.db.queue_history import add_finished
 from tests.db.test_cron import _cron_database
 
 TICK = datetime(2031, 6, 1, tzinfo=UTC)
@@ -86,11 +87,8 @@ def test_vacuum_analyze_job_reports_each_table(migrated_database: str) -> None:
 
 def test_queue_retention_job_reports_metadata_and_its_schedule_runs(migrated_database: str) -> None:
     with psycopg.connect(migrated_database) as conn:
-        conn.execute(
-            "insert into public.sync_queue (operation, entity_type, entity_id, payload, status, completed_at)"
-            " select 'update', 'sync_contacts', gen_random_uuid(), '{}', s, now() - interval '45 days'"
-            " from (values ('completed'), ('cancelled'), ('completed')) as a(s)"
-        )
+        add_finished(conn, "completed", 45, count=2)
+        add_finished(conn, "cancelled", 45)
     resources = {"postgres": PostgresResource(database_url=migrated_database)}
     dry = queue_retention_job.execute_in_process(
         run_config={"ops": {"queue_retention_op": {"config": {"dry_run": True}}}}, resources=resources
