@@ -110,7 +110,7 @@ def _sync_one(
     """Sync one entity as the flags say; print its summary line; return its exit status."""
     from keap_pipeline.cli import database_error_line, database_urls
     from keap_pipeline.db.cursors import INCREMENTAL, window_scope
-    from keap_pipeline.db.locks import RunLocked
+    from keap_pipeline.db.locks import RunLocked, RunLockLost
     from keap_pipeline.entities import CursorKind
     from keap_pipeline.pipeline.sync import sync_entity
 
@@ -141,6 +141,8 @@ def _sync_one(
                 f"  another {entity.name} run is in progress: {holder}; waiting up to {args.wait:g} s", flush=True
             ),
         )
+    except RunLockLost as err:
+        return _failed(entity, str(err), EXIT_RUN_LOCKED, "stopped, another run took its lock", every=every)
     except RunLocked as err:
         return _failed(entity, str(err), EXIT_RUN_LOCKED, "not synced, another run holds its lock", every=every)
     except KeapPipelineError as err:

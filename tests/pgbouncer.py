@@ -60,7 +60,8 @@ class Pooler:
 
 @contextmanager
 def running_pgbouncer(
-    server_url: str, *, pool_size: int = 8, pool_mode: str = "transaction", extra_users: tuple[str, ...] = ()
+    server_url: str, *, pool_size: int = 8, pool_mode: str = "transaction", extra_users: tuple[str, ...] = (),
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Pooler]:
     """Start PgBouncer in front of `server_url`'s server (trust auth, as the test servers use); stop it after.
 
@@ -69,6 +70,7 @@ def running_pgbouncer(
         pool_size: server connections per database and user.
         pool_mode: transaction (what Supabase's 6543 is) or session.
         extra_users: more login roles clients may connect as.
+        settings: more [pgbouncer] settings (e.g. idle_transaction_timeout).
     """
     binary = pgbouncer_binary()
     params = conninfo_to_dict(server_url)
@@ -98,6 +100,7 @@ def running_pgbouncer(
         # psycopg sends none of these, other drivers do; PgBouncer refuses unknown ones
         "ignore_startup_parameters = extra_float_digits,options\n"
         f"admin_users = {user}\n"
+        + "".join(f"{key} = {value}\n" for key, value in (settings or {}).items())
     )
     for name in ("users.txt", "pgbouncer.ini"):
         os.chmod(workdir / name, 0o644)

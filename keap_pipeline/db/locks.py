@@ -41,10 +41,17 @@ log = logging.getLogger(__name__)
 # turn locks use a random key of their own that is never this one
 RUN_LOCK_CLASS = 0x6B70_726E
 _POLL_SECONDS = 0.5
+# how often a run looks that it still holds its run lock (RunLock.verify): a query on the lock's
+# connection, at most this often
+VERIFY_SECONDS = 5.0
 
 
 class RunLocked(KeapPipelineError):
     """Another run of the same entity holds its run lock, and it was not released within the wait."""
+
+
+class RunLockLost(RunLocked):
+    """The run lock's connection was lost during the run, and another run took the lock before it could be taken again."""
 
 
 def entity_lock_key(entity: str) -> int:
@@ -76,6 +83,17 @@ def holder_of_run_lock(conn: psycopg.Connection, entity: str) -> str | None:
     return f"'{app}' (backend pid {pid}){since}"
 
 
+def _hold(conn: psycopg.Connection, entity: str) -> bool:
+    """Try to take `entity`'s run lock in conn's (idle, timeout-free) transaction."""
+    # an idle transaction is how the lock is held: a server-wide idle-in-transaction timeout
+    # must not end it (it would release the lock under a running run)
+    conn.execute("select pg_catalog.set_config('idle_in_transaction_session_timeout', '0', true)")
+    row = conn.execute(
+        "select pg_catalog.pg_try_advisory_xact_lock(%s, %s)", (RUN_LOCK_CLASS, entity_lock_key(entity))
+    ).fetchone()
+    return bool(row and row[0])
+
+
 @dataclass
 class RunLock:
     """A held run lock: the connection that holds it, and how long the run waited for it."""
@@ -83,6 +101,62 @@ class RunLock:
     entity: str
     waited_seconds: float
     conn: psycopg.Connection
+    database_url: str = ""
+    holder: str = ""
+    verified_at: float = 0.0
+    retaken: int = 0
+
+    def verify(self, every_seconds: float | None = None) -> None:
+        """Make sure the lock is still held; take it again if its connection was lost and nobody took it.
+
+        The lock lives as long as its connection: a server restart, a pooler's or the server's
+        idle timeout or the network ends it, and PostgreSQL releases the lock with it. A run that
+        went on regardless would load beside the next run that takes the lock. Looks at most once
+        per `every_seconds` (VERIFY_SECONDS): one query on the lock's connection.
+
+        Raises:
+            RunLockLost: the connection was lost and another run holds the lock now. What this
+                run committed stands, cursor included; it must stop before loading more.
+        """
+        now = time.monotonic()
+        if now - self.verified_at < (VERIFY_SECONDS if every_seconds is None else every_seconds):
+            return
+        self.verified_at = now
+        try:
+            row = self.conn.execute(
+                "select exists (select from pg_catalog.pg_locks as l"
+                " where l.locktype = 'advisory' and l.granted and l.pid = pg_catalog.pg_backend_pid()"
+                " and l.classid::bigint = (%s::bigint & 4294967295) and l.objid::bigint = (%s::bigint & 4294967295)"
+                " and l.objsubid = 2)",
+                (RUN_LOCK_CLASS, entity_lock_key(self.entity)),
+            ).fetchone()
+            if row and row[0]:
+                return
+        except psycopg.Error:
+            pass  # the connection is gone (or its transaction broken): take the lock again below
+        try:
+            self.conn.close()  # whatever it still held goes with it
+        except psycopg.Error:  # pragma: no cover - closing a dead connection
+            pass
+        conn = connect(self.database_url, application_name=self.holder[:63])
+        try:
+            if _hold(conn, self.entity):
+                self.conn, conn = conn, self.conn
+                self.retaken += 1
+                log.warning(
+                    "%s: the run lock's connection was lost; no other run had taken the lock, so it was taken again",
+                    self.entity,
+                )
+                return
+            other = holder_of_run_lock(conn, self.entity) or "another run"
+        finally:
+            if conn is not self.conn:
+                conn.close()
+        raise RunLockLost(
+            f"the {self.entity} run lock's connection was lost during the run, and {other} took the lock: "
+            f"this run stopped so that two runs do not load side by side. What it committed stands, cursor "
+            f"included; the other run goes on from there."
+        )
 
 
 @contextmanager
@@ -116,18 +190,14 @@ def run_lock(
         RunLocked: another run kept the lock for longer than `wait_seconds`.
     """
     conn = connect(database_url, application_name=holder[:63])
+    lock: RunLock | None = None
     try:
-        # an idle transaction is how the lock is held: a server-wide idle-in-transaction timeout
-        # must not end it (it would release the lock under a running run)
-        conn.execute("select pg_catalog.set_config('idle_in_transaction_session_timeout', '0', true)")
         started = time.monotonic()
         told = False
         while True:
-            row = conn.execute(
-                "select pg_catalog.pg_try_advisory_xact_lock(%s, %s)", (RUN_LOCK_CLASS, entity_lock_key(entity))
-            ).fetchone()
-            if row and row[0]:
+            if _hold(conn, entity):
                 break
+            conn.rollback()
             other = holder_of_run_lock(conn, entity) or "another run (it has just finished or is not visible to this role)"
             waited = time.monotonic() - started
             if waited >= wait_seconds:
@@ -143,13 +213,20 @@ def run_lock(
                 else:
                     log.info("%s: waiting up to %.0f s for %s to finish", entity, wait_seconds, other)
             time.sleep(min(_POLL_SECONDS, max(0.0, wait_seconds - waited)))
-        yield RunLock(entity=entity, waited_seconds=time.monotonic() - started, conn=conn)
+        lock = RunLock(
+            entity=entity, waited_seconds=time.monotonic() - started, conn=conn, database_url=database_url,
+            holder=holder, verified_at=time.monotonic(),
+        )
+        yield lock
     finally:
+        held = lock.conn if lock is not None else conn
         try:
-            if not conn.closed:
-                conn.rollback()
+            if not held.closed:
+                held.rollback()
         finally:
-            conn.close()
+            held.close()
+            if held is not conn:
+                conn.close()
 
 
 def new_run_key() -> int:

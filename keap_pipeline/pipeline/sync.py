@@ -147,6 +147,8 @@ def sync_entity(
 
     Raises:
         RunLocked: another run of the entity held its run lock for longer than lock_wait_seconds.
+        RunLockLost: the run lock's connection was lost during the run and another run took the
+            lock (a RunLocked: what was committed stands, cursor included).
         StalledRun: the loaders made no progress for stall_seconds.
         LockWaitsExhausted: a batch timed out on row locks in every attempt.
     """
@@ -238,6 +240,8 @@ def sync_entity(
             nonlocal pending, checked
             if not pending:
                 return
+            # no batch goes to the loaders once another run may hold the lock (RunLockLost)
+            lock.verify()
             if max_changes is None and time.monotonic() - checked >= DECODING_RECHECK_SECONDS:
                 # a subscriber that came (or went) during a long run changes the budget of the next batches
                 sizer.max_changes = budget()
