@@ -72,14 +72,31 @@ def fresh_database(server_url: str, name: str, *, migrated: bool = True) -> str:
     return url
 
 
+# Ends what write_section writes: the hand-written text of a section after it (earlier runs, analysis)
+# is kept when the section is written again.
+GENERATED_END = "<!-- the bench's text ends here; what follows is kept when it writes again -->"
+
+
 def write_section(title: str, body: str) -> None:
-    """Replace (or append) the section `## title` of docs/benchmarks.md."""
+    """Replace (or append) the generated part of the section `## title` of docs/benchmarks.md.
+
+    The generated part runs from the heading to GENERATED_END; text after that marker, down to the
+    next heading, is kept. A section written before the marker existed is replaced down to the next
+    heading, and the text that was there is kept after the marker (nothing hand-written is lost).
+    """
     DOCS.parent.mkdir(exist_ok=True)
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\nFigures measured by the scripts in bench/; each section says how to rerun it.\n"
-    section = f"## {title}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    DOCS.write_text(text)
+    generated = f"## {title}\n\n{body.strip()}\n\n{GENERATED_END}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", re.S | re.M)
+    found = pattern.search(text)
+    if found is None:
+        DOCS.write_text(text.rstrip() + "\n\n" + generated)
+        return
+    old = found.group(1)
+    kept = old.split(GENERATED_END, 1)[1] if GENERATED_END in old else "\n" + old
+    kept = kept.strip("\n")
+    section = generated + ("\n" + kept + "\n" if kept else "") + "\n"
+    DOCS.write_text(text[: found.start()] + section + text[found.end():])
 
 
 def git_revision() -> str:
