@@ -250,6 +250,8 @@ def reconcile_entity(
 
     Raises:
         RunLocked: another pass of the entity held its lock for longer than lock_wait_seconds.
+        RunLockLost: the lock's connection was lost during the listing and another pass took the
+            lock (the pass is recorded as failed; nothing deleted).
         KeapError: the listing failed (the pass is recorded as failed; nothing deleted).
     """
     settings = settings or ReconcileSettings()
@@ -260,7 +262,7 @@ def reconcile_entity(
         run_lock(
             database_url, reconcile_lock_name(entity), wait_seconds=settings.lock_wait_seconds,
             holder=holder(entity, run_id), on_wait=on_lock_wait,
-        ),
+        ) as lock,
         connect(database_url, application_name=holder(entity, run_id)[:63]) as conn,
     ):
         start = db.begin_pass(
@@ -296,6 +298,9 @@ def reconcile_entity(
             if entity.confirm_missing:
                 _confirm_missing(conn, client, entity, start, settings, report, spent)
             report.requests = spent()
+            # the listing may have taken long: no judging once another pass may hold the lock (its
+            # connection lost meanwhile and the lock taken by another pass: RunLockLost, nothing deleted)
+            lock.verify(every_seconds=0)
             moment = time.monotonic()
             judged = db.judge_pass(
                 conn, entity, start, max_share=settings.max_share, max_count=settings.max_count,

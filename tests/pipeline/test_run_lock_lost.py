@@ -11,30 +11,46 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
 from keap_pipeline.db import locks
 from keap_pipeline.db.locks import RUN_LOCK_CLASS, RunLockLost, entity_lock_key, run_lock
-from tests.pipeline.conftest import expected_rows, sandbox_records, sync, table_rows
+from keap_pipeline.entities import CONTACTS
+from keap_pipeline.pipeline.reconcile import (
+    ReconcileSettings,
+    reconcile_entity,
+    reconcile_lock_name,
+)
+from tests.pgbouncer import running_pgbouncer
+from tests.pipeline.conftest import (
+    API_KEY,
+    client_for,
+    expected_rows,
+    sandbox_records,
+    scalar,
+    sync,
+    table_rows,
+)
 
 BOUND = 30.0  # seconds a wait may take here before the test fails (they take well under one)
 
 
-def _lock_pid(url: str) -> int | None:
+def _lock_pid(url: str, name: str = "contacts") -> int | None:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "select l.pid from pg_catalog.pg_locks as l where l.locktype = 'advisory' and l.granted"
             " and l.classid::bigint = (%s::bigint & 4294967295) and l.objid::bigint = (%s::bigint & 4294967295)"
             " and l.objsubid = 2",
-            (RUN_LOCK_CLASS, entity_lock_key("contacts")),
+            (RUN_LOCK_CLASS, entity_lock_key(name)),
         ).fetchone()
     return int(row[0]) if row else None
 
 
-def _kill_the_lock_connection(url: str) -> int:
-    """Terminate the backend that holds contacts' run lock, and wait until it is gone."""
-    pid = _lock_pid(url)
+def _kill_the_lock_connection(url: str, name: str = "contacts") -> int:
+    """Terminate the backend that holds the run lock `name` (an entity's, or a reconcile's), and wait until it is gone."""
+    pid = _lock_pid(url, name)
     assert pid is not None, "the run holds its lock"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("select pg_catalog.pg_terminate_backend(%s)", (pid,))
@@ -114,8 +130,6 @@ def test_a_poolers_idle_transaction_timeout_cuts_the_lock_and_the_run_takes_it_a
 ) -> None:
     # the real thing behind docs/operations.md's warning: PgBouncer with idle_transaction_timeout
     # closes the run lock's idle transaction (and its client) while the run goes on
-    from tests.pgbouncer import running_pgbouncer
-
     handle = sandbox(contacts=3000)
     with running_pgbouncer(pg_server_url, pool_size=6, settings={"idle_transaction_timeout": "1"}) as pooler:
         url = pooler.url(migrated_database)
@@ -125,3 +139,42 @@ def test_a_poolers_idle_transaction_timeout_cuts_the_lock_and_the_run_takes_it_a
     assert report.committed_records == 3000
     assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
     assert "so it was taken again" in caplog.text
+
+
+def test_a_reconcile_pass_whose_lock_another_pass_took_deletes_nothing(sandbox, migrated_database: str) -> None:
+    # a pass lists for long; its lock's connection dies and another pass takes the lock: judging now
+    # would race the other pass's deletions, so it stops before judging (nothing deleted), and the
+    # next pass does the work
+    handle = sandbox(contacts=40)
+    sync(handle, migrated_database, page_size=25)
+    assert httpx.delete(f"{handle.base_url}/contacts/3", headers={"X-Keap-API-Key": API_KEY}).status_code == 204
+    name = reconcile_lock_name(CONTACTS)
+    taken = threading.Event()
+    release = threading.Event()
+
+    def other_pass() -> None:
+        with run_lock(migrated_database, name, wait_seconds=BOUND, holder="keap-pipeline contacts the-other-pass"):
+            taken.set()
+            release.wait(BOUND * 4)
+
+    other = threading.Thread(target=other_pass, daemon=True)
+
+    def lose_the_lock() -> None:
+        _kill_the_lock_connection(migrated_database, name)
+        other.start()
+        assert taken.wait(BOUND)
+
+    settings = ReconcileSettings(page_size=7, max_share=0.2, max_count=100)
+    deleted = "select count(*) from public.sync_contacts where keap_id = '3' and deleted_at is not null"
+    try:
+        with client_for(handle) as client, pytest.raises(RunLockLost, match="the-other-pass"):
+            reconcile_entity(client, migrated_database, CONTACTS, settings, progress=_once(lose_the_lock))
+        assert scalar(migrated_database, deleted) == 0
+        assert scalar(migrated_database, "select status from keap_pipeline.reconcile_passes order by started_at desc limit 1") == "failed"
+    finally:
+        release.set()
+        other.join(BOUND)
+    with client_for(handle) as client:
+        report = reconcile_entity(client, migrated_database, CONTACTS, settings)
+    assert report.status == "completed" and report.deleted == 1
+    assert scalar(migrated_database, deleted) == 1
