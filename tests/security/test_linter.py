@@ -287,3 +287,28 @@ def test_the_linter_catches_what_it_should(db: psycopg.Connection) -> None:
     fired = {name for name, (_, query) in LINTS.items()
              if name in expected and db.execute(query).fetchall()}
     assert fired == expected
+
+
+# splinter's newest text of 0011 warns on any function whose search_path is not exactly "" (LINTS has
+# the earlier text: a function with no search_path setting). The ones that keep pg_temp last on purpose
+# (docs/security.md: with '', pg_temp is searched first for types and tables) are pinned here, so that
+# a new function that should have '' cannot hide among them.
+PG_TEMP_LAST = {"keap_pipeline.contact_reader()", "keap_pipeline.check_page_limit(integer,text)"}
+
+
+def test_the_newest_search_path_lint_finds_only_the_functions_that_keep_pg_temp_last(db: psycopg.Connection) -> None:
+    flagged = db.execute(
+        "select p.oid::regprocedure::text, p.prosecdef, coalesce(p.proconfig, '{}')"
+        " from pg_catalog.pg_proc as p"
+        " where p.pronamespace::regnamespace::text = any (array['public', 'keap_pipeline'])"
+        "   and not coalesce(p.proconfig, '{}') && array['search_path=\"\"']"
+    ).fetchall()
+    assert flagged, "the SECURITY DEFINER functions keep pg_temp last"
+    for name, _secdef, config in flagged:
+        assert "search_path=pg_catalog, pg_temp" in config, name
+    assert {name for name, secdef, _ in flagged if not secdef} == PG_TEMP_LAST
+    definers = db.execute(
+        "select count(*) from pg_catalog.pg_proc as p"
+        " where p.pronamespace::regnamespace::text = any (array['public', 'keap_pipeline']) and p.prosecdef"
+    ).fetchone()
+    assert definers == (sum(1 for _, secdef, _ in flagged if secdef),), "every SECURITY DEFINER function keeps pg_temp last"
