@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -142,6 +143,24 @@ def db(shared_database: str) -> Iterator[psycopg.Connection]:
             yield conn
         finally:
             conn.rollback()
+
+
+@pytest.fixture(autouse=True)
+def _no_dagster_state_storage_from_earlier_tests() -> None:
+    """Start every test with no current Dagster defs-state storage (a ContextVar of dagster's).
+
+    A `build_asset_check_context()` (and the other build_*_context helpers) used outside a `with`
+    enters an ephemeral DagsterInstance that is exited only when the garbage collector takes it; its
+    exit resets that ContextVar to what it held before, in the middle of whichever test runs then.
+    What it held could be the storage of an instance already collected, and the next Definitions
+    resolution (a materialize) fails with "Attempted to resolve undefined DagsterInstance weakref"
+    (seen once in three xdist runs, order-dependent). Reset here, what such a late exit restores is
+    None, which Dagster takes as "no stored state".
+    """
+    if "dagster" in sys.modules:
+        from dagster._core.storage.defs_state.base import _current_storage
+
+        _current_storage.set(None)
 
 
 _DB_FIXTURES = {"pg_server_url", "template_database", "fresh_database", "migrated_database", "shared_database", "db"}

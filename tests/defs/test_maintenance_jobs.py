@@ -101,7 +101,8 @@ def test_queue_retention_job_reports_metadata_and_its_schedule_runs(migrated_dat
         run_config={"ops": {"queue_retention_op": {"config": {"keep_days": 0}}}}, resources=resources, raise_on_error=False
     )
     assert not bad.success
-    request = queue_retention_schedule(build_schedule_context(scheduled_execution_time=TICK))
+    with build_schedule_context(scheduled_execution_time=TICK) as context:
+        request = queue_retention_schedule(context)
     assert isinstance(request, RunRequest) and request.run_key == f"queue-retention-{TICK.isoformat()}"
 
 
