@@ -72,6 +72,8 @@ def holder_of_run_lock(conn: psycopg.Connection, entity: str) -> str | None:
         " from pg_catalog.pg_locks l"
         " left join pg_catalog.pg_stat_activity a on a.pid = l.pid"
         " where l.locktype = 'advisory' and l.granted"
+        # advisory locks are per database: another database's run of the same entity is not this one's
+        " and l.database = (select d.oid from pg_catalog.pg_database as d where d.datname = pg_catalog.current_database())"
         " and l.classid::bigint = (%s::bigint & 4294967295) and l.objid::bigint = (%s::bigint & 4294967295)"
         " and l.objsubid = 2 and l.pid is distinct from pg_catalog.pg_backend_pid()",
         (RUN_LOCK_CLASS, entity_lock_key(entity)),

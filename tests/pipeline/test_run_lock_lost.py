@@ -41,6 +41,8 @@ def _lock_pid(url: str, name: str = "contacts") -> int | None:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "select l.pid from pg_catalog.pg_locks as l where l.locktype = 'advisory' and l.granted"
+            # this database's lock only: tests of other databases on the same server hold their own
+            " and l.database = (select d.oid from pg_catalog.pg_database as d where d.datname = current_database())"
             " and l.classid::bigint = (%s::bigint & 4294967295) and l.objid::bigint = (%s::bigint & 4294967295)"
             " and l.objsubid = 2",
             (RUN_LOCK_CLASS, entity_lock_key(name)),
@@ -178,3 +180,16 @@ def test_a_reconcile_pass_whose_lock_another_pass_took_deletes_nothing(sandbox, 
         report = reconcile_entity(client, migrated_database, CONTACTS, settings)
     assert report.status == "completed" and report.deleted == 1
     assert scalar(migrated_database, deleted) == 1
+
+
+def test_the_holder_named_is_this_databases(migrated_database: str, fresh_database: str) -> None:
+    # advisory locks are per database: a run of contacts in another database of the server (another
+    # project, a staging copy) holds a lock of the same key, and must not be the one a refusal names
+    with (
+        run_lock(fresh_database, "contacts", wait_seconds=0, holder="keap-pipeline contacts elsewhere"),
+        run_lock(migrated_database, "contacts", wait_seconds=0, holder="keap-pipeline contacts here"),
+    ):
+        for _ in range(5):
+            with pytest.raises(locks.RunLocked, match="'keap-pipeline contacts here'"):
+                with run_lock(migrated_database, "contacts", wait_seconds=0, holder="keap-pipeline contacts third"):
+                    pass
