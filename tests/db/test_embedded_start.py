@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +14,9 @@ from keap_pipeline.db.errors import EmbeddedServerError
 
 
 @pytest.fixture
-def home() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="keap-pipeline-embedded-"))
-    try:
-        yield path
-    finally:
-        embedded.destroy(path)
-        shutil.rmtree(path, ignore_errors=True)
+def home(scratch_home: Path) -> Path:
+    """A fresh KEAP_PIPELINE_HOME whose server is removed after the test (conftest's scratch_home)."""
+    return scratch_home
 
 
 @pytest.fixture
