@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from keap_pipeline.db.connect import connect
 from keap_pipeline.errors import KeapPipelineError
@@ -60,6 +61,16 @@ def entity_lock_key(entity: str) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+# pg_locks rows (alias l) of an entity's granted run lock in this database (advisory locks are per
+# database: another database's run of the same entity is not this one's); params: class, entity key
+_HELD_RUN_LOCK = sql.SQL(
+    "l.locktype = 'advisory' and l.granted"
+    " and l.database = (select d.oid from pg_catalog.pg_database as d where d.datname = pg_catalog.current_database())"
+    " and l.classid::bigint = (%s::bigint & 4294967295) and l.objid::bigint = (%s::bigint & 4294967295)"
+    " and l.objsubid = 2"
+)
+
+
 def holder_of_run_lock(conn: psycopg.Connection, entity: str) -> str | None:
     """Who holds `entity`'s run lock: its application name, backend pid and how long it has held it.
 
@@ -67,15 +78,13 @@ def holder_of_run_lock(conn: psycopg.Connection, entity: str) -> str | None:
         A description for messages (no values of any record), or None when nobody holds it.
     """
     row = conn.execute(
-        "select a.pid, coalesce(nullif(a.application_name, ''), '?'), a.xact_start,"
-        " extract(epoch from now() - a.xact_start)::bigint"
-        " from pg_catalog.pg_locks l"
-        " left join pg_catalog.pg_stat_activity a on a.pid = l.pid"
-        " where l.locktype = 'advisory' and l.granted"
-        # advisory locks are per database: another database's run of the same entity is not this one's
-        " and l.database = (select d.oid from pg_catalog.pg_database as d where d.datname = pg_catalog.current_database())"
-        " and l.classid::bigint = (%s::bigint & 4294967295) and l.objid::bigint = (%s::bigint & 4294967295)"
-        " and l.objsubid = 2 and l.pid is distinct from pg_catalog.pg_backend_pid()",
+        sql.SQL(
+            "select a.pid, coalesce(nullif(a.application_name, ''), '?'), a.xact_start,"
+            " extract(epoch from now() - a.xact_start)::bigint"
+            " from pg_catalog.pg_locks l"
+            " left join pg_catalog.pg_stat_activity a on a.pid = l.pid"
+            " where {} and l.pid is distinct from pg_catalog.pg_backend_pid()"
+        ).format(_HELD_RUN_LOCK),
         (RUN_LOCK_CLASS, entity_lock_key(entity)),
     ).fetchone()
     if row is None:
@@ -106,7 +115,6 @@ class RunLock:
     database_url: str = ""
     holder: str = ""
     verified_at: float = 0.0
-    retaken: int = 0
 
     def verify(self, every_seconds: float | None = None) -> None:
         """Make sure the lock is still held; take it again if its connection was lost and nobody took it.
@@ -126,10 +134,9 @@ class RunLock:
         self.verified_at = now
         try:
             row = self.conn.execute(
-                "select exists (select from pg_catalog.pg_locks as l"
-                " where l.locktype = 'advisory' and l.granted and l.pid = pg_catalog.pg_backend_pid()"
-                " and l.classid::bigint = (%s::bigint & 4294967295) and l.objid::bigint = (%s::bigint & 4294967295)"
-                " and l.objsubid = 2)",
+                sql.SQL(
+                    "select exists (select from pg_catalog.pg_locks as l where {} and l.pid = pg_catalog.pg_backend_pid())"
+                ).format(_HELD_RUN_LOCK),
                 (RUN_LOCK_CLASS, entity_lock_key(self.entity)),
             ).fetchone()
             if row and row[0]:
@@ -144,7 +151,6 @@ class RunLock:
         try:
             if _hold(conn, self.entity):
                 self.conn, conn = conn, self.conn
-                self.retaken += 1
                 log.warning(
                     "%s: the run lock's connection was lost; no other run had taken the lock, so it was taken again",
                     self.entity,
