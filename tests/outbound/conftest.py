@@ -27,7 +27,8 @@ __all__ = ["ADMIN", "ALICE", "BOB", "MALLORY", "API_KEY", "app", "client_for", "
 def client_for(handle: SandboxHandle, **kwargs: Any) -> KeapClient:
     """A real, unpaced Keap client of the sandbox that retries little (the queue retries)."""
     kwargs.setdefault("retry", RetryPolicy(max_retries=1, base_delay=0.01, max_wait=1.0))
-    return KeapClient(handle.base_url, ApiKeyAuth(API_KEY), pacing=False, timeout=10.0, **kwargs)
+    kwargs.setdefault("timeout", 10.0)
+    return KeapClient(handle.base_url, ApiKeyAuth(API_KEY), pacing=False, **kwargs)
 
 
 def push_now(handle: SandboxHandle, url: str, **settings: Any) -> PushReport:

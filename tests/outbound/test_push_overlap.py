@@ -22,11 +22,16 @@ from keap_pipeline.sandbox.runner import SandboxHandle
 from tests.outbound.conftest import app, client_for, execute, one, push_now, rows, sync_now
 from tests.outbound.gates import Hold, pusher
 
+# the longest a gate holds a request; the clients of a gated push wait longer for an answer, so that
+# a held request is answered as the gate says (a 429, an update) and never becomes the client's timeout
+GATE_WAIT = 20.0
+GATED_TIMEOUT = GATE_WAIT + 40.0
+
 
 class ListWhileWriting:
     """Holds the first contact update until a listing arrives meanwhile (the next batch's conflict check)."""
 
-    def __init__(self, wait: float = 20.0) -> None:
+    def __init__(self, wait: float = GATE_WAIT) -> None:
         self.wait = wait
         self.writing = threading.Event()  # the first update came
         self.holding = threading.Event()  # ... and is held now
@@ -56,7 +61,7 @@ def test_a_batch_is_sent_while_the_next_is_checked_and_each_item_is_sent_once(sy
     _edit(url, 30)
     gate = ListWhileWriting()
     handle.state.write_gate = gate
-    with client_for(handle) as reader, client_for(handle) as sender:
+    with client_for(handle, timeout=GATED_TIMEOUT) as reader, client_for(handle, timeout=GATED_TIMEOUT) as sender:
         report = push(reader, url, settings=PushSettings(batch_size=5, retry_base_seconds=0.0), senders=[sender])
     handle.state.write_gate = None
     assert gate.listed_meanwhile.is_set(), "the next batch's listing came while the first batch was sending"
@@ -100,8 +105,8 @@ def test_throttling_in_one_batch_releases_the_prepared_next_one_unsent(synced: t
     gate = ThrottleFirstUpdate()
     handle.state.write_gate = gate
     # clients that do not retry a 429 themselves: the queue retries it, with backoff
-    with client_for(handle, retry=RetryPolicy(max_retries=0)) as reader, \
-            client_for(handle, retry=RetryPolicy(max_retries=0)) as sender:
+    with client_for(handle, retry=RetryPolicy(max_retries=0), timeout=GATED_TIMEOUT) as reader, \
+            client_for(handle, retry=RetryPolicy(max_retries=0), timeout=GATED_TIMEOUT) as sender:
         first = push(reader, url, settings=PushSettings(batch_size=4, retry_base_seconds=3600.0), senders=[sender])
     handle.state.write_gate = None
     assert gate.listed_meanwhile.is_set()
