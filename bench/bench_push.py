@@ -31,13 +31,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
-from bench.common import fresh_database, git_revision, machine, server_version, write_section
+from bench.common import (
+    fresh_database,
+    git_revision,
+    machine,
+    process_cpu,
+    server_version,
+    write_section,
+)
 
 API_KEY = "bench-push-key"
 
@@ -62,12 +68,6 @@ def _cpu_self() -> float:
     """User + system CPU seconds of this process (all threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _cpu_of(pid: int) -> float:
-    """User + system CPU seconds of another process (the sandbox)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _world(server_url: str, contacts: int, limits: Any) -> tuple[str, Any, Any]:
@@ -181,10 +181,10 @@ def limits_off(
     url, handle, ctx = _world(server_url, contacts, RateLimits.off())
     try:
         queued = _edit_all(url)
-        mine, theirs = _cpu_self(), _cpu_of(handle.pid)
+        mine, theirs = _cpu_self(), process_cpu(handle.pid)
         report, transport, seconds = _push(handle, url, paced_limits=None, senders=senders, batch_size=batch_size,
                                            reader=reader)
-        mine, theirs = _cpu_self() - mine, _cpu_of(handle.pid) - theirs
+        mine, theirs = _cpu_self() - mine, process_cpu(handle.pid) - theirs
     finally:
         ctx.__exit__(None, None, None)
     result = {

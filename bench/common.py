@@ -45,6 +45,39 @@ def machine() -> str:
     )
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(url: str) -> float | None:
+    """CPU seconds a PostgreSQL server on this machine has used so far: the postmaster with the children it
+    reaped, plus its live children (backends, checkpointer, walwriter, autovacuum, WAL senders).
+
+    Differences of two readings are the server's CPU in between. None when the server's processes cannot be
+    read from here (another machine, another user, or no superuser to show data_directory).
+    """
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("select setting from pg_settings where name = 'data_directory'").fetchone()
+        if row is None or not row[0]:
+            return None
+        postmaster = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+        total = sum(int(f) for f in fields[11:15])  # utime, stime, and its reaped children's
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                child = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            if int(child[1]) == postmaster:
+                total += int(child[11]) + int(child[12])
+    except (OSError, psycopg.Error, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def server_version(url: str) -> str:
     """PostgreSQL's version string, short."""
     with psycopg.connect(url) as conn:
