@@ -155,7 +155,9 @@ def _no_dagster_state_storage_from_earlier_tests() -> None:
     What it held could be the storage of an instance already collected, and the next Definitions
     resolution (a materialize) fails with "Attempted to resolve undefined DagsterInstance weakref"
     (seen once in three xdist runs, order-dependent). Reset here, what such a late exit restores is
-    None, which Dagster takes as "no stored state".
+    None, which Dagster takes as "no stored state". The suite's own checks run through
+    tests/dagster_contexts.run_asset_check and its schedule contexts in a `with`; this stays for any
+    context that is not.
     """
     if "dagster" in sys.modules:
         from dagster._core.storage.defs_state.base import _current_storage

@@ -162,9 +162,8 @@ NO_DATABASE = {"postgres": PostgresResource(database_url="postgresql://keap@127.
 def test_the_sync_all_schedule_asks_for_every_entity_incrementally(defs, keap_env) -> None:  # type: ignore[no-untyped-def]
     tick = datetime(2026, 11, 25, 10, 15, tzinfo=UTC)
     repo = defs.get_repository_def()
-    result = defs.resolve_schedule_def(SYNC_ALL_SCHEDULE).evaluate_tick(
-        build_schedule_context(scheduled_execution_time=tick, repository_def=repo, resources=NO_DATABASE)
-    )
+    with build_schedule_context(scheduled_execution_time=tick, repository_def=repo, resources=NO_DATABASE) as context:
+        result = defs.resolve_schedule_def(SYNC_ALL_SCHEDULE).evaluate_tick(context)
     [request] = result.run_requests
     assert request.run_key == f"incremental-{tick.isoformat()}" and request.partition_key is None
     # without the cursors the run claims the current month only (and fails on the database, visibly)
@@ -183,9 +182,8 @@ def test_full_pass_schedules_ask_for_an_unpartitioned_run(defs, keap_env) -> Non
     tick = datetime(2026, 11, 25, 10, 15, tzinfo=UTC)
     for name in ("products", "subscriptions"):
         # no database needed: nothing to read a cursor of
-        result = defs.resolve_schedule_def(f"keap_{name}_incremental_schedule").evaluate_tick(
-            build_schedule_context(scheduled_execution_time=tick, repository_def=repo)
-        )
+        with build_schedule_context(scheduled_execution_time=tick, repository_def=repo) as context:
+            result = defs.resolve_schedule_def(f"keap_{name}_incremental_schedule").evaluate_tick(context)
         [request] = result.run_requests
         assert request.partition_key is None and request.run_config == {}
         assert ASSET_PARTITION_RANGE_START_TAG not in request.tags
@@ -197,7 +195,8 @@ def test_a_schedule_evaluated_without_a_tick_uses_now(defs) -> None:  # type: ig
     from keap_pipeline.defs.contacts import keap_contacts_incremental_schedule
 
     before = datetime.now(UTC)
-    request = keap_contacts_incremental_schedule(build_schedule_context(resources=NO_DATABASE))
+    with build_schedule_context(resources=NO_DATABASE) as context:
+        request = keap_contacts_incremental_schedule(context)
     after = datetime.now(UTC)
     assert request.tags[ASSET_PARTITION_RANGE_END_TAG] in {before.strftime("%Y-%m"), after.strftime("%Y-%m")}
     stamp = datetime.fromisoformat(request.run_key.removeprefix("incremental-"))

@@ -15,7 +15,6 @@ from dagster import (
     AssetSelection,
     DagsterInstance,
     Definitions,
-    build_asset_check_context,
     define_asset_job,
 )
 
@@ -33,6 +32,7 @@ from keap_pipeline.defs.health import (
 from keap_pipeline.defs.keap import KeapResource
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.entities import CONTACTS, ENTITIES
+from tests.dagster_contexts import run_asset_check
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_the_job_records_the_figures_and_warns_when_they_worsen(migrated_databas
 
 def _cursor_fresh(url: str) -> Any:
     [check] = [c for c in defs_for(CONTACTS).checks if c.check_key.name == "keap_contacts_cursor_fresh"]
-    return check(build_asset_check_context(), postgres=PostgresResource(database_url=url))
+    return run_asset_check(check, postgres=PostgresResource(database_url=url))
 
 
 def test_cursor_fresh_errs_only_when_nothing_keeps_the_entity_fresh(migrated_database: str) -> None:

@@ -8,7 +8,6 @@ from dagster import (
     DagsterInstance,
     RunRequest,
     SkipReason,
-    build_asset_check_context,
     build_sensor_context,
     materialize,
 )
@@ -17,6 +16,7 @@ from keap_pipeline.defs.keap import KeapResource
 from keap_pipeline.defs.outbound import keap_outbound, keap_outbound_queue, keap_push_sensor
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.sandbox.runner import SandboxHandle
+from tests.dagster_contexts import run_asset_check
 from tests.outbound.conftest import ADMIN, API_KEY, app
 
 
@@ -66,7 +66,7 @@ def test_keap_outbound_pushes_and_its_check_counts_failed_and_unsupported(synced
     metadata = result.asset_materializations_for_node("keap_outbound")[0].metadata
     assert metadata["updated"].value == 1 and metadata["failed"].value == 1 and metadata["unsupported"].value == 1
     assert handle.state is not None and handle.state.contact(1)["given_name"] == "From Dagster"  # type: ignore[index]
-    check = keap_outbound_queue(build_asset_check_context(resources={"postgres": PostgresResource(database_url=url)}))
+    check = run_asset_check(keap_outbound_queue, resources={"postgres": PostgresResource(database_url=url)})
     assert not check.passed
     assert check.metadata["failed"].value == 1 and check.metadata["unsupported"].value == 1
     assert "must be an email address" in check.metadata["reasons"].value

@@ -10,7 +10,6 @@ from dagster import (
     BackfillPolicy,
     DagsterInstance,
     PartitionKeyRange,
-    build_asset_check_context,
     build_schedule_context,
     materialize,
 )
@@ -33,6 +32,7 @@ from keap_pipeline.defs.contacts import (
 from keap_pipeline.defs.keap import KeapResource
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.sandbox import RateLimits
+from tests.dagster_contexts import run_asset_check
 from tests.pipeline.conftest import API_KEY, expected_rows, sandbox_records, scalar, table_rows
 
 START, END = "2024-03", "2024-05"  # END is the last partition, inclusive
@@ -123,7 +123,7 @@ def test_backfill_range_is_one_run_loading_only_its_window(sandbox, migrated_dat
 
 def test_incremental_mode_syncs_from_the_cursor_and_the_checks_report(sandbox, migrated_database: str, instance) -> None:
     handle = sandbox(contacts=400)
-    fresh = keap_contacts_cursor_fresh(build_asset_check_context(),
+    fresh = run_asset_check(keap_contacts_cursor_fresh,
                                        postgres=PostgresResource(database_url=migrated_database))
     assert fresh.passed is False  # nothing committed yet
 
@@ -145,7 +145,7 @@ def test_incremental_mode_syncs_from_the_cursor_and_the_checks_report(sandbox, m
     assert table_rows(migrated_database) == expected_rows(sandbox_records(handle))
     assert scalar(migrated_database, "select count(*) from keap_pipeline.sync_cursors") == 1
 
-    fresh = keap_contacts_cursor_fresh(build_asset_check_context(),
+    fresh = run_asset_check(keap_contacts_cursor_fresh,
                                        postgres=PostgresResource(database_url=migrated_database))
     assert fresh.passed is True and fresh.metadata["age_minutes"].value < 1
 

@@ -10,7 +10,6 @@ import pytest
 from dagster import (
     AssetCheckSeverity,
     DagsterInstance,
-    build_asset_check_context,
     build_schedule_context,
     materialize,
 )
@@ -34,6 +33,7 @@ from keap_pipeline.defs.keap import KeapResource
 from keap_pipeline.defs.partitions import PARTITIONS
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.entities import ENTITIES, CursorKind, Entity, lineage_order
+from tests.dagster_contexts import run_asset_check
 from tests.pipeline.conftest import API_KEY, client_for
 
 
@@ -119,12 +119,11 @@ def test_sync_all_job_runs_every_entity_in_lineage_order_in_one_run(sandbox, mig
 
     handle = sandbox(contacts=300)
     tick = datetime.now(UTC)
-    [request] = defs.resolve_schedule_def(SYNC_ALL_SCHEDULE).evaluate_tick(
-        build_schedule_context(
-            scheduled_execution_time=tick, repository_def=defs.get_repository_def(),
-            resources={"postgres": PostgresResource(database_url=migrated_database)},
-        )
-    ).run_requests
+    with build_schedule_context(
+        scheduled_execution_time=tick, repository_def=defs.get_repository_def(),
+        resources={"postgres": PostgresResource(database_url=migrated_database)},
+    ) as context:
+        [request] = defs.resolve_schedule_def(SYNC_ALL_SCHEDULE).evaluate_tick(context).run_requests
     # nothing synced yet: a full load, over every partition
     everything = PARTITIONS.get_partition_keys(current_time=tick)
     assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (everything[0], everything[-1])
@@ -215,7 +214,7 @@ def test_unresolved_links_warn_with_counts_and_ages_only(migrated_database: str)
     postgres = PostgresResource(database_url=migrated_database)
 
     orders_check = _check("orders", "unresolved_links")
-    result = orders_check(build_asset_check_context(), postgres=postgres)
+    result = run_asset_check(orders_check, postgres=postgres)
     assert result.passed is False and result.severity == AssetCheckSeverity.WARN
     meta = {k: v.value if hasattr(v, "value") else v for k, v in result.metadata.items()}
     assert meta["unresolved_links"] == 2 and meta["contacts_unresolved"] == 2
@@ -227,7 +226,7 @@ def test_unresolved_links_warn_with_counts_and_ages_only(migrated_database: str)
         assert value not in text
 
     subs_check = _check("subscriptions", "unresolved_links")
-    result = subs_check(build_asset_check_context(), postgres=postgres)
+    result = run_asset_check(subs_check, postgres=postgres)
     meta = {k: v.value if hasattr(v, "value") else v for k, v in result.metadata.items()}
     assert result.passed is False and result.severity == AssetCheckSeverity.WARN
     assert (meta["contacts_unresolved"], meta["products_unresolved"], meta["unresolved_links"]) == (0, 1, 1)
@@ -236,7 +235,7 @@ def test_unresolved_links_warn_with_counts_and_ages_only(migrated_database: str)
     with psycopg.connect(migrated_database) as conn:
         as_ingestion(conn)
         conn.execute("update public.sync_orders set contact_id = %s where contact_id is null", (linked,))
-    result = orders_check(build_asset_check_context(), postgres=postgres)
+    result = run_asset_check(orders_check, postgres=postgres)
     assert result.passed is True and result.metadata["unresolved_links"].value == 0
     assert result.description == "every Keap parent id is linked"
 
@@ -254,12 +253,12 @@ def test_only_entities_with_parents_have_a_links_check() -> None:
 def test_the_dead_letter_check_of_every_entity(name: str, migrated_database: str) -> None:
     check = _check(name, "dead_letters")
     postgres = PostgresResource(database_url=migrated_database)
-    assert check(build_asset_check_context(), postgres=postgres).passed is True
+    assert run_asset_check(check, postgres=postgres).passed is True
     with psycopg.connect(migrated_database) as conn:
         record_dead_letters(
             conn, name, [NewDeadLetter("42", {"id": 42, "secret": "s3cr3t-value"}, "name: longer than 255 characters", "name")], "run-1",
         )
-    result = check(build_asset_check_context(), postgres=postgres)
+    result = run_asset_check(check, postgres=postgres)
     assert result.passed is False and result.severity == AssetCheckSeverity.WARN
     assert result.metadata["open_dead_letters"].value == 1
     assert f"--entity {name}" in (result.description or "")

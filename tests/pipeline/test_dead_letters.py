@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 import psycopg
-from dagster import build_asset_check_context
 
 from keap_pipeline.defs.contacts import keap_contacts_dead_letters
 from keap_pipeline.defs.resources import PostgresResource
 from keap_pipeline.entities import CONTACTS
+from tests.dagster_contexts import run_asset_check
 from tests.pipeline.conftest import expected_rows, sandbox_records, scalar, sync, table_rows
 
 LONG_EMAIL = "x" * 300 + "@example.com"
@@ -33,7 +33,7 @@ def _letters(url: str) -> dict[str, dict]:
 
 def _check(url: str):
     """Evaluate the keap_contacts_dead_letters asset check directly."""
-    return keap_contacts_dead_letters(build_asset_check_context(), postgres=PostgresResource(database_url=url))
+    return run_asset_check(keap_contacts_dead_letters, postgres=PostgresResource(database_url=url))
 
 
 def test_bad_records_are_dead_lettered_listed_replayed_and_checked(sandbox, migrated_database: str) -> None:

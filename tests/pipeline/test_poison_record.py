@@ -5,12 +5,12 @@ docs/operations.md gives the command and the figures)."""
 from __future__ import annotations
 
 import psycopg
-from dagster import build_asset_check_context
 
 from bench.poison_record import scenario
 from keap_pipeline.db.dead_letters import list_dead_letters
 from keap_pipeline.defs.contacts import keap_contacts_dead_letters
 from keap_pipeline.defs.resources import PostgresResource
+from tests.dagster_contexts import run_asset_check
 
 
 def test_a_lone_surrogate_contact_is_one_dead_letter_and_the_run_exits_0(migrated_database: str) -> None:
@@ -54,6 +54,6 @@ def test_listing_replay_and_the_dagster_check_decode_the_stored_record_alike(mig
     report = replay_dead_letters(migrated_database, "contacts")
     assert report.replayed == [letters["8"].id]
     assert report.still_failing == [(letters["7"].id, "given_name holds a lone surrogate (not valid Unicode, or bytes that are not UTF-8), which PostgreSQL cannot store")]
-    check = keap_contacts_dead_letters(build_asset_check_context(), postgres=PostgresResource(database_url=migrated_database))
+    check = run_asset_check(keap_contacts_dead_letters, postgres=PostgresResource(database_url=migrated_database))
     assert check.metadata["open_dead_letters"].value == 1
     assert "given_name holds a lone surrogate" in check.metadata["reasons"].value
