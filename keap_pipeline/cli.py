@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import unquote
 
+from keap_pipeline.cli_args import whole
 from keap_pipeline.errors import KeapPipelineError
 
 log = logging.getLogger("keap_pipeline.cli")
@@ -134,14 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="apply pending migrations")
     _add_database_url(p)
-    p.add_argument("--to", type=int, default=None, metavar="VERSION",
+    p.add_argument("--to", type=whole(0), default=None, metavar="VERSION",
                    help="stop at this version (default: apply everything pending)")
     p.set_defaults(func=_cmd_migrate)
 
     p = sub.add_parser("rollback", help="run down scripts back to a version (0 = everything)")
     _add_database_url(p)
     p.add_argument(
-        "--to", type=int, required=True, metavar="VERSION",
+        "--to", type=whole(0), required=True, metavar="VERSION",
         help="required: keep the migrations up to this version, run the down scripts of every later one "
         "(newest first; 0 = everything)",
     )

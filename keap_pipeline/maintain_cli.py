@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from keap_pipeline.cli_args import whole
 from keap_pipeline.db import maintenance
 
 
@@ -43,20 +44,6 @@ def _cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `maintain partitions`, `maintain vacuum` and `maintain queue` to the keap-pipeline parser."""
     url_help = "PostgreSQL URL; default KEAP_PIPELINE_DATABASE_URL, else the embedded server"
@@ -71,9 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "partitions",
         help="create missing monthly audit partitions, move DEFAULT rows home, drop old months if asked",
     )
-    c.add_argument("--months-ahead", type=_non_negative, default=3, metavar="N",
+    c.add_argument("--months-ahead", type=whole(0, maintenance.MAX_MONTHS_AHEAD), default=3, metavar="N",
                    help="months after the current one that must have a partition (default 3)")
-    c.add_argument("--retention-months", type=_positive, default=None, metavar="M",
+    c.add_argument("--retention-months", type=whole(1, maintenance.MAX_RETENTION_MONTHS), default=None, metavar="M",
                    help="detach and drop partitions whose month ended more than M months ago (default: keep everything)")
     c.add_argument("--dry-run", action="store_true", help="report what would be done, change nothing")
     c.add_argument("--database-url", metavar="URL", help=url_help)
@@ -95,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "queue",
         help="purge sync_queue's history: items completed or cancelled more than N days ago (errors are kept)",
     )
-    c.add_argument("--keep-days", type=_positive, default=maintenance.DEFAULT_QUEUE_KEEP_DAYS, metavar="N",
+    c.add_argument("--keep-days", type=whole(1, maintenance.MAX_QUEUE_KEEP_DAYS), default=maintenance.DEFAULT_QUEUE_KEEP_DAYS, metavar="N",
                    help=f"keep items finished within N days (default {maintenance.DEFAULT_QUEUE_KEEP_DAYS})")
     c.add_argument("--dry-run", action="store_true", help="count what would be purged, change nothing")
     c.add_argument("--database-url", metavar="URL", help=url_help)

@@ -6,6 +6,7 @@ import argparse
 import os
 from datetime import UTC, datetime
 
+from keap_pipeline.cli_args import positive_seconds, positive_share, whole
 from keap_pipeline.errors import KeapPipelineError
 
 # the exit statuses of a push: as `sync` (3: the daily quota ran out, the rest waits in the queue)
@@ -96,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="send the outbound queue's app changes (contacts, tags) to Keap; other entities' items are kept "
         "as unsupported",
     )
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="claim at most N items in this run")
+    p.add_argument("--limit", type=whole(1), default=None, metavar="N", help="claim at most N items in this run")
     p.add_argument(
         "--entity", action="append", choices=list(SPECS), help="push only this entity (repeatable; default all)"
     )
@@ -109,10 +110,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--merge-rule", choices=MERGE_RULES, default="manual",
                    help="with --strategy merge, for a field changed on both sides: keap_wins, supabase_wins, or manual "
                    "(park the record as an open conflict) (default manual)")
-    p.add_argument("--batch-size", type=int, default=100, metavar="N", help="items per claim (default 100)")
-    p.add_argument("--max-seconds", type=float, default=None, metavar="S", help="stop claiming after S seconds")
+    p.add_argument("--batch-size", type=whole(1), default=100, metavar="N", help="items per claim (default 100)")
+    p.add_argument("--max-seconds", type=positive_seconds, default=None, metavar="S", help="stop claiming after S seconds")
     p.add_argument(
-        "--quota-share", type=float, default=None, metavar="F",
+        "--quota-share", type=positive_share, default=None, metavar="F",
         help="send at most this share (0-1] of the key's request limits, leaving the rest to syncs",
     )
     p.add_argument("--senders", type=int, default=1, choices=range(1, 9), metavar="1..8",

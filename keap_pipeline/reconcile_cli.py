@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from keap_pipeline.cli_args import seconds, share, share_below_one, whole
 from keap_pipeline.sync_cli import (
     ALL,
     EXIT_ERROR,
@@ -26,27 +27,6 @@ if TYPE_CHECKING:
 EXIT_SAFETY_STOP = 4
 # best first; `reconcile all` exits with the worst
 _SEVERITY = (EXIT_OK, EXIT_STOPPED_EARLY, EXIT_SAFETY_STOP, EXIT_RUN_LOCKED, EXIT_ERROR)
-
-
-def _share(text: str) -> float:
-    value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError("a share from 0 to 1 (or 0% to 100%)")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
 
 
 def _settings(args: argparse.Namespace) -> ReconcileSettings:
@@ -177,15 +157,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("entity", choices=[*ENTITIES, ALL], help=f"{ALL}: every entity, one pass each")
     p.add_argument(
-        "--max-share", type=_share, default=0.02, metavar="SHARE",
+        "--max-share", type=share, default=0.02, metavar="SHARE",
         help="stop before deleting more than this share of the entity's live rows (default 0.02 = 2%%)",
     )
     p.add_argument(
-        "--max-count", type=int, default=10_000, metavar="N",
+        "--max-count", type=whole(0), default=10_000, metavar="N",
         help="stop before deleting more than this many rows (default 10000)",
     )
     p.add_argument(
-        "--max-changes", type=_positive, default=500, metavar="N",
+        "--max-changes", type=whole(1), default=500, metavar="N",
         help="the most changes one transaction of soft deletes streams to realtime subscribers (a row and its "
         "sync_status row each; default 500, as a sync batch's)",
     )
@@ -196,12 +176,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--list", action="store_true", help="show the latest passes and exit")
     p.add_argument(
-        "--quota-reserve", type=_share, default=0.10, metavar="SHARE",
+        "--quota-reserve", type=share_below_one, default=0.10, metavar="SHARE",
         help="share of the day's quota kept for the incremental syncs: a pass the rest would not cover is skipped "
         "(default 0.10)",
     )
     p.add_argument(
-        "--clock-skew", type=_non_negative, default=600.0, metavar="SECONDS",
+        "--clock-skew", type=seconds, default=600.0, metavar="SECONDS",
         help="rows Keap updated up to this long before the pass started are kept too (default 600)",
     )
     p.add_argument("--page-size", type=int, default=1000, choices=range(1, 1001), metavar="1..1000",
@@ -209,11 +189,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--base-url", help="Keap API root (default KEAP_BASE_URL)")
     p.add_argument("--no-pacing", action="store_true", help="do not pace requests (sandbox benchmarks only)")
     p.add_argument(
-        "--wait", type=_non_negative, default=60.0, metavar="SECONDS",
+        "--wait", type=seconds, default=60.0, metavar="SECONDS",
         help=f"when another pass of the entity is in progress, wait this long, then exit {EXIT_RUN_LOCKED} (default 60)",
     )
     p.add_argument(
-        "--lock-timeout", type=_non_negative, default=30.0, metavar="SECONDS",
+        "--lock-timeout", type=seconds, default=30.0, metavar="SECONDS",
         help="the longest wait for one row lock while applying (default 30; 0 = no bound)",
     )
     p.add_argument("--database-url", metavar="URL", help="default KEAP_PIPELINE_DATABASE_URL, else the embedded server")

@@ -29,6 +29,10 @@ SYNC_TABLES: tuple[str, ...] = (
 # create_monthly_partition always makes the month it is given and the three after it.
 FUNCTION_WINDOW = 4
 DEFAULT_LOCK_TIMEOUT = "5s"
+# the widest the partition chore goes (the CLI and the Dagster config take these bounds): a partition per
+# month ahead, ten years at most; a retention up to 9999 months (833 years: "keep everything" is no value)
+MAX_MONTHS_AHEAD = 120
+MAX_RETENTION_MONTHS = 9999
 # pg_cron job names scheduled by 15-partitioning.sql.
 CRON_CREATE_PARTITIONS = "keap-pipeline:create-partitions"
 CRON_VACUUM_ANALYZE = "keap-pipeline:vacuum-analyze"
@@ -138,13 +142,16 @@ def audit_partitions(
         The report: created, dropped, rows moved, rows left in DEFAULT, newest and oldest month.
 
     Raises:
-        MaintenanceError: months_ahead or retention_months is negative / zero.
+        MaintenanceError: months_ahead is outside 0..MAX_MONTHS_AHEAD, or retention_months outside
+            1..MAX_RETENTION_MONTHS.
         psycopg.Error: the database refused (e.g. lock_timeout behind a long transaction).
     """
-    if months_ahead < 0:
-        raise MaintenanceError("months_ahead must be 0 or more")
-    if retention_months is not None and retention_months < 1:
-        raise MaintenanceError("retention_months must be 1 or more (leave it unset to keep everything)")
+    if not 0 <= months_ahead <= MAX_MONTHS_AHEAD:
+        raise MaintenanceError(f"months_ahead must be from 0 to {MAX_MONTHS_AHEAD}")
+    if retention_months is not None and not 1 <= retention_months <= MAX_RETENTION_MONTHS:
+        raise MaintenanceError(
+            f"retention_months must be from 1 to {MAX_RETENTION_MONTHS} (leave it unset to keep everything)"
+        )
     if today is None:
         row = conn.execute("select (pg_catalog.now() at time zone 'UTC')::date").fetchone()
         assert row is not None
@@ -216,6 +223,7 @@ def audit_partitions(
 # error, held or unsupported wait for an operator and are never purged; pending and processing are work.
 QUEUE_DONE_STATUSES: tuple[str, ...] = ("completed", "cancelled")
 DEFAULT_QUEUE_KEEP_DAYS = 30
+MAX_QUEUE_KEEP_DAYS = 36_500  # a hundred years
 # Blocks of sync_queue per purge transaction (a TID range: one pass over the table whatever its size,
 # no index needed; at fillfactor 50 about 2,000 items): short transactions beside the pushers' claims.
 QUEUE_PURGE_BLOCKS = 64
@@ -259,11 +267,11 @@ def purge_queue(conn: psycopg.Connection, *, keep_days: int = DEFAULT_QUEUE_KEEP
         The report: items purged, transactions, items left by status.
 
     Raises:
-        MaintenanceError: keep_days is below 1.
+        MaintenanceError: keep_days is outside 1..MAX_QUEUE_KEEP_DAYS.
         psycopg.Error: the database refused.
     """
-    if keep_days < 1:
-        raise MaintenanceError("keep_days must be 1 or more")
+    if not 1 <= keep_days <= MAX_QUEUE_KEEP_DAYS:
+        raise MaintenanceError(f"keep_days must be from 1 to {MAX_QUEUE_KEEP_DAYS}")
     report = QueueReport(dry_run=dry_run, keep_days=keep_days)
     done = sql.SQL(
         "status = any(%(statuses)s) and completed_at < pg_catalog.now() - pg_catalog.make_interval(days => %(days)s)"

@@ -38,11 +38,14 @@ VACUUM_ANALYZE_INTERVAL = timedelta(days=1, hours=1)
 class AuditPartitionsConfig(Config):
     """What audit_partitions_job does (the Launchpad offers and validates these)."""
 
-    months_ahead: int = Field(default=3, ge=0, le=120, description="months after the current one that must have an audit partition")
+    months_ahead: int = Field(
+        default=3, ge=0, le=maintenance.MAX_MONTHS_AHEAD,
+        description="months after the current one that must have an audit partition",
+    )
     retention_months: int | None = Field(
         default=None,
         ge=1,
-        le=9999,
+        le=maintenance.MAX_RETENTION_MONTHS,
         description="detach and drop audit partitions whose month ended more than this many months ago; empty keeps everything",
     )
     dry_run: bool = Field(default=False, description="report what would be done and change nothing")
@@ -68,7 +71,7 @@ class QueueRetentionConfig(Config):
     """What queue_retention_job does."""
 
     keep_days: int = Field(
-        default=maintenance.DEFAULT_QUEUE_KEEP_DAYS, ge=1, le=36500,
+        default=maintenance.DEFAULT_QUEUE_KEEP_DAYS, ge=1, le=maintenance.MAX_QUEUE_KEEP_DAYS,
         description="purge sync_queue items completed or cancelled more than this many days ago (items in error, held or unsupported are kept)",
     )
     dry_run: bool = Field(default=False, description="count what would be purged and change nothing")

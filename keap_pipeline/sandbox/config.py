@@ -7,6 +7,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 
+from keap_pipeline.cli_args import whole
 from keap_pipeline.sandbox.entities import ENTITIES
 from keap_pipeline.sandbox.errors import SandboxConfigError
 
@@ -178,18 +179,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="data seed: same seed, same data (default 1)")
     parser.add_argument("--no-limits", action="store_true",
                         help="switch Keap's rate limits off (demo, benchmarks; default: on, at the limits below)")
-    parser.add_argument("--per-second", type=int, default=10, help="requests a second before 429 (default 10)")
-    parser.add_argument("--per-minute", type=int, default=240, help="requests a minute before 429 (default 240)")
-    parser.add_argument("--per-day", type=int, default=30_000, help="requests a UTC day before 429 (default 30000)")
-    parser.add_argument("--latency-ms", type=int, default=0,
+    parser.add_argument("--per-second", type=whole(1), default=10, help="requests a second before 429 (default 10)")
+    parser.add_argument("--per-minute", type=whole(1), default=240, help="requests a minute before 429 (default 240)")
+    parser.add_argument("--per-day", type=whole(1), default=30_000, help="requests a UTC day before 429 (default 30000)")
+    parser.add_argument("--latency-ms", type=whole(0), default=0,
                         help="fault: milliseconds added to every API answer (default 0)")
     parser.add_argument("--error-share", type=float, default=0.0,
                         help="fault: share of 500/502/503 answers, 0..1 (default 0)")
     parser.add_argument("--drop-share", type=float, default=0.0,
                         help="fault: share of dropped connections, 0..1 (default 0)")
-    parser.add_argument("--slow-every", type=int, default=0,
+    parser.add_argument("--slow-every", type=whole(0), default=0,
                         help="fault: every Nth list request is slow (default 0 = never)")
-    parser.add_argument("--slow-ms", type=int, default=1500,
+    parser.add_argument("--slow-ms", type=whole(0), default=1500,
                         help="fault: milliseconds a slow page takes (default 1500)")
     parser.add_argument(
         "--state-file", metavar="FILE", default=None,

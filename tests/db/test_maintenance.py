@@ -98,8 +98,12 @@ def test_retention_drops_months_older_than_asked(migrated_database: str) -> None
 def test_invalid_requests_are_refused(db: psycopg.Connection) -> None:
     with pytest.raises(MaintenanceError, match="months_ahead"):
         audit_partitions(db, months_ahead=-1)
+    with pytest.raises(MaintenanceError, match="months_ahead must be from 0 to 120"):
+        audit_partitions(db, months_ahead=1_000_000)  # was: a date out of range after connecting
     with pytest.raises(MaintenanceError, match="retention_months"):
         audit_partitions(db, retention_months=0)
+    with pytest.raises(MaintenanceError, match="retention_months must be from 1 to 9999"):
+        audit_partitions(db, retention_months=100_000)
     with pytest.raises(MaintenanceError, match="autocommit"):
         vacuum_analyze(db)
 

@@ -79,6 +79,8 @@ def test_a_large_history_goes_in_many_short_transactions(migrated_database: str)
     assert {k: len(v) for k, v in _queue(migrated_database).items()} == {"completed": 1}
 
 
-def test_keep_days_below_one_is_refused(db: psycopg.Connection) -> None:
-    with pytest.raises(MaintenanceError, match="keep_days must be 1 or more"):
+def test_keep_days_outside_1_to_36500_is_refused(db: psycopg.Connection) -> None:
+    with pytest.raises(MaintenanceError, match="keep_days must be from 1 to 36500"):
         purge_queue(db, keep_days=0)
+    with pytest.raises(MaintenanceError, match="keep_days must be from 1 to 36500"):
+        purge_queue(db, keep_days=36_501)  # beyond a date's range for a far-past cutoff

@@ -1,0 +1,85 @@
+"""Argument types of the keap-pipeline commands, shared by every command that takes a number.
+
+A value out of range is argparse's error naming the option (exit status 2), before anything runs:
+never a traceback from a settings class, a database error after a batch was attempted, or a run
+that silently does nothing (a negative --limit claimed no item; `rollback --to -1` rolled back
+everything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An integer from `low` to `high` (inclusive; no upper bound when None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            span = f"{low} or more" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {span}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds, 0 or more (the options that take one say what 0 means)."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more seconds")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds, more than 0."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _finite(text.rstrip("%"))
+    return value / 100 if text.endswith("%") else value
+
+
+def share(text: str) -> float:
+    """A share from 0 to 1, or a percentage (2%)."""
+    value = _fraction(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a share from 0 to 1 (or 0% to 100%)")
+    return value
+
+
+def share_below_one(text: str) -> float:
+    """A share from 0 up to, not including, 1 (a reserve: some must be left to use)."""
+    value = _fraction(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a share from 0 up to 1, 1 excluded (or 0% up to 100%)")
+    return value
+
+
+def positive_share(text: str) -> float:
+    """A share above 0, up to 1 (a part of something that must get some)."""
+    value = _fraction(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a share above 0, up to 1 (or above 0%, up to 100%)")
+    return value
