@@ -8,6 +8,7 @@ whose overlay is empty takes the generated path alone.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import heapq
 import json
@@ -192,8 +193,17 @@ class Lister:
         if timeline.count_window(f.lo_ms, f.hi_ms) * 4 > max(1, timeline.n):
             return None
         ids = [i for _, i in timeline.iter_window(f.lo_ms, f.hi_ms, None, False) if i not in overlay]
-        ids += [i for i, e in list(overlay.items()) if e.record is not None and self._in_window(e.time_ms)]
+        keys = self.state.changed_by_time(self.spec.name)
+        start, end = self._window_span(keys)
+        ids += [keys[k][1] for k in range(start, end)]
         return ids
+
+    def _window_span(self, keys: list[tuple[int, int]]) -> tuple[int, int]:
+        """The index range of sorted (time_ms, id) keys inside the filter's time window (bounds inclusive)."""
+        f = self.filter
+        start = 0 if f.lo_ms is None else bisect.bisect_left(keys, (f.lo_ms, -1))  # ids are 1 or more
+        end = len(keys) if f.hi_ms is None else bisect.bisect_left(keys, (f.hi_ms + 1, -1))
+        return start, max(start, end)
 
     def _by_time(self) -> Iterator[tuple[Key, int]]:
         f = self.filter
@@ -210,14 +220,16 @@ class Lister:
             for key in timeline.iter_window(f.lo_ms, f.hi_ms, after, self.desc)
             if key[1] not in overlay
         )
-        changed = sorted(
-            ((e.time_ms, i), i)
-            for i, e in list(overlay.items())
-            if e.record is not None and self._in_window(e.time_ms)
-            and (after is None or ((e.time_ms, i) > after if not self.desc else (e.time_ms, i) < after))
-        )
-        if self.desc:
-            changed.reverse()
+        # the changed records in the window after the page token's key, in order: a slice of the sorted keys
+        keys = self.state.changed_by_time(self.spec.name)
+        start, end = self._window_span(keys)
+        if after is not None:
+            if self.desc:
+                end = min(end, bisect.bisect_left(keys, after))
+            else:
+                start = max(start, bisect.bisect_right(keys, after))
+        span = range(end - 1, start - 1, -1) if self.desc else range(start, end)
+        changed = ((keys[k], keys[k][1]) for k in span)
         for key, ident in heapq.merge(base, changed, reverse=self.desc):
             if f.id_ok(ident):
                 yield key, ident

@@ -70,6 +70,8 @@ class SandboxState:
         self.writes: list[tuple[str, int | None]] = []
         self.write_masks: list[tuple[str, int | None, tuple[str, ...] | None]] = []
         self.write_gate: WriteGate | None = None
+        # per entity: (version, the (time_ms, id) keys of its overlay's existing records, sorted)
+        self._changed_by_time: dict[str, tuple[int, list[tuple[int, int]]]] = {}
         for raw in config.raw_contacts:
             self._put_claimed("contacts", raw)
         for entity, lines in config.raw_records:
@@ -89,6 +91,22 @@ class SandboxState:
             return self.overlays[entity]
         except KeyError:
             raise KeyError(f"no entity {entity!r}; the sandbox serves {', '.join(ENTITIES)}") from None
+
+    def changed_by_time(self, entity: str) -> list[tuple[int, int]]:
+        """The (time_ms, id) of the entity's changed, created and raw records (not the deleted), sorted.
+
+        Made once per version (every change bumps it) and shared by the listings until the next change:
+        sorting the overlay for every page made a listing's cost grow with the overlay, page after page
+        (a window over 1M orders with 20,000 of them changed took 116 us of sandbox CPU per record).
+        Callers must not change the list.
+        """
+        with self.lock:
+            cached = self._changed_by_time.get(entity)
+            if cached is not None and cached[0] == self.version:
+                return cached[1]
+            keys = sorted((e.time_ms, i) for i, e in self._overlay(entity).items() if e.record is not None)
+            self._changed_by_time[entity] = (self.version, keys)
+            return keys
 
     def max_id(self, entity: str) -> int:
         """The highest id of an entity handed out so far (generated, created or placed raw).
