@@ -39,6 +39,18 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def _server_cpu(url: str) -> float | None:
+    """The PostgreSQL server's CPU seconds so far (bench.common.server_cpu), None where the code on the path has no such reader."""
+    from bench import common
+
+    reader = getattr(common, "server_cpu", None)
+    return reader(url) if reader is not None else None
+
+
 class ThreadCpu(threading.Thread):
     """CPU seconds of each thread of this process by name, sampled every 50 ms (threads end before we ask)."""
 
@@ -103,7 +115,7 @@ def _one(database_url: str, contacts: int, loaders: int) -> dict[str, float]:
             threads.sample()
             main_before = threads.by_name().get("MainThread", 0.0)
             threads.start()
-            cpu0, srv0 = time.process_time(), _cpu_of(sandbox.pid)
+            cpu0, srv0, pg0 = time.process_time(), _cpu_of(sandbox.pid), _server_cpu(database_url)
             started = time.perf_counter()
             again = sync_entity(
                 client, database_url, CONTACTS, since=since, until=until, scope=window_scope(since, until),
@@ -111,6 +123,8 @@ def _one(database_url: str, contacts: int, loaders: int) -> dict[str, float]:
             )
             seconds = time.perf_counter() - started
             cpu, srv = time.process_time() - cpu0, _cpu_of(sandbox.pid) - srv0
+            pg1 = _server_cpu(database_url)
+            pg = pg1 - pg0 if pg0 is not None and pg1 is not None else None
             threads.halt.set()
             threads.join()
             threads.sample()
@@ -132,6 +146,7 @@ def _one(database_url: str, contacts: int, loaders: int) -> dict[str, float]:
         "loaders_cpu": per_thread.get("keap-loader", 0.0),
         "main_cpu": per_thread.get("MainThread", 0.0),
         "sandbox_cpu": srv,
+        "postgres_cpu": pg,
         "batches": again.batches,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -185,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                   f" re-read {r['seconds']:5.2f} s {r['records_per_second']:>8,.0f} records/s,"
                   f" CPU pipeline {r['pipeline_cpu']:.2f} s (read-ahead {r['read_ahead_cpu']:.2f}, loaders"
                   f" {r['loaders_cpu']:.2f}, main {r['main_cpu']:.2f}) sandbox {r['sandbox_cpu']:.2f} s,"
-                  f" peak RSS {r['peak_rss_mb']:.0f} MB, load {load:.1f}", flush=True)
+                  f" PostgreSQL {_seconds(r.get('postgres_cpu'))} s, peak RSS {r['peak_rss_mb']:.0f} MB, load {load:.1f}", flush=True)
     for name, rs in results.items():
         print(f"{name}: median read-ahead thread CPU {statistics.median(r['read_ahead_cpu'] for r in rs) / args.contacts * 1e6:.1f}"
               f" us/record, pipeline CPU {statistics.median(r['pipeline_cpu'] for r in rs) / args.contacts * 1e6:.1f} us/record")
@@ -204,15 +219,16 @@ def main(argv: list[str] | None = None) -> int:
             " timed re-read.",
             "",
             "| variant | run | re-read s | re-read records/s | pipeline CPU s | of it read-ahead thread s"
-            " | loaders s | main s | sandbox CPU s | first load records/s | first re-read records/s | peak RSS MB | load |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            " | loaders s | main s | sandbox CPU s | PostgreSQL CPU s | first load records/s | first re-read records/s"
+            " | peak RSS MB | load |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for name, rs in results.items():
             for i, r in enumerate(rs, 1):
                 lines.append(
                     f"| {name} | {i} | {r['seconds']:.2f} | {r['records_per_second']:,.0f} | {r['pipeline_cpu']:.2f}"
                     f" | {r['read_ahead_cpu']:.2f} | {r['loaders_cpu']:.2f} | {r['main_cpu']:.2f}"
-                    f" | {r['sandbox_cpu']:.2f} | {r['first_per_second']:,.0f} | {r.get('seed_per_second', 0):,.0f}"
+                    f" | {r['sandbox_cpu']:.2f} | {_seconds(r.get('postgres_cpu'))} | {r['first_per_second']:,.0f} | {r.get('seed_per_second', 0):,.0f}"
                     f" | {r['peak_rss_mb']:.0f} | {r['load']:.1f} |"
                 )
         write_section("Re-reading unchanged records", "\n".join(lines))
