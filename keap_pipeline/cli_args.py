@@ -57,8 +57,12 @@ def positive_seconds(text: str) -> float:
 
 
 def _fraction(text: str) -> float:
-    value = _finite(text.rstrip("%"))
-    return value / 100 if text.endswith("%") else value
+    percent = text.endswith("%")
+    try:
+        value = _finite(text[:-1] if percent else text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share (0.02) or a percentage (2%)") from None
+    return value / 100 if percent else value
 
 
 def share(text: str) -> float:

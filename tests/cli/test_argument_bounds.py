@@ -32,7 +32,7 @@ BOUNDS = [
     (["push"], [], "--limit", ["0", "-1"], "10"),
     (["push"], [], "--batch-size", ["0", "-5"], "1"),
     (["push"], [], "--max-seconds", ["0", "-1", "nan"], "0.5"),
-    (["push"], [], "--quota-share", ["0", "2", "150%", "-0.1"], "50%"),
+    (["push"], [], "--quota-share", ["0", "2", "150%", "-0.1", "%", "5%%", "nan%"], "50%"),
     (["reconcile"], ["contacts"], "--max-count", ["-1"], "0"),
     (["reconcile"], ["contacts"], "--max-share", ["1.5", "-1%"], "2%"),
     (["reconcile"], ["contacts"], "--quota-reserve", ["1", "100%"], "0.99"),
