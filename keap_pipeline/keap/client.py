@@ -103,6 +103,21 @@ def _record_id(value: str | int) -> str:
     return text
 
 
+def _check_base_url(base_url: str) -> None:
+    """Refuse a base URL no request could reach, before the first one is sent and retried."""
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        # the text itself only when it cannot hold a credential (user:password@host)
+        shown = f" {base_url!r}" if isinstance(base_url, str) and "@" not in base_url else ""
+        raise KeapArgumentError(
+            f"the Keap base URL{shown} is not an http(s) URL with a host; KEAP_BASE_URL is the API root, e.g. "
+            "https://api.infusionsoft.com/crm/rest/v2 (or the sandbox's http://127.0.0.1:8765/crm/rest/v2)"
+        )
+
+
 class KeapClient:
     """Paced, retrying access to one Keap account. Use as a context manager, or call close().
 
@@ -139,10 +154,12 @@ class KeapClient:
             now: the wall clock (for HTTP-date Retry-After values), injectable.
 
         Raises:
-            KeapArgumentError: pacing=False together with an explicit pacer.
+            KeapArgumentError: pacing=False together with an explicit pacer; a base URL that is not
+                an http(s) URL with a host (it would fail every request, after every retry).
         """
         if not pacing and pacer is not None:
             raise KeapArgumentError("pass either pacer=... or pacing=False, not both")
+        _check_base_url(base_url)
         if pacer is None:
             if pacing:
                 pacer = Pacer.shared(auth.fingerprint, auth.default_limits())

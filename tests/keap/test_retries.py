@@ -267,3 +267,21 @@ def test_a_redirect_is_an_error_and_is_not_followed() -> None:
     with make_client(handler, FakeClock()) as client, pytest.raises(KeapRequestError, match="HTTP 301.*KEAP_BASE_URL"):
         client.delete_contact("5")
     assert len(handler.requests) == 1
+
+
+@pytest.mark.parametrize("base_url", ["notaurl", "ftp://127.0.0.1:8765/crm/rest/v2", "https://", "/crm/rest/v2", "http://u:secret@/x"])
+def test_a_base_url_no_request_could_reach_is_refused_before_any_request(base_url: str) -> None:
+    # it failed every request after the whole retry budget (about 15 s of backoff) with UnsupportedProtocol
+    from keap_pipeline.keap import ApiKeyAuth, KeapArgumentError, KeapClient
+
+    with pytest.raises(KeapArgumentError, match="not an http\\(s\\) URL with a host") as refused:
+        KeapClient(base_url, ApiKeyAuth("k"), pacing=False)
+    assert "secret" not in str(refused.value)
+
+
+def test_http_and_https_base_urls_are_taken() -> None:
+    from keap_pipeline.keap import ApiKeyAuth, KeapClient
+
+    for base_url in ("https://api.infusionsoft.com/crm/rest/v2", "http://127.0.0.1:8765/crm/rest/v2/", "HTTPS://API.KEAP.COM/crm/rest/v2"):
+        with KeapClient(base_url, ApiKeyAuth("k"), pacing=False) as client:
+            assert client.base_url == base_url.rstrip("/")
