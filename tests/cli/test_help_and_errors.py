@@ -67,6 +67,17 @@ def test_dead_letters_offer_exactly_the_entities_with_a_loader(migrated_database
         assert "replayed 0: []" in capsys.readouterr().out
 
 
+def test_replaying_an_id_that_is_no_open_dead_letter_says_so(migrated_database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # it printed "replayed 0: []" and exited 0, as if the letter had been replayed
+    assert main(["dead-letters", "replay", "--entity", "orders", "--id", "424242", "--database-url", migrated_database]) == 1
+    captured = capsys.readouterr()
+    assert "replayed 0: []" in captured.out
+    assert captured.err.strip() == (
+        "keap-pipeline dead-letters: no open orders dead letter with id 424242 "
+        "(`keap-pipeline dead-letters list --entity orders --status all` shows them all)"
+    )
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:  # a loopback port nothing listens on
         probe.bind(("127.0.0.1", 0))
