@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sys
@@ -145,8 +146,16 @@ def db(shared_database: str) -> Iterator[psycopg.Connection]:
             conn.rollback()
 
 
+def _uses_dagster(module: object) -> bool:
+    """Whether a test module holds anything of dagster's (imported from it, or dagster itself)."""
+    return any(
+        str(getattr(value, "__module__", None) or getattr(value, "__name__", "")).startswith("dagster")
+        for value in vars(module).values()
+    )
+
+
 @pytest.fixture(autouse=True)
-def _no_dagster_state_storage_from_earlier_tests() -> None:
+def _no_dagster_state_storage_from_earlier_tests(request: pytest.FixtureRequest) -> None:
     """Start every test with no current Dagster defs-state storage (a ContextVar of dagster's).
 
     A `build_asset_check_context()` (and the other build_*_context helpers) used outside a `with`
@@ -162,6 +171,13 @@ def _no_dagster_state_storage_from_earlier_tests() -> None:
     if "dagster" in sys.modules:
         from dagster._core.storage.defs_state.base import _current_storage
 
+        if _uses_dagster(request.module):
+            # what earlier tests left for the collector (contexts in reference cycles) exits here, at the
+            # boundary, and not in the middle of this test: a late exit restores the storage of an instance
+            # long gone, and this test's next materialize fails on it (test_dagster_deletions[products] did
+            # once on CI, 2026-12-08, after the build_*_context call sites were all wrapped). About 50 ms,
+            # so only for the modules that use dagster
+            gc.collect()
         _current_storage.set(None)
 
 
