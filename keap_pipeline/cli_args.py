@@ -40,20 +40,36 @@ def _finite(text: str) -> float:
     return value
 
 
-def seconds(text: str) -> float:
-    """A duration in seconds, 0 or more (the options that take one say what 0 means)."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more seconds")
-    return value
+# the longest waits the commands take, as the Dagster configs bound them: a day, and an hour for one row lock
+# (PostgreSQL's lock_timeout ends at 24.8 days; a longer --lock-timeout was a database error mid-run)
+DAY_SECONDS = 86_400.0
+HOUR_SECONDS = 3_600.0
 
 
-def positive_seconds(text: str) -> float:
-    """A duration in seconds, more than 0."""
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
-    return value
+def seconds(high: float = DAY_SECONDS) -> Callable[[str], float]:
+    """A duration in seconds from 0 to `high` (the options that take one say what 0 means)."""
+
+    def parse(text: str) -> float:
+        value = _finite(text)
+        if not 0 <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be from 0 to {high:g} seconds")
+        return value
+
+    parse.__name__ = "seconds"
+    return parse
+
+
+def positive_seconds(high: float = DAY_SECONDS) -> Callable[[str], float]:
+    """A duration in seconds, more than 0, at most `high`."""
+
+    def parse(text: str) -> float:
+        value = _finite(text)
+        if not 0 < value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds, at most {high:g}")
+        return value
+
+    parse.__name__ = "positive seconds"
+    return parse
 
 
 def _fraction(text: str) -> float:

@@ -110,8 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--merge-rule", choices=MERGE_RULES, default="manual",
                    help="with --strategy merge, for a field changed on both sides: keap_wins, supabase_wins, or manual "
                    "(park the record as an open conflict) (default manual)")
-    p.add_argument("--batch-size", type=whole(1), default=100, metavar="N", help="items per claim (default 100)")
-    p.add_argument("--max-seconds", type=positive_seconds, default=None, metavar="S", help="stop claiming after S seconds")
+    p.add_argument("--batch-size", type=whole(1, 1000), default=100, metavar="N", help="items per claim (default 100)")
+    p.add_argument("--max-seconds", type=positive_seconds(), default=None, metavar="S", help="stop claiming after S seconds")
     p.add_argument(
         "--quota-share", type=positive_share, default=None, metavar="F",
         help="send at most this share (0-1] of the key's request limits, leaving the rest to syncs",

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from keap_pipeline.cli_args import seconds, share, share_below_one, whole
+from keap_pipeline.cli_args import HOUR_SECONDS, seconds, share, share_below_one, whole
 from keap_pipeline.sync_cli import (
     ALL,
     EXIT_ERROR,
@@ -181,7 +181,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(default 0.10)",
     )
     p.add_argument(
-        "--clock-skew", type=seconds, default=600.0, metavar="SECONDS",
+        "--clock-skew", type=seconds(), default=600.0, metavar="SECONDS",
         help="rows Keap updated up to this long before the pass started are kept too (default 600)",
     )
     p.add_argument("--page-size", type=int, default=1000, choices=range(1, 1001), metavar="1..1000",
@@ -189,11 +189,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--base-url", help="Keap API root (default KEAP_BASE_URL)")
     p.add_argument("--no-pacing", action="store_true", help="do not pace requests (sandbox benchmarks only)")
     p.add_argument(
-        "--wait", type=seconds, default=60.0, metavar="SECONDS",
+        "--wait", type=seconds(), default=60.0, metavar="SECONDS",
         help=f"when another pass of the entity is in progress, wait this long, then exit {EXIT_RUN_LOCKED} (default 60)",
     )
     p.add_argument(
-        "--lock-timeout", type=seconds, default=30.0, metavar="SECONDS",
+        "--lock-timeout", type=seconds(HOUR_SECONDS), default=30.0, metavar="SECONDS",
         help="the longest wait for one row lock while applying (default 30; 0 = no bound)",
     )
     p.add_argument("--database-url", metavar="URL", help="default KEAP_PIPELINE_DATABASE_URL, else the embedded server")

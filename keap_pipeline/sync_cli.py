@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from keap_pipeline.cli_args import seconds, whole
+from keap_pipeline.cli_args import HOUR_SECONDS, seconds, whole
 from keap_pipeline.errors import KeapPipelineError
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--until", type=_instant, help="window end, ISO-8601 (default: now)")
     _add_strategy(p)
-    p.add_argument("--pages-per-batch", type=whole(1), default=1, help="fewest pages per transaction (default 1)")
+    p.add_argument("--pages-per-batch", type=whole(1, 50), default=1, help="fewest pages per transaction (default 1)")
     p.add_argument(
         "--max-pages-per-batch", type=whole(1), default=10,
         help="most pages per transaction, reached while pages change little (default 10)",
@@ -271,11 +271,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="do not pace requests to Keap's published limits (sandbox benchmarks only; default: paced)")
     _add_wait(p)
     p.add_argument(
-        "--lock-timeout", type=seconds, default=30.0, metavar="SECONDS",
+        "--lock-timeout", type=seconds(HOUR_SECONDS), default=30.0, metavar="SECONDS",
         help="a loader's longest wait for one row lock before its batch is retried (default 30; 0 = no bound)",
     )
     p.add_argument(
-        "--stall-timeout", type=seconds, default=300.0, metavar="SECONDS",
+        "--stall-timeout", type=seconds(), default=300.0, metavar="SECONDS",
         help="stop the run when no batch commits for this long, naming what it waits on (default 300; 0 = never)",
     )
     p.add_argument("--database-url", metavar="URL",
@@ -321,7 +321,7 @@ def _add_strategy(p: argparse.ArgumentParser) -> None:
 
 def _add_wait(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--wait", type=seconds, default=60.0, metavar="SECONDS",
+        "--wait", type=seconds(), default=60.0, metavar="SECONDS",
         help="when another run of the entity is in progress (a sync, a replay, a Dagster run), wait this long "
         f"for it, then exit with status {EXIT_RUN_LOCKED} naming it (default 60; 0 = do not wait)",
     )

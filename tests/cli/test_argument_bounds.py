@@ -20,26 +20,26 @@ from tests.cli.test_help_and_errors import _parsers
 BOUNDS = [
     (["migrate"], [], "--to", ["-1", "x", "1.5"], "0"),
     (["rollback"], [], "--to", ["-1", "x"], "0"),
-    (["sync"], ["contacts"], "--pages-per-batch", ["0", "-2", "x"], "3"),
+    (["sync"], ["contacts"], "--pages-per-batch", ["0", "-2", "x", "51"], "50"),
     (["sync"], ["contacts"], "--max-pages-per-batch", ["0"], "1"),
     (["sync"], ["contacts"], "--max-changes", ["0", "-3"], "250"),
-    (["sync"], ["contacts"], "--lock-timeout", ["-1", "nan", "inf", "x"], "0"),
-    (["sync"], ["contacts"], "--stall-timeout", ["-1", "-inf"], "0"),
-    (["sync"], ["contacts"], "--wait", ["-0.5", "nan"], "0"),
+    (["sync"], ["contacts"], "--lock-timeout", ["-1", "nan", "inf", "x", "3601", "1e10"], "3600"),
+    (["sync"], ["contacts"], "--stall-timeout", ["-1", "-inf", "86401"], "0"),
+    (["sync"], ["contacts"], "--wait", ["-0.5", "nan", "1e12"], "86400"),
     (["dead-letters"], ["list"], "--limit", ["0", "-1"], "5"),
     (["dead-letters"], ["replay"], "--id", ["0", "-4", "abc"], "7"),
     (["dead-letters"], ["replay"], "--wait", ["-1"], "0"),
     (["push"], [], "--limit", ["0", "-1"], "10"),
-    (["push"], [], "--batch-size", ["0", "-5"], "1"),
-    (["push"], [], "--max-seconds", ["0", "-1", "nan"], "0.5"),
+    (["push"], [], "--batch-size", ["0", "-5", "1001"], "1000"),
+    (["push"], [], "--max-seconds", ["0", "-1", "nan", "86401"], "0.5"),
     (["push"], [], "--quota-share", ["0", "2", "150%", "-0.1", "%", "5%%", "nan%"], "50%"),
     (["reconcile"], ["contacts"], "--max-count", ["-1"], "0"),
     (["reconcile"], ["contacts"], "--max-share", ["1.5", "-1%"], "2%"),
     (["reconcile"], ["contacts"], "--quota-reserve", ["1", "100%"], "0.99"),
     (["reconcile"], ["contacts"], "--max-changes", ["0"], "1"),
-    (["reconcile"], ["contacts"], "--clock-skew", ["-1"], "0"),
+    (["reconcile"], ["contacts"], "--clock-skew", ["-1", "86401"], "0"),
     (["reconcile"], ["contacts"], "--wait", ["-1"], "0"),
-    (["reconcile"], ["contacts"], "--lock-timeout", ["-1"], "0"),
+    (["reconcile"], ["contacts"], "--lock-timeout", ["-1", "3601"], "0"),
     (["maintain", "partitions"], [], "--months-ahead", ["-1", "121", "1000000"], "120"),
     (["maintain", "partitions"], [], "--retention-months", ["0", "10000"], "9999"),
     (["maintain", "queue"], [], "--keep-days", ["0", "36501"], "36500"),
@@ -113,12 +113,13 @@ def test_every_bounded_option_is_in_the_table() -> None:
     # the table above attacks every option whose type is one of cli_args' (so a new one gets its attack)
     from keap_pipeline import cli_args
 
-    kinds = {cli_args.seconds, cli_args.positive_seconds, cli_args.share, cli_args.share_below_one, cli_args.positive_share}
+    kinds = {cli_args.share, cli_args.share_below_one, cli_args.positive_share}
+    made = {"whole number", "seconds", "positive seconds"}  # the names of what whole() and seconds() make
     bounded = {
         (path, opt)
         for path, parser in _parsers(build_parser())
         for action in parser._actions
-        if action.type in kinds or getattr(action.type, "__name__", "") == "whole number"
+        if action.type in kinds or getattr(action.type, "__name__", "") in made
         for opt in action.option_strings[:1]
     }
     listed = {(" ".join(["keap-pipeline", *words]), option) for words, _, option, _, _ in BOUNDS}
