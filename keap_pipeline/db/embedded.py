@@ -32,9 +32,22 @@ SERVER_SETTINGS = {
 
 
 def home_dir() -> Path:
-    """Return KEAP_PIPELINE_HOME (default ./.keap_pipeline), created if absent."""
+    """Return KEAP_PIPELINE_HOME (default ./.keap_pipeline), created if absent.
+
+    Raises:
+        EmbeddedServerError: it is a file, or it cannot be created (a read-only or foreign parent).
+    """
     home = Path(os.environ.get("KEAP_PIPELINE_HOME") or ".keap_pipeline").expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise EmbeddedServerError(
+            f"KEAP_PIPELINE_HOME {home} is a file, not a folder: point it at a folder (created if absent)"
+        ) from None
+    except OSError as err:
+        raise EmbeddedServerError(
+            f"KEAP_PIPELINE_HOME {home} cannot be created ({err.strerror}): point it at a folder this user can write"
+        ) from None
     return home
 
 

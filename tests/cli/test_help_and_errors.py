@@ -141,3 +141,15 @@ def test_a_refused_keap_connection_is_one_line_at_once(
     assert line.startswith(f"keap-pipeline sync contacts: GET /contacts: connection refused by 127.0.0.1:{port}")
     assert "timeout" not in line and API_KEY not in out.err + out.out
     assert elapsed < 5.0  # no backoff (it used to retry for ~7.8 s)
+
+
+def test_a_keap_pipeline_home_that_is_a_file_is_one_line(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    # it was a FileExistsError traceback from mkdir
+    afile = tmp_path / "home"
+    afile.write_text("not a folder")
+    monkeypatch.delenv("KEAP_PIPELINE_DATABASE_URL", raising=False)
+    for home, said in ((afile, "is a file, not a folder"), (afile / "below", "cannot be created (Not a directory)")):
+        monkeypatch.setenv("KEAP_PIPELINE_HOME", str(home))
+        assert main(["db", "status"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"keap-pipeline db: KEAP_PIPELINE_HOME {home} ") and said in err and "Traceback" not in err
