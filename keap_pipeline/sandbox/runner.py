@@ -62,6 +62,7 @@ class SandboxHandle:
 def _start(config: SandboxConfig) -> tuple[SandboxServer, threading.Thread]:
     state = SandboxState(config)
     if config.state_file:
+        saved_state.writable(Path(config.state_file))  # before serving: the changes are saved at stop
         saved_state.load(state, Path(config.state_file))
     try:
         server = SandboxServer((config.host, config.port), state)

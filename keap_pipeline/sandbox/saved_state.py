@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from keap_pipeline.sandbox.config import SandboxConfig
+from keap_pipeline.sandbox.errors import SandboxStartError
 from keap_pipeline.sandbox.state import SandboxState
 
 log = logging.getLogger("keap_pipeline.sandbox")
@@ -96,6 +97,23 @@ def load(state: SandboxState, path: Path) -> int:
         return 0
     log.info("Keap sandbox: %d changed record(s) restored from %s", restored, path)
     return restored
+
+
+def writable(path: Path) -> None:
+    """Check at start that the state file can be written at stop (its folder made, a file written there).
+
+    Raises:
+        SandboxStartError: it cannot: said now, not after the changes were made and lost at stop.
+    """
+    probe = path.with_name(f"{path.name}.{os.getpid()}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as err:
+        raise SandboxStartError(
+            f"--state-file {path}: cannot write there ({err.strerror}); the changes would be lost at stop"
+        ) from None
 
 
 def save(state: SandboxState, path: Path) -> None:

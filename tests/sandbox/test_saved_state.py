@@ -73,3 +73,15 @@ def test_an_unreadable_state_file_starts_from_the_generated_data(
         assert client.get("/contacts/3").json()["id"] == "3"
         assert handle.state is not None and not handle.state.overlays["contacts"]  # nothing half-restored
     assert "not loading the saved sandbox state" in caplog.text
+
+
+def test_a_state_file_that_cannot_be_written_is_refused_at_start(tmp_path: Path) -> None:
+    # it was found at stop, as a traceback, with every change made meanwhile lost
+    from keap_pipeline.sandbox.errors import SandboxStartError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SandboxStartError, match="cannot write there .*the changes would be lost at stop"):
+        with running_sandbox(small_config(state_file=str(blocker / "state.json"))):
+            pass
+    assert list(tmp_path.iterdir()) == [blocker]  # nothing left behind, no probe file
