@@ -54,11 +54,19 @@ class ApiKeyAuth:
             api_key: the key (a str is wrapped into a Secret at once).
 
         Raises:
-            KeapAuthError: the key is empty.
+            KeapAuthError: the key is empty, or holds a character no key has (a space, a control
+                character such as a pasted newline, a non-ASCII letter): said here, without the key,
+                rather than as a 401 or an encoding error at the first request.
         """
         self._key = Secret(api_key)
         if not self._key:
             raise KeapAuthError("the Keap API key is empty: set KEAP_API_KEY to a PAT or service account key")
+        bad = next((i for i, ch in enumerate(self._key.reveal()) if not "!" <= ch <= "~"), None)
+        if bad is not None:
+            raise KeapAuthError(
+                f"the Keap API key holds a space, a control or a non-ASCII character (position {bad + 1}); keys are "
+                "printable ASCII: check KEAP_API_KEY for a pasted newline, space or quote"
+            )
 
     def __repr__(self) -> str:
         return "ApiKeyAuth(***)"

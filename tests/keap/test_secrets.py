@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet
 from keap_pipeline.keap import (
     ApiKeyAuth,
     EncryptedTokenStore,
+    KeapAuthError,
     KeapError,
     OAuthAuth,
     RetryPolicy,
@@ -113,3 +114,16 @@ def test_customer_values_in_a_query_never_reach_the_http_log(caplog: pytest.LogC
     assert handler.requests[0].url.params["filter"] == "email==ann@example.com"  # sent as asked
     assert "HTTP Request: GET" in caplog.text and "/contacts?<redacted>" in caplog.text  # logged, without it
     assert "ann@example.com" not in caplog.text and "ann%40example.com" not in caplog.text
+
+
+@pytest.mark.parametrize("key", ["KeapAK-abc\n", "KeapAK-abc ", " KeapAK-abc", "Keap\tAK", "KeapAK-ключ", "KeapAK-\x00x"])
+def test_a_key_with_a_character_no_key_has_is_refused_without_showing_it(key: str) -> None:
+    # a pasted newline went out as a header (or failed in the HTTP library), a trailing space was a 401,
+    # a non-ASCII letter an encoding traceback at the first request
+    with pytest.raises(KeapAuthError, match="printable ASCII: check KEAP_API_KEY") as refused:
+        ApiKeyAuth(key)
+    assert "KeapAK" not in str(refused.value) and "abc" not in str(refused.value)
+
+
+def test_a_printable_key_is_taken() -> None:
+    assert ApiKeyAuth("KeapAK-0123456789abcdef_ABC.~!").headers(None) == {"X-Keap-API-Key": "KeapAK-0123456789abcdef_ABC.~!"}  # type: ignore[arg-type]
