@@ -97,7 +97,7 @@ class SandboxState:
 
         Made once per version (every change bumps it) and shared by the listings until the next change:
         sorting the overlay for every page made a listing's cost grow with the overlay, page after page
-        (a window over 1M orders with 20,000 of them changed took 116 us of sandbox CPU per record).
+        (measured small at 20,000 changed of 1M orders: 26 -> 24 us of sandbox CPU per record).
         Callers must not change the list.
         """
         with self.lock:
