@@ -36,6 +36,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from bench.common import fresh_database, git_revision, machine, server_version, write_section
 
@@ -93,13 +94,19 @@ def _one(database_url: str, entity_name: str, n: int, loaders: int, changed_path
     counts = {entity_name: n}
     config = SandboxConfig(port=0, contacts=contacts, limits=RateLimits.off(), api_key="bench-key", **counts)  # type: ignore[arg-type]
     cpu: dict[str, float] = {}
-    with running_sandbox(config, subprocess_mode=True) as sandbox:
-        with KeapClient(sandbox.base_url, ApiKeyAuth("bench-key"), pacing=False) as client:
-            readings = _cpu_readings(database_url, sandbox.pid)
-            started = time.perf_counter()
-            first = sync_entity(client, database_url, entity, run_id="bench", loaders=loaders)
-            t_first = time.perf_counter() - started
-            cpu |= _cpu_spent("first", readings, _cpu_readings(database_url, sandbox.pid))
+
+    def phase(name: str, config: Any, **window: Any) -> tuple[Any, float]:
+        """One timed sync_entity against a fresh sandbox process of `config`; its CPU goes into `cpu`."""
+        with running_sandbox(config, subprocess_mode=True) as sandbox:
+            with KeapClient(sandbox.base_url, ApiKeyAuth("bench-key"), pacing=False) as client:
+                readings = _cpu_readings(database_url, sandbox.pid)
+                started = time.perf_counter()
+                report = sync_entity(client, database_url, entity, run_id=f"bench-{name}", loaders=loaders, **window)
+                seconds = time.perf_counter() - started
+                cpu.update(_cpu_spent(name, readings, _cpu_readings(database_url, sandbox.pid)))
+        return report, seconds
+
+    first, t_first = phase("first", config)
     assert first.counts.inserted == n, first.summary()
     rss_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # made by the parent process (generating them here would count the generator's memory as ours)
@@ -111,13 +118,7 @@ def _one(database_url: str, entity_name: str, n: int, loaders: int, changed_path
     if entity.cursor is CursorKind.TIME:
         start, end = datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(days=400)
         window = {"since": start, "until": end, "scope": window_scope(start, end)}
-    with running_sandbox(config, subprocess_mode=True) as sandbox:
-        with KeapClient(sandbox.base_url, ApiKeyAuth("bench-key"), pacing=False) as client:
-            readings = _cpu_readings(database_url, sandbox.pid)
-            started = time.perf_counter()
-            second = sync_entity(client, database_url, entity, run_id="bench-2", loaders=loaders, **window)  # type: ignore[arg-type]
-            t_second = time.perf_counter() - started
-            cpu |= _cpu_spent("resync", readings, _cpu_readings(database_url, sandbox.pid))
+    second, t_second = phase("resync", config, **window)
     writes = _writes(database_url, entity.table_name) - before
     assert second.counts.updated == len(changed), second.summary()
     assert second.records_seen >= n, second.summary()
@@ -127,13 +128,7 @@ def _one(database_url: str, entity_name: str, n: int, loaders: int, changed_path
         again = tuple(line.rstrip(b"\n") for line in f)
     config = config.with_(raw_records=((entity_name, changed + again),))
     before = _writes(database_url, entity.table_name)
-    with running_sandbox(config, subprocess_mode=True) as sandbox:
-        with KeapClient(sandbox.base_url, ApiKeyAuth("bench-key"), pacing=False) as client:
-            readings = _cpu_readings(database_url, sandbox.pid)
-            started = time.perf_counter()
-            third = sync_entity(client, database_url, entity, run_id="bench-3", loaders=loaders, **window)  # type: ignore[arg-type]
-            t_third = time.perf_counter() - started
-            cpu |= _cpu_spent("again", readings, _cpu_readings(database_url, sandbox.pid))
+    third, t_third = phase("again", config, **window)
     again_writes = _writes(database_url, entity.table_name) - before
     assert third.counts.updated == len(again), third.summary()
     assert third.records_seen >= n, third.summary()
