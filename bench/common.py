@@ -45,9 +45,14 @@ def machine() -> str:
     )
 
 
+def _stat(path: Path) -> list[str]:
+    """The fields of a /proc/PID/stat after the command name (state is [0], ppid [1], utime [11], stime [12])."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
 def process_cpu(pid: int) -> float:
     """User + system CPU seconds of a process so far (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(Path(f"/proc/{pid}/stat"))
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -64,11 +69,11 @@ def server_cpu(url: str) -> float | None:
         if row is None or not row[0]:
             return None
         postmaster = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
-        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = _stat(Path(f"/proc/{postmaster}/stat"))
         total = sum(int(f) for f in fields[11:15])  # utime, stime, and its reaped children's
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                child = stat.read_text().rsplit(")", 1)[1].split()
+                child = _stat(stat)
             except OSError:
                 continue  # ended meanwhile
             if int(child[1]) == postmaster:
