@@ -53,10 +53,8 @@ BOUNDS = [
 
 
 def _dest(parser: argparse.ArgumentParser, words: list[str], option: str) -> str:
-    for word in words:
-        [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        parser = sub.choices[word]
-    [action] = [a for a in parser._actions if option in a.option_strings]
+    command = dict(_parsers(parser))[" ".join(["keap-pipeline", *words])]
+    [action] = [a for a in command._actions if option in a.option_strings]
     return action.dest
 
 
