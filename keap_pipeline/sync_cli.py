@@ -203,17 +203,15 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
     print(f"replayed {len(report.replayed)}: {report.replayed}")
     for ident, reason in report.still_failing:
         print(f"still failing {ident}: {reason}")
-    # an --id that named no open letter of the entity (a typo, another entity's, replayed already): said, not
-    # passed over as "replayed 0"
-    seen = set(report.replayed) | {ident for ident, _ in report.still_failing}
-    missing = sorted({i for i in args.ids or () if i not in seen})
-    if missing:
+    # an --id that named no open letter of the entity: said, not passed over as "replayed 0"
+    if report.not_open:
         print(
-            f"keap-pipeline dead-letters: no open {args.entity} dead letter with id {', '.join(map(str, missing))} "
+            f"keap-pipeline dead-letters: no open {args.entity} dead letter with id "
+            f"{', '.join(map(str, report.not_open))} "
             f"(`keap-pipeline dead-letters list --entity {args.entity} --status all` shows them all)",
             file=sys.stderr,
         )
-    return 1 if report.still_failing or missing else 0
+    return 1 if report.still_failing or report.not_open else 0
 
 
 def _failed(entity: Entity, error: str, status: int, what: str, *, every: bool) -> int:

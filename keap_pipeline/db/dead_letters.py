@@ -146,7 +146,11 @@ _COLUMNS = (
 
 
 def list_dead_letters(
-    conn: psycopg.Connection, entity: str | None = None, status: str | None = "open", limit: int = 100
+    conn: psycopg.Connection,
+    entity: str | None = None,
+    status: str | None = "open",
+    limit: int = 100,
+    ids: Sequence[int] | None = None,
 ) -> list[DeadLetter]:
     """List dead letters, newest first.
 
@@ -155,6 +159,7 @@ def list_dead_letters(
         entity: only this entity; all when None.
         status: only this status ('open', 'replayed', 'discarded'); all when None.
         limit: at most this many.
+        ids: only these ids (chosen in the query, so the limit counts among them); all when None.
 
     Returns:
         The dead letters.
@@ -163,8 +168,9 @@ def list_dead_letters(
         f"select {_COLUMNS} from keap_pipeline.dead_letters"  # noqa: S608 - fixed column list
         " where (%(entity)s::text is null or entity = %(entity)s)"
         " and (%(status)s::text is null or status = %(status)s)"
+        " and (%(ids)s::bigint[] is null or id = any(%(ids)s::bigint[]))"
         " order by last_seen_at desc, id desc limit %(limit)s",
-        {"entity": entity, "status": status, "limit": limit},
+        {"entity": entity, "status": status, "limit": limit, "ids": None if ids is None else list(ids)},
     ).fetchall()
     return [DeadLetter(*r) for r in rows]
 

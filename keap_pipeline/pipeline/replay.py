@@ -32,6 +32,8 @@ class ReplayReport:
 
     replayed: list[int] = field(default_factory=list)
     still_failing: list[tuple[int, str]] = field(default_factory=list)
+    # ids asked for that name no open dead letter of the entity (a typo, another entity's, replayed already)
+    not_open: list[int] = field(default_factory=list)
     counts: UpsertCounts = field(default_factory=UpsertCounts)
     linked: int = 0
 
@@ -109,9 +111,8 @@ def replay_dead_letters(
         run_lock(database_url, entity_name, wait_seconds=lock_wait_seconds, holder=holder),
         connect(database_url, application_name=holder) as conn,
     ):
-        letters = [
-            d for d in list_dead_letters(conn, entity_name, status="open", limit=limit) if ids is None or d.id in ids
-        ]
+        letters = list_dead_letters(conn, entity_name, status="open", limit=limit, ids=ids)
+        not_open = sorted(set(ids or ()) - {d.id for d in letters})
 
         def attempt() -> ReplayReport:
             # an app (or a writer that holds no run lock) writing one of these records meanwhile rolls
@@ -123,6 +124,7 @@ def replay_dead_letters(
             return report
 
         report = with_retries(entity, attempt, lock_timeout_seconds=lock_timeout_seconds, what="replay", logger=log)
+        report.not_open = not_open
         if report.replayed:
             # orders or subscriptions may have waited for a replayed contact or product
             report.linked = link_dependents(conn, entity, lock_timeout_seconds)

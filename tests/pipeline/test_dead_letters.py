@@ -165,3 +165,26 @@ def test_a_replay_racing_a_loader_on_the_same_contact_is_retried_not_failed(sand
     assert report.replayed == [_letters(migrated_database)["3"]["id"]] and report.still_failing == []  # type: ignore[attr-defined]
     assert any("replay retried" in r.getMessage() for r in caplog.records)
     assert scalar(migrated_database, "select count(*) from public.sync_contacts where keap_id = '3'") == 1
+
+
+def test_a_replay_of_named_ids_finds_them_past_the_listing_limit(migrated_database: str) -> None:
+    # the ids were picked out of the newest `limit` open letters, so an older one named by --id was passed
+    # over as if it were not open; now the query picks them, and what it cannot find is reported
+    from keap_pipeline.db.dead_letters import list_dead_letters
+    from keap_pipeline.pipeline.replay import replay_dead_letters
+
+    with psycopg.connect(migrated_database, autocommit=True) as conn:
+        ids = [
+            conn.execute(
+                "insert into keap_pipeline.dead_letters (entity, keap_id, record_json, reason, last_seen_at)"
+                " values ('contacts', %s, '{\"id\": \"x\"}', 'id: not digits', now() - make_interval(mins => %s))"
+                " returning id", (f"k{i}", 10 - i),
+            ).fetchone()[0]  # type: ignore[index]
+            for i in range(3)
+        ]
+        oldest = ids[0]
+        assert [d.id for d in list_dead_letters(conn, "contacts", limit=1)] == [ids[-1]]
+        assert [d.id for d in list_dead_letters(conn, "contacts", limit=1, ids=[oldest])] == [oldest]
+    report = replay_dead_letters(migrated_database, "contacts", ids=[oldest, 999_999], limit=1)
+    assert [ident for ident, _ in report.still_failing] == [oldest]  # tried again (its record still has no id)
+    assert report.not_open == [999_999]
